@@ -1,0 +1,94 @@
+"""The device base class: identity, ports, seeded randomness, counters and their time series."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from heapq import heappush
+from typing import Any
+
+from emulators.kernel.engine import Engine
+from emulators.kernel.frame import Frame
+from emulators.kernel.port import PORT_COUNTERS, Port
+from emulators.kernel.rng import stream_for
+
+DEFAULT_BUFFER_BYTES = 64 * 1024 * 1024
+
+
+class Device:
+    """Base of every emulated device. Subclasses set ``kind`` and override the ``on_*`` hooks.
+
+    ``counters`` holds the device's named integer counters; declare every name in ``__init__`` so
+    the sampled time series keeps one column per counter from the first sample on.
+    """
+
+    kind = "device"
+
+    def __init__(self, name: str, device_id: int, engine: Engine, seed: int,
+                 options: dict[str, Any] | None = None) -> None:
+        self.name = name
+        self.id = device_id
+        self.engine = engine
+        self.seed = seed
+        self.options = dict(options or {})
+        self.rng = stream_for(seed, f"device:{name}")
+        self.ports: dict[str, Port] = {}
+        self.port_buffer_bytes = int(self.options.get("buffer", DEFAULT_BUFFER_BYTES))
+        self.counters: dict[str, int] = {}
+        self.series: list[list[int]] = []
+        self._heap = engine.heap
+        self._seq = 0
+        engine.add_device(self)
+
+    def at(self, time_ps: int, handler: Callable[[Any], None], arg: Any = None) -> None:
+        """Schedule ``handler(arg)`` at ``time_ps``, keyed by this device's own sequence."""
+        self._seq += 1
+        heappush(self._heap, (time_ps, self.id, self._seq, handler, arg))
+
+    @property
+    def now(self) -> int:
+        return self.engine.now
+
+    def add_port(self, name: str, buffer_bytes: int | None = None) -> Port:
+        port = Port(self, name, self.port_buffer_bytes if buffer_bytes is None else buffer_bytes)
+        self.ports[name] = port
+        return port
+
+    # -- hooks ------------------------------------------------------------------------------------
+    def start(self) -> None:
+        """Called once at virtual time 0, before any event: schedule the device's first events."""
+
+    def on_frame(self, port: Port, frame: Frame) -> None:
+        """A frame arrived on ``port`` (it may carry corrupted packets: ``frame.corrupt_packets``)."""
+
+    def on_frame_dropped(self, port: Port, frame: Frame) -> None:
+        """Our own egress on ``port`` dropped ``frame`` (buffer full or link down)."""
+
+    def on_frame_lost(self, port: Port, frame: Frame) -> None:
+        """``frame`` was on the wire toward ``port`` when the link went down."""
+
+    def on_link_change(self, port: Port) -> None:
+        """The link on ``port`` changed state or rate."""
+
+    # -- counters ---------------------------------------------------------------------------------
+    def counter_names(self) -> list[str]:
+        names = list(self.counters)
+        for pname in self.ports:
+            names.extend(f"{pname}.{c}" for c in PORT_COUNTERS)
+        return names
+
+    def counter_values(self) -> list[int]:
+        values = list(self.counters.values())
+        for port in self.ports.values():
+            values.extend(port.counter_values())
+        return values
+
+    def take_sample(self) -> None:
+        self.series.append(self.counter_values())
+
+    def results(self) -> dict[str, Any]:
+        """Everything this device measured, as JSON-ready data. Subclasses extend it."""
+        return {
+            "kind": self.kind,
+            "counters": dict(self.counters),
+            "ports": {name: port.counters() for name, port in self.ports.items()},
+        }

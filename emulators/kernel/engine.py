@@ -1,0 +1,104 @@
+"""The event engine: one heap, one clock, nothing else.
+
+Events are tuples ``(time_ps, origin_device_id, origin_seq, handler, arg)``. The first three are
+unique, so ordering never falls through to the handler and never depends on insertion order or on
+which devices share this engine: that is what makes every partition of a scenario behave alike.
+
+Besides events the engine keeps a *timeline* of scenario changes (faults) and of counter samples.
+Both are taken before any event at or after their time: a sample at T sees the state after all
+events < T; a change at T is in force for the events at T.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from heapq import heappop, heappush
+from typing import TYPE_CHECKING, Any
+
+from emulators.kernel.vtime import NEVER
+
+if TYPE_CHECKING:
+    from emulators.kernel.device import Device
+
+Event = tuple[int, int, int, Callable[[Any], None], Any]
+
+
+class Engine:
+    def __init__(self, sample_interval_ps: int = 0) -> None:
+        self.now = 0
+        self.heap: list[Event] = []
+        self.events = 0
+        self.devices: list[Device] = []
+        self._changes: list[tuple[int, int, Callable[[], None]]] = []  # (time, index, apply), sorted
+        self._next_change = 0  # index into _changes
+        self.sample_interval_ps = sample_interval_ps
+        self.sample_times: list[int] = []
+        self._next_sample = 0 if sample_interval_ps > 0 else NEVER
+
+    # -- set-up -----------------------------------------------------------------------------------
+    def add_device(self, device: Device) -> None:
+        self.devices.append(device)
+
+    def add_change(self, at_ps: int, index: int, apply: Callable[[], None]) -> None:
+        """A scenario change (fault) applied at ``at_ps``; ``index`` orders changes at equal times."""
+        self._changes.append((at_ps, index, apply))
+        self._changes.sort(key=lambda c: (c[0], c[1]))
+
+    def push(self, time_ps: int, origin: int, seq: int, handler: Callable[[Any], None], arg: Any) -> None:
+        heappush(self.heap, (time_ps, origin, seq, handler, arg))
+
+    # -- running ----------------------------------------------------------------------------------
+    def next_time(self) -> int:
+        """Earliest time at which something happens here: an event or a scenario change."""
+        t = self.heap[0][0] if self.heap else NEVER
+        if self._next_change < len(self._changes):
+            t = min(t, self._changes[self._next_change][0])
+        return t
+
+    def _next_timeline(self) -> int:
+        change = self._changes[self._next_change][0] if self._next_change < len(self._changes) else NEVER
+        return min(change, self._next_sample)
+
+    def run_until(self, end_ps: int) -> int:
+        """Process every event with time < ``end_ps``. Returns the number of events processed."""
+        heap = self.heap
+        pop = heappop
+        timeline = self._next_timeline()
+        n = 0
+        while True:
+            head = heap[0][0] if heap else NEVER
+            if head < timeline:
+                if head >= end_ps:
+                    break
+                t, _, _, handler, arg = pop(heap)
+                self.now = t
+                handler(arg)
+                n += 1
+            else:  # ties go to the timeline: changes at T are in force for events at T
+                if timeline >= end_ps:
+                    break
+                self._timeline_at(timeline)
+                timeline = self._next_timeline()
+        self._samples_through(end_ps)  # a sample at T == end sees all events < end
+        self.events += n
+        return n
+
+    def _timeline_at(self, t: int) -> None:
+        self._samples_through(t)  # samples first: a sample at T shows the state before T
+        changes = self._changes
+        while self._next_change < len(changes) and changes[self._next_change][0] <= t:
+            _, _, apply = changes[self._next_change]
+            self._next_change += 1
+            self.now = t
+            apply()
+
+    def _samples_through(self, t: int) -> None:
+        while self._next_sample <= t:
+            at = self._next_sample
+            self.sample_times.append(at)
+            for device in self.devices:
+                device.take_sample()
+            self._next_sample = at + self.sample_interval_ps
+
+    def pending(self) -> list[Event]:
+        return self.heap

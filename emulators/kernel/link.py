@@ -1,0 +1,115 @@
+"""Links and their two directions (channels).
+
+A link joins two ports. It has a rate, a length (so a propagation delay), a bit error rate and an
+up/down state; each may change at any virtual time. Each direction draws its bit errors from its
+own seeded generator, owned by the sending side, so draws happen in the same order in every
+partition.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import TYPE_CHECKING, Any
+
+from emulators.kernel.rng import stream_for
+from emulators.topology import propagation_ps
+
+if TYPE_CHECKING:
+    from emulators.kernel.device import Device
+    from emulators.kernel.frame import Frame
+    from emulators.kernel.port import Port
+
+# (arrival_ps, origin_device_id, origin_seq, dst_device_id, dst_port_name, frame)
+Outgoing = tuple[int, int, int, int, str, "Frame"]
+
+
+class Link:
+    __slots__ = ("name", "rate_bps", "length_mm", "delay_ps_per_m", "propagation_ps", "ber", "up",
+                 "epoch", "ports", "_packet_error_cache")
+
+    def __init__(self, name: str, rate_bps: int, length_mm: int, ber: float = 0.0,
+                 delay_ps_per_m: int = 4900) -> None:
+        self.name = name
+        self.rate_bps = rate_bps
+        self.delay_ps_per_m = delay_ps_per_m
+        self.length_mm = length_mm
+        self.propagation_ps = propagation_ps(length_mm, delay_ps_per_m)
+        self.ber = ber
+        self.up = True
+        self.epoch = 0  # bumped on every down transition: frames started in an older epoch are lost
+        self.ports: list[Port] = []  # local endpoints only (one or two)
+        self._packet_error_cache: dict[int, float] = {}
+
+    # -- changes (faults, protection switching, resizing) ----------------------------------------
+    def set_state(self, up: bool) -> None:
+        if up == self.up:
+            return
+        self.up = up
+        if not up:
+            self.epoch += 1
+        for port in self.ports:
+            port.on_link_change()
+
+    def set_rate(self, rate_bps: int) -> None:
+        self.rate_bps = rate_bps
+        for port in self.ports:
+            port.on_link_change()
+
+    def set_ber(self, ber: float) -> None:
+        self.ber = ber
+        self._packet_error_cache.clear()
+
+    def set_length(self, length_mm: int) -> None:
+        self.length_mm = length_mm
+        self.propagation_ps = propagation_ps(length_mm, self.delay_ps_per_m)
+
+    def packet_error_probability(self, packet_bytes: int) -> float:
+        """P(at least one bit error in a packet) = 1 - (1 - BER)^bits, computed without cancellation."""
+        p = self._packet_error_cache.get(packet_bytes)
+        if p is None:
+            p = -math.expm1(packet_bytes * 8 * math.log1p(-self.ber))
+            self._packet_error_cache[packet_bytes] = p
+        return p
+
+
+class Channel:
+    """One direction of a link, from a local sending port to a local or remote receiving port."""
+
+    __slots__ = ("link", "sender", "rng", "local_dst", "remote_device_id", "remote_port", "outbox")
+
+    def __init__(self, link: Link, sender: Port, seed: int, direction: str) -> None:
+        self.link = link
+        self.sender = sender
+        self.rng = stream_for(seed, f"link:{link.name}:{direction}")
+        self.local_dst: Port | None = None
+        self.remote_device_id = -1
+        self.remote_port = ""
+        self.outbox: list[Any] | None = None  # the host's list for the peer host owning the far end
+
+    def transmit(self, frame: Frame, device: Device) -> None:
+        """The last bit left the sender now: apply bit errors and schedule the arrival."""
+        link = self.link
+        if link.ber > 0.0:
+            self._corrupt(frame)
+        arrival = device.engine.now + link.propagation_ps
+        if self.local_dst is not None:
+            device.at(arrival, self.local_dst.receive, frame)
+        else:
+            assert self.outbox is not None, f"link {link.name} has no far end"
+            device._seq += 1
+            self.outbox.append((arrival, device.id, device._seq, self.remote_device_id, self.remote_port, frame))
+
+    def _corrupt(self, frame: Frame) -> None:
+        link = self.link
+        full = frame.packets - 1
+        last = frame.last_packet_bytes
+        bad = 0
+        bad_bytes = 0
+        if full:
+            bad = int(self.rng.binomial(full, link.packet_error_probability(frame.mtu)))
+            bad_bytes = bad * frame.mtu
+        if self.rng.random() < link.packet_error_probability(last):
+            bad += 1
+            bad_bytes += last
+        frame.corrupt_packets += bad
+        frame.corrupt_bytes += bad_bytes

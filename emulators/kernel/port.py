@@ -1,0 +1,134 @@
+"""Ports: an egress queue per priority that serialises frames at the link's rate.
+
+Frames are sent strictly by priority (7 highest); a paused priority holds its queue. The frame on
+the wire finishes even if a pause arrives, as on real MACs.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from typing import TYPE_CHECKING
+
+from emulators.kernel.vtime import serialization_ps
+
+if TYPE_CHECKING:
+    from emulators.kernel.device import Device
+    from emulators.kernel.frame import Frame
+    from emulators.kernel.link import Channel, Link
+
+PRIORITIES = 8
+
+PORT_COUNTERS = (
+    "tx_frames", "tx_bytes", "rx_frames", "rx_bytes",
+    "drop_frames", "drop_bytes",  # egress buffer full
+    "down_drop_frames", "down_drop_bytes",  # sent while the link was down
+    "lost_frames", "lost_bytes",  # on the wire when the link went down
+    "rx_corrupt_packets", "rx_corrupt_bytes",  # hit by bit errors
+    "queue_bytes", "queue_peak_bytes",
+)
+
+
+class Port:
+    __slots__ = ("device", "name", "buffer_bytes", "link", "channel", "queues", "paused", "busy",
+                 *PORT_COUNTERS)
+
+    def __init__(self, device: Device, name: str, buffer_bytes: int) -> None:
+        self.device = device
+        self.name = name
+        self.buffer_bytes = buffer_bytes
+        self.link: Link | None = None
+        self.channel: Channel | None = None
+        self.queues: list[deque[Frame]] = [deque() for _ in range(PRIORITIES)]
+        self.paused = 0  # bit per priority
+        self.busy = False
+        for c in PORT_COUNTERS:
+            setattr(self, c, 0)
+
+    @property
+    def rate_bps(self) -> int:
+        return self.link.rate_bps if self.link is not None else 0
+
+    # -- egress -----------------------------------------------------------------------------------
+    def send(self, frame: Frame) -> bool:
+        """Queue a frame for transmission. False (and counted) if the egress buffer is full."""
+        nbytes = frame.nbytes
+        if self.queue_bytes + nbytes > self.buffer_bytes:
+            self.drop_frames += 1
+            self.drop_bytes += nbytes
+            self.device.on_frame_dropped(self, frame)
+            return False
+        self.queues[frame.priority].append(frame)
+        self.queue_bytes += nbytes
+        if self.queue_bytes > self.queue_peak_bytes:
+            self.queue_peak_bytes = self.queue_bytes
+        if not self.busy:
+            self._start_next()
+        return True
+
+    def _dequeue(self) -> Frame | None:
+        for prio in range(PRIORITIES - 1, -1, -1):
+            q = self.queues[prio]
+            if q and not self.paused >> prio & 1:
+                return q.popleft()
+        return None
+
+    def _start_next(self) -> None:
+        while True:
+            frame = self._dequeue()
+            if frame is None:
+                self.busy = False
+                return
+            self.queue_bytes -= frame.nbytes
+            link = self.link
+            if link is None or not link.up:
+                self.down_drop_frames += 1
+                self.down_drop_bytes += frame.nbytes
+                self.device.on_frame_dropped(self, frame)
+                continue
+            frame.epoch = link.epoch
+            self.busy = True
+            device = self.device
+            device.at(device.engine.now + serialization_ps(frame.nbytes, link.rate_bps), self._tx_done, frame)
+            return
+
+    def _tx_done(self, frame: Frame) -> None:
+        self.tx_frames += 1
+        self.tx_bytes += frame.nbytes
+        assert self.channel is not None
+        self.channel.transmit(frame, self.device)
+        self._start_next()
+
+    def pause(self, priority: int) -> None:
+        self.paused |= 1 << priority
+
+    def resume(self, priority: int) -> None:
+        self.paused &= ~(1 << priority)
+        if not self.busy:
+            self._start_next()
+
+    def on_link_change(self) -> None:
+        if not self.busy:
+            self._start_next()  # a link back up drains what queued meanwhile (or flushes it if down)
+        self.device.on_link_change(self)
+
+    # -- ingress ----------------------------------------------------------------------------------
+    def receive(self, frame: Frame) -> None:
+        link = self.link
+        assert link is not None
+        if frame.epoch != link.epoch or not link.up:
+            self.lost_frames += 1
+            self.lost_bytes += frame.nbytes
+            self.device.on_frame_lost(self, frame)
+            return
+        self.rx_frames += 1
+        self.rx_bytes += frame.nbytes
+        if frame.corrupt_packets:
+            self.rx_corrupt_packets += frame.corrupt_packets
+            self.rx_corrupt_bytes += frame.corrupt_bytes
+        self.device.on_frame(self, frame)
+
+    def counters(self) -> dict[str, int]:
+        return {c: getattr(self, c) for c in PORT_COUNTERS}
+
+    def counter_values(self) -> list[int]:
+        return [getattr(self, c) for c in PORT_COUNTERS]

@@ -1,0 +1,190 @@
+"""A host's share of a scenario, without any I/O: its engine, its devices, the links that touch
+them, the faults on those links, and the frames it owes to other hosts.
+
+The same class runs in every deployment. The coordinator (in-process or over gRPC) drives it one
+window at a time: ``deliver`` frames from peers, ``advance`` to the window end, hand the outgoing
+frames to the peers they are for.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from emulators.kernel.device import Device
+from emulators.kernel.engine import Engine
+from emulators.kernel.frame import DATA, Frame
+from emulators.kernel.link import Channel, Link, Outgoing
+from emulators.kernel.port import Port
+from emulators.registry import DEVICE_KINDS
+from emulators.topology import FaultSpec, Scenario
+from emulators.tester.device import Tester
+
+
+class CausalityError(RuntimeError):
+    """A frame arrived for a time this host has already simulated: the partition's lookahead is wrong."""
+
+
+class HostRuntime:
+    def __init__(self, scenario: Scenario, host: str, assignment: dict[str, str]) -> None:
+        self.scenario = scenario
+        self.host = host
+        self.engine = Engine(scenario.sample_interval_ps)
+        self.ids = {d.name: i for i, d in enumerate(scenario.devices)}
+        self.devices: dict[str, Device] = {}
+        self.by_id: dict[int, Device] = {}
+        self.links: dict[str, Link] = {}
+        self.outboxes: dict[str, list[Outgoing]] = {}  # peer host -> frames owed to it this window
+        self.inbox: list[Outgoing] = []
+        self.sent_total: dict[str, int] = {}
+        self.received_total = 0
+        self.window_end = 0
+        for spec in scenario.devices:
+            if assignment[spec.name] != host:
+                continue
+            cls = DEVICE_KINDS[spec.kind].load_class()
+            device: Device = cls(spec.name, self.ids[spec.name], self.engine, scenario.seed, spec.options)
+            for pname in spec.ports:
+                device.add_port(pname)
+            self.devices[spec.name] = device
+            self.by_id[device.id] = device
+        self._wire_links(assignment)
+        self._add_faults()
+        self._add_flows()
+
+    # -- building ---------------------------------------------------------------------------------
+    def _wire_links(self, assignment: dict[str, str]) -> None:
+        seed = self.scenario.seed
+        for spec in self.scenario.links:
+            ends = [(spec.a, spec.z, "a>z"), (spec.z, spec.a, "z>a")]
+            local = [e for e in ends if e[0].device in self.devices]
+            if not local:
+                continue
+            link = Link(spec.name, spec.rate_bps, spec.length_mm, spec.ber, spec.delay_ps_per_m)
+            self.links[spec.name] = link
+            for near, far, direction in local:
+                port = self.devices[near.device].ports[near.port]
+                port.link = link
+                link.ports.append(port)
+                channel = Channel(link, port, seed, direction)
+                port.channel = channel
+                if far.device in self.devices:
+                    channel.local_dst = self.devices[far.device].ports[far.port]
+                else:
+                    peer = assignment[far.device]
+                    channel.remote_device_id = self.ids[far.device]
+                    channel.remote_port = far.port
+                    channel.outbox = self.outboxes.setdefault(peer, [])
+                    self.sent_total.setdefault(peer, 0)
+
+    def _add_faults(self) -> None:
+        for fault in self.scenario.faults:
+            link = self.links.get(fault.link)
+            if link is not None:
+                self.engine.add_change(fault.at_ps, fault.index, _fault_action(link, fault))
+
+    def _add_flows(self) -> None:
+        for index, flow in enumerate(self.scenario.flows):
+            src = self.devices.get(flow.src.device)
+            if isinstance(src, Tester):
+                src.add_tx_flow(index, flow, self.ids[flow.dst.device])
+            dst = self.devices.get(flow.dst.device)
+            if isinstance(dst, Tester):
+                dst.expect_rx_flow(index, flow)
+
+    @property
+    def peers(self) -> list[str]:
+        return sorted(self.outboxes)
+
+    # -- running ----------------------------------------------------------------------------------
+    def start(self) -> None:
+        for device_id in sorted(self.by_id):
+            self.by_id[device_id].start()
+
+    def deliver(self, frames: list[Outgoing]) -> None:
+        """Frames from a peer host; they join the heap at the start of the next ``advance``."""
+        self.inbox.extend(frames)
+        self.received_total += len(frames)
+
+    def _merge_inbox(self) -> None:
+        push = self.engine.push
+        for arrival, origin, seq, device_id, port_name, frame in self.inbox:
+            if arrival < self.window_end:
+                raise CausalityError(
+                    f"host {self.host}: frame from device {origin} arrives at {arrival} ps, "
+                    f"before this host's window end {self.window_end} ps")
+            push(arrival, origin, seq, self.by_id[device_id].ports[port_name].receive, frame)
+        self.inbox.clear()
+
+    def advance(self, end_ps: int) -> dict[str, list[Outgoing]]:
+        """Run every event before ``end_ps``; return the frames owed to each peer host."""
+        self._merge_inbox()
+        self.engine.run_until(end_ps)
+        self.window_end = max(self.window_end, end_ps)
+        out: dict[str, list[Outgoing]] = {}
+        for peer, box in self.outboxes.items():
+            if box:
+                out[peer] = list(box)
+                self.sent_total[peer] += len(box)
+                box.clear()
+        return out
+
+    def next_time(self) -> int:
+        self._merge_inbox()
+        return self.engine.next_time()
+
+    # -- results ----------------------------------------------------------------------------------
+    def in_flight(self) -> dict[str, dict[str, int]]:
+        """Data still queued or on the wire (per flow name): what the conservation balance needs."""
+        totals: dict[int, list[int]] = {}
+
+        def add(frame: Frame) -> None:
+            if frame.kind == DATA and frame.flow >= 0:
+                t = totals.setdefault(frame.flow, [0, 0])
+                t[0] += 1
+                t[1] += frame.nbytes
+
+        for device in self.devices.values():
+            for port in device.ports.values():
+                for queue in port.queues:
+                    for frame in queue:
+                        add(frame)
+        for event in self.engine.pending():
+            if isinstance(event[4], Frame):
+                add(event[4])
+        for *_, frame in self.inbox:
+            add(frame)
+        flows = self.scenario.flows
+        return {flows[i].name: {"frames": v[0], "bytes": v[1]} for i, v in sorted(totals.items())}
+
+    def results(self) -> dict[str, Any]:
+        times = self.engine.sample_times
+        series = {}
+        for name, device in self.devices.items():
+            columns = list(zip(*device.series, strict=True)) if device.series else []
+            series[name] = {"t_ps": list(times)} | {
+                counter: list(col) for counter, col in zip(device.counter_names(), columns, strict=True)
+            }
+        return {
+            "host": self.host,
+            "events": self.engine.events,
+            "devices": {name: self.devices[name].results() for name in sorted(self.devices)},
+            "timeseries": series,
+            "in_flight": self.in_flight(),
+        }
+
+
+def _fault_action(link: Link, fault: FaultSpec) -> Callable[[], None]:
+    if fault.state is not None:
+        up = fault.state == "up"
+        return lambda: link.set_state(up)
+    if fault.rate_bps is not None:
+        rate = fault.rate_bps
+        return lambda: link.set_rate(rate)
+    if fault.ber is not None:
+        ber = fault.ber
+        return lambda: link.set_ber(ber)
+    if fault.length_mm is not None:
+        length = fault.length_mm
+        return lambda: link.set_length(length)
+    raise ValueError(f"fault {fault.index} on link {fault.link} changes nothing")

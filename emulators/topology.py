@@ -1,0 +1,133 @@
+"""The resolved scenario: pure data with every unit converted to integers (ps, bps, bytes, mm).
+
+The orchestrator parses and validates scenario files into these frozen dataclasses; hosts receive
+them as JSON (``scenario_to_dict``/``scenario_from_dict``) and build their devices from them. No I/O.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+FIBER_DELAY_PS_PER_M = 4900  # light in fiber: 4.9 ns per metre
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    device: str
+    port: str
+
+    def __str__(self) -> str:
+        return f"{self.device}/{self.port}"
+
+
+@dataclass(frozen=True)
+class DeviceSpec:
+    name: str
+    kind: str
+    site: str | None
+    ports: tuple[str, ...]
+    options: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class LinkSpec:
+    name: str
+    a: Endpoint
+    z: Endpoint
+    rate_bps: int
+    length_mm: int
+    ber: float = 0.0
+    delay_ps_per_m: int = FIBER_DELAY_PS_PER_M
+
+    @property
+    def propagation_ps(self) -> int:
+        return propagation_ps(self.length_mm, self.delay_ps_per_m)
+
+
+def propagation_ps(length_mm: int, delay_ps_per_m: int = FIBER_DELAY_PS_PER_M) -> int:
+    return length_mm * delay_ps_per_m // 1000
+
+
+@dataclass(frozen=True)
+class FlowSpec:
+    name: str
+    src: Endpoint
+    dst: Endpoint
+    rate_bps: int
+    frame_bytes: int
+    start_ps: int
+    count: int
+    priority: int = 0
+
+
+@dataclass(frozen=True)
+class FaultSpec:
+    """One change on the timeline. Exactly one of state/rate_bps/ber/length_mm is set."""
+
+    index: int  # position in the file's fault list: part of the event key, so stable
+    at_ps: int
+    link: str
+    state: str | None = None  # "down" | "up"
+    rate_bps: int | None = None
+    ber: float | None = None
+    length_mm: int | None = None
+
+
+@dataclass(frozen=True)
+class Scenario:
+    name: str
+    source: str  # file path (or "<string>") for error messages
+    seed: int
+    duration_ps: int
+    sample_interval_ps: int
+    sites: tuple[str, ...]
+    devices: tuple[DeviceSpec, ...]  # sorted by name: a device's index is its stable id
+    links: tuple[LinkSpec, ...]
+    flows: tuple[FlowSpec, ...]
+    faults: tuple[FaultSpec, ...]
+
+    def device(self, name: str) -> DeviceSpec:
+        for d in self.devices:
+            if d.name == name:
+                return d
+        raise KeyError(name)
+
+    def device_id(self, name: str) -> int:
+        for i, d in enumerate(self.devices):
+            if d.name == name:
+                return i
+        raise KeyError(name)
+
+
+def scenario_to_dict(s: Scenario) -> dict[str, Any]:
+    return asdict(s)
+
+
+def scenario_from_dict(d: dict[str, Any]) -> Scenario:
+    def ep(v: dict[str, str]) -> Endpoint:
+        return Endpoint(v["device"], v["port"])
+
+    return Scenario(
+        name=d["name"],
+        source=d["source"],
+        seed=d["seed"],
+        duration_ps=d["duration_ps"],
+        sample_interval_ps=d["sample_interval_ps"],
+        sites=tuple(d["sites"]),
+        devices=tuple(
+            DeviceSpec(x["name"], x["kind"], x["site"], tuple(x["ports"]), dict(x["options"]))
+            for x in d["devices"]
+        ),
+        links=tuple(
+            LinkSpec(x["name"], ep(x["a"]), ep(x["z"]), x["rate_bps"], x["length_mm"], x["ber"],
+                     x["delay_ps_per_m"])
+            for x in d["links"]
+        ),
+        flows=tuple(
+            FlowSpec(x["name"], ep(x["src"]), ep(x["dst"]), x["rate_bps"], x["frame_bytes"],
+                     x["start_ps"], x["count"], x["priority"])
+            for x in d["flows"]
+        ),
+        faults=tuple(FaultSpec(**x) for x in d["faults"]),
+    )

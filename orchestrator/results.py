@@ -1,0 +1,84 @@
+"""Assembling results.json from what the hosts measured.
+
+Everything outside ``run`` depends only on the scenario and the seed: it is identical in every
+partition and backend, and on every repetition. ``run`` says how this run was executed (partition,
+hosts, windows, wall seconds).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from emulators.topology import Scenario
+from orchestrator.partition import Plan
+
+RESULTS_SCHEMA = "aicn-testbed/results/v0"
+
+
+def assemble(scenario: Scenario, plan: Plan, backend: str, host_results: dict[str, dict[str, Any]], *,
+             windows: int, wall_seconds: float, end_ps: int, error: str | None = None,
+             failed_host: str | None = None) -> dict[str, Any]:
+    devices: dict[str, Any] = {}
+    timeseries: dict[str, Any] = {}
+    in_flight: dict[str, dict[str, int]] = {}
+    events = 0
+    for hr in host_results.values():
+        devices.update(hr["devices"])
+        timeseries.update(hr["timeseries"])
+        events += hr["events"]
+        for flow, v in hr["in_flight"].items():
+            t = in_flight.setdefault(flow, {"frames": 0, "bytes": 0})
+            t["frames"] += v["frames"]
+            t["bytes"] += v["bytes"]
+    return {
+        "schema": RESULTS_SCHEMA,
+        "status": "failed" if error else "ok",
+        "error": error,
+        "scenario": {"name": scenario.name, "source": scenario.source, "seed": scenario.seed,
+                     "duration_ps": scenario.duration_ps},
+        "virtual_end_ps": end_ps,
+        "events": events,
+        "flows": {f.name: _flow(f.name, f.src.device, f.dst.device, devices, in_flight) for f in scenario.flows},
+        "devices": {name: devices[name] for name in sorted(devices)},
+        "timeseries": {name: timeseries[name] for name in sorted(timeseries)},
+        "run": {
+            "partition": plan.mode,
+            "backend": backend,
+            "hosts": {h: list(d) for h, d in plan.hosts.items()},
+            "lookahead_ps": plan.lookahead_ps,
+            "cut_links": list(plan.cut_links),
+            "windows": windows,
+            "wall_seconds": round(wall_seconds, 6),
+            "missing_hosts": sorted(set(plan.hosts) - set(host_results)),
+            "failed_host": failed_host,
+        },
+    }
+
+
+def _flow(name: str, src: str, dst: str, devices: dict[str, Any], in_flight: dict[str, Any]) -> dict[str, Any]:
+    tx = devices.get(src, {}).get("flows_tx", {}).get(name)
+    rx = devices.get(dst, {}).get("flows_rx", {}).get(name)
+    flow: dict[str, Any] = {"src": src, "dst": dst}
+    if tx is None or rx is None:  # a host of this flow was lost: say so instead of guessing
+        flow["incomplete"] = True
+        flow.update(tx or {})
+        flow.update(rx or {})
+        return flow
+    pending = in_flight.get(name, {"frames": 0, "bytes": 0})
+    flow.update(tx)
+    flow.update(rx)
+    flow["in_flight_frames"] = pending["frames"]
+    flow["in_flight_bytes"] = pending["bytes"]
+    delivered_or_lost = tx["tx_bytes"] - pending["bytes"]
+    lost_bytes = delivered_or_lost - rx["rx_good_bytes"]
+    flow["lost_bytes"] = lost_bytes
+    flow["loss_ratio"] = lost_bytes / delivered_or_lost if delivered_or_lost else 0.0
+    # conservation: every byte offered is received, dropped, lost on a dead link or still in flight
+    flow["unaccounted_bytes"] = tx["tx_bytes"] - (rx["rx_bytes"] + tx["tx_drop_bytes"]
+                                                  + rx["lost_in_flight_bytes"] + pending["bytes"])
+    return flow
+
+
+def deterministic_view(results: dict[str, Any]) -> dict[str, Any]:
+    """The part of results.json that must not depend on partition, backend or wall clock."""
+    return {k: v for k, v in results.items() if k != "run"}

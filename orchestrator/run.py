@@ -1,0 +1,104 @@
+"""Running a scenario: plan the partition, start the hosts on a backend, drive the clock, write results."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import uuid
+from pathlib import Path
+from typing import Any
+
+import structlog
+
+from emulators.topology import Scenario
+from orchestrator.backends.inproc import start_inproc
+from orchestrator.coordinator import Coordinator, HostFailed, HostHandle, RunOutcome
+from orchestrator.partition import plan_partition
+from orchestrator.results import assemble
+
+BACKENDS = ("inproc", "process")
+
+log = structlog.get_logger("run")
+
+
+class RunFailed(RuntimeError):
+    """The run stopped early; ``results`` holds what was collected (and was written, if asked)."""
+
+    def __init__(self, message: str, results: dict[str, Any]) -> None:
+        super().__init__(message)
+        self.results = results
+
+
+def run_scenario(scenario: Scenario, partition: str = "single", backend: str = "inproc",
+                 out_dir: Path | None = None, window_timeout_s: float = 60.0) -> dict[str, Any]:
+    """Run ``scenario`` and return results.json's content (also written to ``out_dir`` if given).
+
+    Raises PartitionError for an impossible partition, RunFailed when a host fails mid-run.
+    """
+    if backend not in BACKENDS:
+        raise ValueError(f"unknown backend {backend!r}; choose one of {', '.join(BACKENDS)}")
+    plan = plan_partition(scenario, partition)
+    run_id = uuid.uuid4().hex[:12]
+    structlog.contextvars.bind_contextvars(run_id=run_id, scenario=scenario.name)
+    log.info("run starting", partition=partition, backend=backend, hosts=len(plan.hosts),
+             lookahead_ps=plan.lookahead_ps)
+    if backend == "inproc":
+        outcome = asyncio.run(Coordinator(scenario, plan, start_inproc(scenario, plan)).run())
+    else:
+        log_dir = (out_dir or Path("out")) / "hosts"
+        outcome = asyncio.run(_run_processes(scenario, plan, run_id, log_dir, window_timeout_s))
+    results = assemble(scenario, plan, backend, outcome.host_results, windows=outcome.windows,
+                       wall_seconds=outcome.wall_seconds, end_ps=outcome.end_ps, error=outcome.error,
+                       failed_host=outcome.failed_host)
+    if out_dir is not None:
+        write_results(results, out_dir)
+    if outcome.error:
+        raise RunFailed(outcome.error, results)
+    log.info("run finished", windows=outcome.windows, wall_seconds=round(outcome.wall_seconds, 3))
+    return results
+
+
+def write_results(results: dict[str, Any], out_dir: Path) -> Path:
+    out_dir.mkdir(parents=True, exist_ok=True)
+    path = out_dir / "results.json"
+    path.write_text(json.dumps(results, indent=1, sort_keys=False) + "\n")
+    return path
+
+
+async def _run_processes(scenario: Scenario, plan: Any, run_id: str, log_dir: Path,
+                         window_timeout_s: float) -> RunOutcome:
+    from orchestrator.backends.process import launch  # needs the generated gRPC stubs
+
+    cluster = await launch(scenario, plan, run_id, log_dir, window_timeout_s)
+    hosts: list[HostHandle] = list(cluster.hosts)
+    coordinator = Coordinator(scenario, plan, hosts)
+    try:
+        run = asyncio.ensure_future(coordinator.run())
+        exited = asyncio.ensure_future(cluster.first_exit())
+        done, _ = await asyncio.wait({run, exited}, return_when=asyncio.FIRST_COMPLETED)
+        failure: HostFailed | None = None
+        if run in done:
+            exited.cancel()
+            try:
+                return run.result()
+            except HostFailed as e:
+                failure = e
+        else:
+            run.cancel()
+            failure = cluster.failure(exited.result())
+        # keep what the survivors measured
+        assert failure is not None
+        log.error("run failed", host=failure.host, error=str(failure))
+        partial: dict[str, dict[str, Any]] = {}
+        for h in cluster.hosts:
+            if h.name == failure.host or h.proc.returncode is not None:
+                continue
+            h.window_timeout_s = 3.0
+            try:
+                partial[h.name] = await h.results()
+            except HostFailed as e:
+                log.warning("no partial results", host=h.name, error=str(e))
+        return RunOutcome(partial, coordinator.windows, 0.0, coordinator.end_ps, error=str(failure),
+                          failed_host=failure.host)
+    finally:
+        await cluster.stop()

@@ -1,0 +1,28 @@
+"""The resolved scenario model. It lives in :mod:`emulators.topology` (pure data, shared with the
+device hosts); this module re-exports it for the scenario loader."""
+
+from emulators.topology import (
+    FIBER_DELAY_PS_PER_M,
+    DeviceSpec,
+    Endpoint,
+    FaultSpec,
+    FlowSpec,
+    LinkSpec,
+    Scenario,
+    propagation_ps,
+    scenario_from_dict,
+    scenario_to_dict,
+)
+
+__all__ = [
+    "FIBER_DELAY_PS_PER_M",
+    "DeviceSpec",
+    "Endpoint",
+    "FaultSpec",
+    "FlowSpec",
+    "LinkSpec",
+    "Scenario",
+    "propagation_ps",
+    "scenario_from_dict",
+    "scenario_to_dict",
+]
