@@ -15,10 +15,9 @@ from emulators.kernel.device import Device
 from emulators.kernel.engine import Engine
 from emulators.kernel.frame import DATA, Frame
 from emulators.kernel.link import Channel, Link, Outgoing
-from emulators.kernel.port import Port
 from emulators.registry import DEVICE_KINDS
-from emulators.topology import FaultSpec, Scenario
 from emulators.tester.device import Tester
+from emulators.topology import FaultSpec, Scenario
 
 
 class CausalityError(RuntimeError):

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from typing import Any
 
+from testbed.sync.v1 import sync_pb2
+
 from emulators.kernel.frame import Frame
 from emulators.kernel.link import Outgoing
-from testbed.sync.v1 import sync_pb2
 
 
 def encode_batch(from_host: str, window: int, frames: list[Outgoing]) -> Any:

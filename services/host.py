@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import signal
@@ -19,6 +20,7 @@ import grpc
 import structlog
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
+from testbed.sync.v1 import sync_pb2, sync_pb2_grpc
 
 from emulators.kernel.vtime import NEVER
 from emulators.runtime import HostRuntime
@@ -26,7 +28,6 @@ from emulators.topology import scenario_from_dict
 from services.codec import decode_batch, encode_batch
 from services.interceptors import LoggingInterceptor
 from services.logs import configure_logging
-from testbed.sync.v1 import sync_pb2, sync_pb2_grpc
 
 log = structlog.get_logger("host")
 
@@ -230,10 +231,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     configure_logging(args.log_level)
     structlog.contextvars.bind_contextvars(host=args.name)
-    try:
+    with contextlib.suppress(KeyboardInterrupt):
         asyncio.run(serve(args.name, args.listen, args.exit_with_parent))
-    except KeyboardInterrupt:
-        pass
     return 0
 
 

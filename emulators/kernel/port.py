@@ -41,8 +41,12 @@ class Port:
         self.queues: list[deque[Frame]] = [deque() for _ in range(PRIORITIES)]
         self.paused = 0  # bit per priority
         self.busy = False
-        for c in PORT_COUNTERS:
-            setattr(self, c, 0)
+        self.tx_frames = self.tx_bytes = self.rx_frames = self.rx_bytes = 0
+        self.drop_frames = self.drop_bytes = 0
+        self.down_drop_frames = self.down_drop_bytes = 0
+        self.lost_frames = self.lost_bytes = 0
+        self.rx_corrupt_packets = self.rx_corrupt_bytes = 0
+        self.queue_bytes = self.queue_peak_bytes = 0
 
     @property
     def rate_bps(self) -> int:

@@ -16,12 +16,12 @@ from typing import Any
 
 import grpc
 import structlog
+from testbed.sync.v1 import sync_pb2, sync_pb2_grpc
 
 from emulators.topology import Scenario, scenario_to_dict
 from orchestrator.coordinator import HostFailed, Report
 from orchestrator.partition import Plan
 from services.host import GRPC_OPTIONS
-from testbed.sync.v1 import sync_pb2, sync_pb2_grpc
 
 log = structlog.get_logger("process-backend")
 
