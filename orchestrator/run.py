@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 import uuid
 from pathlib import Path
 from typing import Any
@@ -72,6 +73,8 @@ async def _run_processes(scenario: Scenario, plan: Any, run_id: str, log_dir: Pa
     cluster = await launch(scenario, plan, run_id, log_dir, window_timeout_s)
     hosts: list[HostHandle] = list(cluster.hosts)
     coordinator = Coordinator(scenario, plan, hosts)
+    t0 = time.perf_counter()
+    stop_grace_s = 5.0
     try:
         run = asyncio.ensure_future(coordinator.run())
         exited = asyncio.ensure_future(cluster.first_exit())
@@ -80,7 +83,9 @@ async def _run_processes(scenario: Scenario, plan: Any, run_id: str, log_dir: Pa
         if run in done:
             exited.cancel()
             try:
-                return run.result()
+                outcome = run.result()
+                await asyncio.gather(*(h.close() for h in cluster.hosts))
+                return outcome
             except HostFailed as e:
                 failure = e
         else:
@@ -89,16 +94,18 @@ async def _run_processes(scenario: Scenario, plan: Any, run_id: str, log_dir: Pa
         # keep what the survivors measured
         assert failure is not None
         log.error("run failed", host=failure.host, error=str(failure))
+        survivors = [h for h in cluster.hosts if h.name != failure.host and h.proc.returncode is None]
+        for h in survivors:
+            h.window_timeout_s = 2.0
         partial: dict[str, dict[str, Any]] = {}
-        for h in cluster.hosts:
-            if h.name == failure.host or h.proc.returncode is not None:
-                continue
-            h.window_timeout_s = 3.0
-            try:
-                partial[h.name] = await h.results()
-            except HostFailed as e:
-                log.warning("no partial results", host=h.name, error=str(e))
-        return RunOutcome(partial, coordinator.windows, 0.0, coordinator.end_ps, error=str(failure),
-                          failed_host=failure.host)
+        for h, got in zip(survivors, await asyncio.gather(*(h.results() for h in survivors),
+                                                          return_exceptions=True), strict=True):
+            if isinstance(got, BaseException):
+                log.warning("no partial results", host=h.name, error=str(got))
+            else:
+                partial[h.name] = got
+        stop_grace_s = 1.0
+        return RunOutcome(partial, coordinator.windows, time.perf_counter() - t0, coordinator.end_ps,
+                          error=str(failure), failed_host=failure.host)
     finally:
-        await cluster.stop()
+        await cluster.stop(stop_grace_s)

@@ -180,7 +180,7 @@ class FrameExchange(sync_pb2_grpc.FrameExchangeServicer):
             self.state.on_batch(batch)
 
 
-async def serve(name: str, listen: str, exit_with_parent: bool = False, grace_s: float = 2.0) -> None:
+async def serve(name: str, listen: str, exit_with_parent: bool = False, grace_s: float = 1.0) -> None:
     state = HostState(name)
     server = grpc.aio.server(interceptors=[LoggingInterceptor(name)], options=GRPC_OPTIONS)
     sync_pb2_grpc.add_HostControlServicer_to_server(HostControl(state), server)

@@ -71,6 +71,11 @@ class ProcessHost:
         return await self._exchange(sync_pb2.Advance(window=self._window, end_ps=end_ps,
                                                      expect_frames=expect_frames))
 
+    async def close(self) -> None:
+        """End the Sync stream: the host is done with this run."""
+        if self._sync is not None:
+            await self._sync.done_writing()
+
     async def results(self) -> dict[str, Any]:
         reply = await self._call("Results", self.control.Results(sync_pb2.ResultsRequest()))
         results: dict[str, Any] = json.loads(reply.results_json)
@@ -96,18 +101,20 @@ class ProcessCluster:
         reason = f"process exited with code {host.proc.returncode}"
         return HostFailed(host.name, reason + (f"; last log lines: {tail}" if tail else ""))
 
-    async def stop(self) -> None:
+    async def stop(self, grace_s: float = 5.0) -> None:
+        """SIGTERM every host, give them ``grace_s`` together to finish, then SIGKILL the rest."""
         for h in self.hosts:
             if h.proc.returncode is None:
                 with contextlib.suppress(ProcessLookupError):
                     h.proc.send_signal(signal.SIGTERM)
+        waits = [asyncio.ensure_future(h.proc.wait()) for h in self.hosts]
+        await asyncio.wait(waits, timeout=grace_s)
         for h in self.hosts:
-            try:
-                await asyncio.wait_for(h.proc.wait(), 5)
-            except TimeoutError:
+            if h.proc.returncode is None:
                 with contextlib.suppress(ProcessLookupError):
                     h.proc.kill()
-                await h.proc.wait()
+        await asyncio.gather(*waits)
+        for h in self.hosts:
             if h.channel is not None:
                 await h.channel.close()
 
