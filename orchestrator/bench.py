@@ -247,9 +247,10 @@ def collect(sizes: Sizes, quick: bool) -> dict[str, Any]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m orchestrator.bench", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m orchestrator.bench",
+                                     description="Print the kernel, window and wall-time figures.")
     parser.add_argument("--quick", action="store_true",
-                        help="tiny sizes: a smoke run (about 10 s, mostly host start-up and shut-down)")
+                        help="tiny sizes: a smoke run of a few seconds")
     args = parser.parse_args(argv)
     configure_logging("error")
     try:
