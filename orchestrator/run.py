@@ -94,6 +94,9 @@ async def _run_processes(scenario: Scenario, plan: Any, run_id: str, log_dir: Pa
         # keep what the survivors measured
         assert failure is not None
         log.error("run failed", host=failure.host, error=str(failure))
+        for h in cluster.hosts:
+            if h.name == failure.host and h.proc.returncode is None:
+                h.proc.kill()  # a frozen host would not act on SIGTERM; it is out of this run anyway
         survivors = [h for h in cluster.hosts if h.name != failure.host and h.proc.returncode is None]
         for h in survivors:
             h.window_timeout_s = 2.0

@@ -34,6 +34,21 @@ log = structlog.get_logger("host")
 GRPC_OPTIONS = [
     ("grpc.max_send_message_length", 1 << 30),
     ("grpc.max_receive_message_length", 1 << 30),
+    # the coordinator pings twice a second; a host must accept that instead of answering GOAWAY
+    ("grpc.http2.min_ping_interval_without_data_ms", 250),
+    ("grpc.http2.max_ping_strikes", 0),
+    ("grpc.keepalive_permit_without_calls", 1),
+]
+
+# Keepalive on the coordinator's channels: pings are answered by gRPC's transport even while a
+# host's Python code is busy with a long window, so a silent channel means a frozen or lost process.
+KEEPALIVE_OPTIONS = [
+    ("grpc.keepalive_time_ms", 500),
+    ("grpc.keepalive_timeout_ms", 1500),
+    ("grpc.keepalive_permit_without_calls", 1),
+    ("grpc.http2.max_pings_without_data", 0),
+    ("grpc.http2.min_time_between_pings_ms", 500),
+    ("grpc.http2.ping_timeout_ms", 1500),
 ]
 
 

@@ -21,7 +21,7 @@ from testbed.sync.v1 import sync_pb2, sync_pb2_grpc
 from emulators.topology import Scenario, scenario_to_dict
 from orchestrator.coordinator import HostFailed, Report
 from orchestrator.partition import Plan
-from services.host import GRPC_OPTIONS
+from services.host import GRPC_OPTIONS, KEEPALIVE_OPTIONS
 
 log = structlog.get_logger("process-backend")
 
@@ -162,5 +162,5 @@ async def _await_listening(host: ProcessHost) -> None:
         tail = host.log_tail()
         raise HostFailed(host.name, f"did not start (exit code {host.proc.returncode}): {tail or text}")
     host.address = text.split()[1]
-    host.channel = grpc.aio.insecure_channel(host.address, options=GRPC_OPTIONS)
+    host.channel = grpc.aio.insecure_channel(host.address, options=GRPC_OPTIONS + KEEPALIVE_OPTIONS)
     host.control = sync_pb2_grpc.HostControlStub(host.channel)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -58,7 +59,8 @@ def _host_pids(log_path: Path) -> dict[str, int]:
     return pids
 
 
-def test_killed_host_fails_the_run_quickly_naming_it_and_keeps_partial_results(tmp_path):
+@pytest.mark.parametrize("how", ["killed", "frozen"])
+def test_lost_host_fails_the_run_quickly_naming_it_and_keeps_partial_results(tmp_path, how):
     stderr_path = tmp_path / "stderr.log"
     with open(stderr_path, "w") as err:
         proc = subprocess.Popen(
@@ -74,7 +76,8 @@ def test_killed_host_fails_the_run_quickly_naming_it_and_keeps_partial_results(t
         time.sleep(2.0)  # well into the run (the whole run takes >10 s in this partition)
         assert proc.poll() is None, "the run finished before the host could be killed"
         victim = "tester-b2"
-        os.kill(_host_pids(stderr_path)[victim], signal.SIGKILL)
+        pid = _host_pids(stderr_path)[victim]
+        os.kill(pid, signal.SIGKILL if how == "killed" else signal.SIGSTOP)
         killed_at = time.monotonic()
         out, _ = proc.communicate(timeout=30)
         elapsed = time.monotonic() - killed_at
@@ -82,6 +85,9 @@ def test_killed_host_fails_the_run_quickly_naming_it_and_keeps_partial_results(t
     finally:
         if proc.poll() is None:
             proc.kill()
+        if how == "frozen":
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
     stderr = stderr_path.read_text()
     assert proc.returncode == 1
     assert elapsed < 5.0, f"took {elapsed:.1f} s to notice"
