@@ -16,7 +16,6 @@ from typing import Any, Protocol
 
 import structlog
 
-from emulators.kernel.vtime import NEVER
 from emulators.topology import Scenario
 from orchestrator.partition import Plan
 
@@ -96,6 +95,3 @@ class Coordinator:
     async def _all(calls: Any) -> list[Any]:
         return list(await asyncio.gather(*calls))
 
-
-def never_if_empty(values: list[int]) -> int:
-    return min(values) if values else NEVER

@@ -11,6 +11,7 @@ events < T; a change at T is in force for the events at T.
 
 from __future__ import annotations
 
+from bisect import insort
 from collections.abc import Callable
 from heapq import heappop, heappush
 from typing import TYPE_CHECKING, Any
@@ -41,8 +42,7 @@ class Engine:
 
     def add_change(self, at_ps: int, index: int, apply: Callable[[], None]) -> None:
         """A scenario change (fault) applied at ``at_ps``; ``index`` orders changes at equal times."""
-        self._changes.append((at_ps, index, apply))
-        self._changes.sort(key=lambda c: (c[0], c[1]))
+        insort(self._changes, (at_ps, index, apply), key=lambda c: (c[0], c[1]))
 
     def push(self, time_ps: int, origin: int, seq: int, handler: Callable[[Any], None], arg: Any) -> None:
         heappush(self.heap, (time_ps, origin, seq, handler, arg))

@@ -99,19 +99,19 @@ class Tester(Device):
                  options: dict[str, Any] | None = None) -> None:
         super().__init__(name, device_id, engine, seed, options)
         self.mtu = int(self.options.get("mtu", DEFAULT_MTU))
-        self.tx_flows: list[TxFlow] = []
+        self.tx_flows: dict[int, TxFlow] = {}  # by flow index
         self.rx_flows: dict[int, RxFlow] = {}
         self.counters.update(frames_sent=0, bytes_sent=0, frames_received=0, bytes_received=0,
                              packets_corrupt=0, frames_out_of_order=0, frames_unexpected=0)
 
     def add_tx_flow(self, index: int, spec: FlowSpec, dst_id: int) -> None:
-        self.tx_flows.append(TxFlow(index, spec, self.ports[spec.src.port], dst_id))
+        self.tx_flows[index] = TxFlow(index, spec, self.ports[spec.src.port], dst_id)
 
     def expect_rx_flow(self, index: int, spec: FlowSpec) -> None:
         self.rx_flows[index] = RxFlow(spec)
 
     def start(self) -> None:
-        for flow in self.tx_flows:
+        for flow in self.tx_flows.values():
             if flow.spec.count > 0:
                 self.at(flow.spec.start_ps, self._emit, flow)
 
@@ -159,11 +159,10 @@ class Tester(Device):
         self.counters["packets_corrupt"] += frame.corrupt_packets
 
     def on_frame_dropped(self, port: Port, frame: Frame) -> None:
-        for flow in self.tx_flows:
-            if flow.index == frame.flow:
-                flow.drop_frames += 1
-                flow.drop_bytes += frame.nbytes
-                return
+        flow = self.tx_flows.get(frame.flow)
+        if flow is not None:
+            flow.drop_frames += 1
+            flow.drop_bytes += frame.nbytes
 
     def on_frame_lost(self, port: Port, frame: Frame) -> None:
         rx = self.rx_flows.get(frame.flow)
@@ -173,6 +172,6 @@ class Tester(Device):
 
     def results(self) -> dict[str, Any]:
         out = super().results()
-        out["flows_tx"] = {f.spec.name: f.results() for f in self.tx_flows}
+        out["flows_tx"] = {f.spec.name: f.results() for f in self.tx_flows.values()}
         out["flows_rx"] = {rx.spec.name: rx.results() for rx in self.rx_flows.values()}
         return out
