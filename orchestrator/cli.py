@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -109,5 +110,14 @@ def summary(results: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def entry() -> int:
+    """Console-script entry: a reader that closes the pipe early (``| head``) is not an error."""
+    try:
+        return main()
+    except BrokenPipeError:
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(entry())

@@ -85,3 +85,12 @@ def test_zero_latency_cut_is_refused_before_anything_starts(tmp_path):
     done = run_cli("run", str(path), "--partition", "device", "--backend", "process")
     assert done.returncode == 2
     assert "link ab" in done.stderr and "0 ps" in done.stderr and "Traceback" not in done.stderr
+
+
+def test_output_piped_into_a_reader_that_stops_early_is_not_an_error(tmp_path):
+    # `true` exits without reading, so every write of the summary meets a closed pipe
+    command = (f"{sys.executable} -m orchestrator.cli run scenarios/default.yaml --out {tmp_path} | true; "
+               "echo exit=${PIPESTATUS[0]}")
+    done = subprocess.run(["bash", "-c", command], capture_output=True, text=True, timeout=120)
+    assert "exit=0" in done.stdout and "Traceback" not in done.stderr, done.stderr
+    assert (tmp_path / "results.json").exists()
