@@ -15,6 +15,7 @@ from emulators.kernel.device import Device
 from emulators.kernel.engine import Engine
 from emulators.kernel.frame import DATA, Frame
 from emulators.kernel.link import Channel, Link, Outgoing
+from emulators.kernel.vtime import NEVER
 from emulators.registry import DEVICE_KINDS
 from emulators.tester.device import Tester
 from emulators.topology import FaultSpec, Scenario
@@ -171,6 +172,12 @@ class HostRuntime:
             "timeseries": series,
             "in_flight": self.in_flight(),
         }
+
+
+def earliest_arrival(sent: dict[str, list[Outgoing]]) -> int:
+    """The first arrival among frames a window sent to other hosts (NEVER if none): the clock needs
+    it because those frames may reach their hosts only after the hosts have reported."""
+    return min((frame[0] for frames in sent.values() for frame in frames), default=NEVER)
 
 
 def _fault_action(link: Link, fault: FaultSpec) -> Callable[[], None]:

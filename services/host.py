@@ -23,7 +23,7 @@ from grpc_reflection.v1alpha import reflection
 from testbed.sync.v1 import sync_pb2, sync_pb2_grpc
 
 from emulators.kernel.vtime import NEVER
-from emulators.runtime import HostRuntime
+from emulators.runtime import HostRuntime, earliest_arrival
 from emulators.topology import scenario_from_dict
 from services.codec import decode_batch, encode_batch
 from services.interceptors import LoggingInterceptor
@@ -161,11 +161,9 @@ class HostControl(sync_pb2_grpc.HostControlServicer):
             except Exception as e:  # a model bug must reach the coordinator with this host's name
                 log.exception("window failed", window=advance.window)
                 await context.abort(grpc.StatusCode.INTERNAL, f"host {state.name}: window {advance.window}: {e!r}")
-            first = NEVER
             for peer, frames in sent.items():
-                first = min(first, min(f[0] for f in frames))
                 await state.peer(peer).send(encode_batch(state.name, advance.window, frames))
-            yield self._report(runtime, first)
+            yield self._report(runtime, earliest_arrival(sent))
 
     def _report(self, runtime: HostRuntime, first_arrival: int) -> Any:
         return sync_pb2.Report(window=self.state.window, next_ps=runtime.next_time(),

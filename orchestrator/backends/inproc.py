@@ -7,8 +7,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from emulators.kernel.vtime import NEVER
-from emulators.runtime import HostRuntime
+from emulators.runtime import HostRuntime, earliest_arrival
 from emulators.topology import Scenario
 from orchestrator.coordinator import HostHandle, Report
 from orchestrator.partition import Plan
@@ -21,8 +20,7 @@ class InprocHost:
         self._peers = peers
 
     def _report(self, sent: dict[str, list[Any]]) -> Report:
-        first = min((f[0] for frames in sent.values() for f in frames), default=NEVER)
-        return Report(self.runtime.next_time(), first, dict(self.runtime.sent_total))
+        return Report(self.runtime.next_time(), earliest_arrival(sent), dict(self.runtime.sent_total))
 
     async def start(self) -> Report:
         self.runtime.start()
