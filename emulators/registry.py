@@ -18,6 +18,7 @@ class DeviceKind:
     summary: str
     options_schema: dict[str, Any]
     class_path: str  # "module:Class", imported only when a device of this kind is built
+    forwards: bool = False  # switches: frames pass through them toward other devices
 
     def load_class(self) -> type:
         module, _, attr = self.class_path.partition(":")
@@ -25,18 +26,115 @@ class DeviceKind:
         return cls
 
 
+def _unit(unit: str, description: str) -> dict[str, Any]:
+    return {"x-unit": unit, "description": description}
+
+
+# The RDMA NIC transport's settings (emulators.rdma), shared by every kind that owns NICs.
+RDMA_OPTIONS_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "additionalProperties": False,
+    "x-expect": "a mapping of RDMA NIC settings",
+    "properties": {
+        "mtu": _unit("size", "payload bytes per packet (default 4096)"),
+        "chunk": _unit("size", "payload bytes per frame the NIC emits: the emulation's granularity (default 64KiB)"),
+        "recovery": {"enum": ["go-back-n", "selective-repeat"], "description": "loss recovery (default go-back-n)"},
+        "rto": _unit("time", "retransmit timeout (default 4.096us x 2^14 = 67.1ms, the common RoCE setting)"),
+        "retries": {"type": "integer", "minimum": 0, "maximum": 7, "description": "retry count (default 7)"},
+        "rtt": _unit("time", "path round trip the in-flight window is sized for until told otherwise (default 10us)"),
+        "window": _unit("size", "fixed in-flight limit per QP, instead of line rate x rtt"),
+        "dcqcn": {"type": "boolean", "description": "DCQCN rate control on CNPs (default true)"},
+        "cnp_interval": _unit("time", "at most one CNP per QP in this interval (default 50us)"),
+        "dcqcn_g": {
+            "type": "number",
+            "exclusiveMinimum": 0,
+            "maximum": 1,
+            "description": "alpha gain g (default 1/256)",
+        },
+        "alpha_timer": _unit("time", "alpha decay period without CNPs (default 55us)"),
+        "rate_timer": _unit("time", "rate increase timer (default 55us)"),
+        "byte_counter": _unit("size", "rate increase byte counter (default 10MiB)"),
+        "fast_recovery_steps": {"type": "integer", "minimum": 1, "description": "F (default 5)"},
+        "ai_rate": _unit("rate", "additive increase step (default line rate / 1000)"),
+        "hai_rate": _unit("rate", "hyper increase step (default line rate / 100)"),
+        "min_rate": _unit("rate", "lowest rate a cut may reach (default line rate / 1000)"),
+    },
+}
+
+SWITCH_OPTIONS_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "additionalProperties": False,
+    "properties": {
+        "role": {"enum": ["leaf", "spine"], "description": "where it sits in a two-tier fabric (default leaf)"},
+        "mode": {
+            "enum": ["roce", "gse"],
+            "description": "RoCE (ECMP, PFC, ECN) or GSE (PDC, DGSQ, request/grant, spraying)",
+        },
+        "buffer": _unit("size", "shared packet buffer (default 64MiB)"),
+        "latency": _unit("time", "forwarding pipeline latency (default 600ns)"),
+        "pfc": {"type": "boolean", "description": "priority flow control on the lossless priorities (default true)"},
+        "lossless_priorities": {
+            "type": "array",
+            "items": {"type": "integer", "minimum": 0, "maximum": 5},
+            "uniqueItems": True,
+            "description": "priorities PFC protects (default [3], where RDMA traffic runs)",
+        },
+        "pfc_xoff": _unit("size", "ingress bytes per port and priority that trigger XOFF (default 512KiB)"),
+        "pfc_xon": _unit("size", "ingress bytes below which XON is sent (default xoff - 128KiB)"),
+        "pfc_headroom": _unit(
+            "size", "per port and priority after XOFF (default from the link: 2 x rate x delay + 2 frames)"
+        ),
+        "lossy_alpha": {
+            "type": "number",
+            "exclusiveMinimum": 0,
+            "description": "dynamic threshold of lossy queues, x free buffer (default 1)",
+        },
+        "ecn": {"type": "boolean", "description": "ECN marking (default true)"},
+        "ecn_kmin": _unit("size", "queue where marking starts (default 128KiB)"),
+        "ecn_kmax": _unit("size", "queue where every frame is marked (default 1MiB)"),
+        "ecn_pmax": {
+            "type": "number",
+            "minimum": 0,
+            "maximum": 1,
+            "description": "marking probability at kmax (default 0.1)",
+        },
+        "gse_container": _unit("size", "GSE packet container (PDC) size (default 64KiB)"),
+        "gse_credit": _unit("size", "granted-but-not-arrived bytes per destination port (default 1MiB)"),
+    },
+}
+
 DEVICE_KINDS: dict[str, DeviceKind] = {
     "tester": DeviceKind(
         name="tester",
-        summary="traffic test set: sends configured flows, measures throughput, latency, loss, order",
+        summary="traffic test set: sends configured flows (raw or over RDMA), measures throughput, latency, loss",
         options_schema={
             "type": "object",
             "additionalProperties": False,
             "properties": {
-                "mtu": {"x-unit": "size", "description": "bytes per packet on the wire (default 4096)"},
+                "mtu": {"x-unit": "size", "description": "bytes per packet on the wire for raw flows (default 4096)"},
                 "buffer": {"x-unit": "size", "description": "egress queue limit per port (default 64MiB)"},
+                "rdma": RDMA_OPTIONS_SCHEMA,
+                "nics": {
+                    "type": "object",
+                    "x-expect": "a mapping of NIC name to the list of its ports, one per plane",
+                    "additionalProperties": {
+                        "type": "array",
+                        "items": {"type": "string"},
+                        "minItems": 1,
+                        "maxItems": 2,
+                        "uniqueItems": True,
+                    },
+                    "description": "ports bonded into one dual-plane NIC (default: one NIC per port)",
+                },
             },
         },
         class_path="emulators.tester.device:Tester",
+    ),
+    "switch": DeviceKind(
+        name="switch",
+        summary="Ethernet leaf or spine switch: RoCE mode (ECMP, shared buffer, PFC, ECN) or GSE mode",
+        options_schema=SWITCH_OPTIONS_SCHEMA,
+        class_path="emulators.ethernet.switch:Switch",
+        forwards=True,
     ),
 }

@@ -11,13 +11,13 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+from emulators.context import ScenarioContext
 from emulators.kernel.device import Device
 from emulators.kernel.engine import Engine
 from emulators.kernel.frame import DATA, Frame
 from emulators.kernel.link import Channel, Link, Outgoing
 from emulators.kernel.vtime import NEVER
 from emulators.registry import DEVICE_KINDS
-from emulators.tester.device import Tester
 from emulators.topology import FaultSpec, Scenario
 
 
@@ -49,8 +49,10 @@ class HostRuntime:
             self.devices[spec.name] = device
             self.by_id[device.id] = device
         self._wire_links(assignment)
+        self.context = ScenarioContext(scenario)
+        for device_id in sorted(self.by_id):
+            self.by_id[device_id].configure(self.context)
         self._add_faults()
-        self._add_flows()
 
     # -- building ---------------------------------------------------------------------------------
     def _wire_links(self, assignment: dict[str, str]) -> None:
@@ -82,15 +84,6 @@ class HostRuntime:
             link = self.links.get(fault.link)
             if link is not None:
                 self.engine.add_change(fault.at_ps, fault.index, _fault_action(link, fault))
-
-    def _add_flows(self) -> None:
-        for index, flow in enumerate(self.scenario.flows):
-            src = self.devices.get(flow.src.device)
-            if isinstance(src, Tester):
-                src.add_tx_flow(index, flow, self.ids[flow.dst.device])
-            dst = self.devices.get(flow.dst.device)
-            if isinstance(dst, Tester):
-                dst.expect_rx_flow(index, flow)
 
     @property
     def peers(self) -> list[str]:

@@ -19,6 +19,7 @@ def encode_batch(from_host: str, window: int, frames: list[Outgoing]) -> Any:
             kind=f.kind, flow=f.flow, src=f.src, dst=f.dst, nbytes=f.nbytes, packets=f.packets,
             mtu=f.mtu, seq=f.seq, priority=f.priority, ecn=f.ecn, created_ps=f.created_ps,
             corrupt_packets=f.corrupt_packets, corrupt_bytes=f.corrupt_bytes, epoch=f.epoch, op=f.op,
+            first_corrupt=f.first_corrupt, offset=f.offset, entropy=f.entropy,
         )
         if f.fields:
             wire.fields.update(f.fields)
@@ -35,5 +36,8 @@ def decode_batch(batch: Any) -> list[Outgoing]:
         f.corrupt_packets = w.corrupt_packets
         f.corrupt_bytes = w.corrupt_bytes
         f.epoch = w.epoch
+        f.first_corrupt = w.first_corrupt
+        f.offset = w.offset
+        f.entropy = w.entropy
         out.append((w.arrival_ps, w.origin, w.origin_seq, w.dst_device, w.dst_port, f))
     return out

@@ -4,12 +4,15 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from heapq import heappush
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from emulators.kernel.engine import Engine
 from emulators.kernel.frame import Frame
 from emulators.kernel.port import PORT_COUNTERS, Port
 from emulators.kernel.rng import stream_for
+
+if TYPE_CHECKING:
+    from emulators.context import ScenarioContext
 
 DEFAULT_BUFFER_BYTES = 64 * 1024 * 1024
 
@@ -68,6 +71,16 @@ class Device:
 
     def on_link_change(self, port: Port) -> None:
         """The link on ``port`` changed state or rate."""
+
+    def on_frame_sent(self, port: Port, frame: Frame) -> None:
+        """The last bit of ``frame`` left ``port`` (it is on the wire now)."""
+
+    def on_port_idle(self, port: Port) -> None:
+        """``port`` has nothing it may send (empty, or only paused priorities): a chance to feed it."""
+
+    def configure(self, context: ScenarioContext) -> None:
+        """Called once the ports are linked, before ``start``: read what the scenario says about
+        this device's surroundings (addresses, routes, flows)."""
 
     # -- counters ---------------------------------------------------------------------------------
     def counter_names(self) -> list[str]:

@@ -100,16 +100,26 @@ class Channel:
             self.outbox.append((arrival, device.id, device._seq, self.remote_device_id, self.remote_port, frame))
 
     def _corrupt(self, frame: Frame) -> None:
+        """Mark the packets hit by bit errors: where the first one is (go-back-N restarts there) and
+        how many there are. The first is drawn geometrically, the rest binomially: exact and cheap."""
         link = self.link
+        rng = self.rng
         full = frame.packets - 1
-        last = frame.last_packet_bytes
+        first = -1
         bad = 0
-        bad_bytes = 0
         if full:
-            bad = int(self.rng.binomial(full, link.packet_error_probability(frame.mtu)))
-            bad_bytes = bad * frame.mtu
-        if self.rng.random() < link.packet_error_probability(last):
+            p_full = link.packet_error_probability(frame.mtu)
+            good_run = int(rng.geometric(p_full)) - 1 if p_full > 0.0 else full
+            if good_run < full:
+                first = good_run
+                bad = 1 + int(rng.binomial(full - good_run - 1, p_full))
+        last_bad = rng.random() < link.packet_error_probability(frame.last_packet_bytes)
+        if last_bad:
+            if first < 0:
+                first = full
             bad += 1
-            bad_bytes += last
-        frame.corrupt_packets += bad
-        frame.corrupt_bytes += bad_bytes
+        if bad:
+            frame.corrupt_packets += bad
+            frame.corrupt_bytes += (bad - 1) * frame.mtu + (frame.last_packet_bytes if last_bad else frame.mtu)
+            if frame.first_corrupt < 0 or first < frame.first_corrupt:
+                frame.first_corrupt = first

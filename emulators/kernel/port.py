@@ -81,6 +81,7 @@ class Port:
             frame = self._dequeue()
             if frame is None:
                 self.busy = False
+                self.device.on_port_idle(self)
                 return
             self.queue_bytes -= frame.nbytes
             link = self.link
@@ -100,7 +101,11 @@ class Port:
         self.tx_bytes += frame.nbytes
         assert self.channel is not None
         self.channel.transmit(frame, self.device)
+        self.device.on_frame_sent(self, frame)
         self._start_next()
+
+    def queued_bytes(self, priority: int) -> int:
+        return sum(f.nbytes for f in self.queues[priority])
 
     def pause(self, priority: int) -> None:
         self.paused |= 1 << priority

@@ -9,14 +9,17 @@ from __future__ import annotations
 
 from array import array
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from emulators.kernel.device import Device
 from emulators.kernel.engine import Engine
-from emulators.kernel.frame import DATA, Frame
+from emulators.kernel.frame import DATA, PFC, Frame, device_of, honour_pfc
 from emulators.kernel.port import Port
 from emulators.kernel.vtime import emission_ps
 from emulators.topology import FlowSpec
+
+if TYPE_CHECKING:
+    from emulators.context import ScenarioContext
 
 DEFAULT_MTU = 4096
 
@@ -26,7 +29,8 @@ class TxFlow:
     index: int
     spec: FlowSpec
     port: Port
-    dst_id: int
+    src_address: int
+    dst_address: int
     next_seq: int = 0
     frames: int = 0
     bytes: int = 0
@@ -104,11 +108,13 @@ class Tester(Device):
         self.counters.update(frames_sent=0, bytes_sent=0, frames_received=0, bytes_received=0,
                              packets_corrupt=0, frames_out_of_order=0, frames_unexpected=0)
 
-    def add_tx_flow(self, index: int, spec: FlowSpec, dst_id: int) -> None:
-        self.tx_flows[index] = TxFlow(index, spec, self.ports[spec.src.port], dst_id)
-
-    def expect_rx_flow(self, index: int, spec: FlowSpec) -> None:
-        self.rx_flows[index] = RxFlow(spec)
+    def configure(self, context: ScenarioContext) -> None:
+        for index, spec in enumerate(context.scenario.flows):
+            if spec.src.device == self.name:
+                self.tx_flows[index] = TxFlow(index, spec, self.ports[spec.src.port], context.address(spec.src),
+                                              context.address(spec.dst))
+            if spec.dst.device == self.name:
+                self.rx_flows[index] = RxFlow(spec)
 
     def start(self) -> None:
         for flow in self.tx_flows.values():
@@ -118,7 +124,7 @@ class Tester(Device):
     def _emit(self, flow: TxFlow) -> None:
         spec = flow.spec
         now = self.engine.now
-        frame = Frame(DATA, flow.index, self.id, flow.dst_id, spec.frame_bytes, self.mtu,
+        frame = Frame(DATA, flow.index, flow.src_address, flow.dst_address, spec.frame_bytes, self.mtu,
                       seq=flow.next_seq, priority=spec.priority, created_ps=now)
         flow.frames += 1
         flow.bytes += spec.frame_bytes
@@ -134,7 +140,10 @@ class Tester(Device):
                     self._emit, flow)
 
     def on_frame(self, port: Port, frame: Frame) -> None:
-        rx = self.rx_flows.get(frame.flow) if frame.kind == DATA and frame.dst == self.id else None
+        if frame.kind == PFC:
+            honour_pfc(port, frame)
+            return
+        rx = self.rx_flows.get(frame.flow) if frame.kind == DATA and device_of(frame.dst) == self.id else None
         if rx is None:
             self.counters["frames_unexpected"] += 1
             return

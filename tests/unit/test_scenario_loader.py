@@ -147,7 +147,7 @@ MALFORMED = [
         broken("duration: 50ms\n", "duration: 50ms\ncolour: red\n"), "colour", "unknown key", id="top-key"
     ),
     pytest.param(broken("options:", "optons:"), "devices.ta.optons", "unknown key", id="device-key"),
-    pytest.param(broken("kind: tester\n", "kind: switch\n"), "devices.ta.kind", "tester", id="unknown-kind"),
+    pytest.param(broken("kind: tester\n", "kind: router\n"), "devices.ta.kind", "tester", id="unknown-kind"),
     pytest.param(broken("rate: 400G", "rate: 400X"), "links[0].rate", "not a rate", id="bad-rate-unit"),
     pytest.param(broken("329km", "329 miles"), "links[0].length", "not a length", id="bad-length-unit"),
     pytest.param(broken("duration: 50ms", "duration: 50min"), "duration", "not a time", id="bad-time-unit"),
@@ -281,7 +281,7 @@ def test_flows_start_only_at_testers(monkeypatch: pytest.MonkeyPatch) -> None:
 
 def test_unknown_kind_lists_every_known_kind() -> None:
     with pytest.raises(ScenarioError) as caught:
-        parse_scenario(broken("kind: tester\n", "kind: switch\n"), SOURCE)
+        parse_scenario(broken("kind: tester\n", "kind: router\n"), SOURCE)
     assert str(caught.value).endswith(f"known kinds: {', '.join(sorted(DEVICE_KINDS))}")
 
 

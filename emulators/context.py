@@ -1,0 +1,100 @@
+"""What a device may know about the scenario around it: addresses, who forwards, and routes.
+
+Every host builds the same context from the same scenario, so routes (and everything derived from
+them) are identical in every partition. Routes are shortest paths over the switch graph as the
+scenario declares it; switches learn of local link failures themselves (see emulators.ethernet).
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from functools import cached_property
+
+from emulators.kernel.frame import DEVICE_ITSELF, address
+from emulators.registry import DEVICE_KINDS
+from emulators.topology import Endpoint, Scenario
+
+
+class ScenarioContext:
+    def __init__(self, scenario: Scenario) -> None:
+        self.scenario = scenario
+        self.ids = {d.name: i for i, d in enumerate(scenario.devices)}
+        self._port_index = {d.name: {p: i for i, p in enumerate(d.ports)} for d in scenario.devices}
+        self.forwarders = frozenset(d.name for d in scenario.devices if DEVICE_KINDS[d.kind].forwards)
+
+    def address(self, end: Endpoint | str, port: str | None = None) -> int:
+        """The address of a device's port (a NIC), or of the device itself when ``port`` is None."""
+        if isinstance(end, Endpoint):
+            end, port = end.device, end.port
+        if port is None:
+            return address(self.ids[end], DEVICE_ITSELF)
+        return address(self.ids[end], self._port_index[end][port])
+
+    @cached_property
+    def peer_of(self) -> dict[Endpoint, Endpoint]:
+        """The far end of every linked port."""
+        peers: dict[Endpoint, Endpoint] = {}
+        for link in self.scenario.links:
+            peers[link.a] = link.z
+            peers[link.z] = link.a
+        return peers
+
+    @cached_property
+    def _switch_distances(self) -> dict[str, dict[str, int]]:
+        """Hop counts between forwarding devices, over links whose both ends forward (BFS from each)."""
+        neighbours: dict[str, set[str]] = {name: set() for name in self.forwarders}
+        for link in self.scenario.links:
+            if link.a.device in self.forwarders and link.z.device in self.forwarders:
+                neighbours[link.a.device].add(link.z.device)
+                neighbours[link.z.device].add(link.a.device)
+        distances: dict[str, dict[str, int]] = {}
+        for source in sorted(self.forwarders):
+            dist = {source: 0}
+            todo = deque([source])
+            while todo:
+                here = todo.popleft()
+                for there in neighbours[here]:
+                    if there not in dist:
+                        dist[there] = dist[here] + 1
+                        todo.append(there)
+            distances[source] = dist
+        return distances
+
+    @cached_property
+    def attachments(self) -> dict[int, tuple[str, str]]:
+        """Address of every port of a non-forwarding device that is linked to a forwarding one ->
+        (that switch, its port)."""
+        found: dict[int, tuple[str, str]] = {}
+        for near, far in self.peer_of.items():
+            if near.device not in self.forwarders and far.device in self.forwarders:
+                found[self.address(near)] = (far.device, far.port)
+        return found
+
+    def routes(self, switch: str) -> dict[int, tuple[str, ...]]:
+        """For one forwarding device: destination address -> its ports on a shortest path (the ECMP
+        set, in port declaration order). Destinations are attached NIC ports and switches."""
+        dist = self._switch_distances
+        spec = self.scenario.device(switch)
+        # my ports toward each neighbouring switch
+        toward: list[tuple[str, str]] = []
+        for port in spec.ports:
+            far = self.peer_of.get(Endpoint(switch, port))
+            if far is not None and far.device in self.forwarders:
+                toward.append((port, far.device))
+
+        def next_hops(target: str) -> tuple[str, ...]:
+            mine = dist[switch].get(target)
+            if mine is None or mine == 0:
+                return ()
+            return tuple(p for p, n in toward if dist[n].get(target) == mine - 1)
+
+        table: dict[int, tuple[str, ...]] = {}
+        for addr, (attached, port) in self.attachments.items():
+            hops = (port,) if attached == switch else next_hops(attached)
+            if hops:
+                table[addr] = hops
+        for other in self.forwarders:
+            hops = next_hops(other)
+            if hops:
+                table[self.address(other)] = hops
+        return table
