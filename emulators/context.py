@@ -24,11 +24,12 @@ class ScenarioContext:
 
     def address(self, end: Endpoint | str, port: str | None = None) -> int:
         """The address of a device's port (a NIC), or of the device itself when ``port`` is None."""
+        device = end.device if isinstance(end, Endpoint) else end
         if isinstance(end, Endpoint):
-            end, port = end.device, end.port
+            port = end.port
         if port is None:
-            return address(self.ids[end], DEVICE_ITSELF)
-        return address(self.ids[end], self._port_index[end][port])
+            return address(self.ids[device], DEVICE_ITSELF)
+        return address(self.ids[device], self._port_index[device][port])
 
     @cached_property
     def peer_of(self) -> dict[Endpoint, Endpoint]:

@@ -39,6 +39,10 @@ def assemble(scenario: Scenario, plan: Plan, backend: str, host_results: dict[st
         "virtual_end_ps": end_ps,
         "events": events,
         "flows": {f.name: _flow(f.name, f.src.device, f.dst.device, devices, in_flight) for f in scenario.flows},
+        "qp_events": sorted(
+            ({"device": name} | e for name, d in devices.items() for e in d.get("events", [])),
+            key=lambda e: (e["at_ps"], e["flow"], e["kind"]),
+        ),
         "devices": {name: devices[name] for name in sorted(devices)},
         "timeseries": {name: timeseries[name] for name in sorted(timeseries)},
         "run": {
@@ -59,6 +63,12 @@ def _flow(name: str, src: str, dst: str, devices: dict[str, Any], in_flight: dic
     tx = devices.get(src, {}).get("flows_tx", {}).get(name)
     rx = devices.get(dst, {}).get("flows_rx", {}).get(name)
     flow: dict[str, Any] = {"src": src, "dst": dst}
+    if tx is not None and tx.get("transport") == "rdma":
+        flow.update(tx)
+        flow.update(rx or {"rx_payload_bytes": 0})
+        # a message is conserved when every byte arrived exactly once (counted at the receiver)
+        flow["undelivered_bytes"] = tx["message_bytes"] - flow["rx_payload_bytes"]
+        return flow
     if tx is None or rx is None:  # a host of this flow was lost: say so instead of guessing
         flow["incomplete"] = True
         flow.update(tx or {})

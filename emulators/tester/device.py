@@ -13,10 +13,13 @@ from typing import TYPE_CHECKING, Any
 
 from emulators.kernel.device import Device
 from emulators.kernel.engine import Engine
-from emulators.kernel.frame import DATA, PFC, Frame, device_of, honour_pfc
+from emulators.kernel.frame import DATA, PATH_INFO, PFC, Frame, device_of, honour_pfc
 from emulators.kernel.port import Port
 from emulators.kernel.vtime import emission_ps
-from emulators.topology import FlowSpec
+from emulators.rdma.nic import RdmaNic
+from emulators.rdma.qp import QueuePair
+from emulators.rdma.settings import NicSettings
+from emulators.topology import RDMA, FlowSpec
 
 if TYPE_CHECKING:
     from emulators.context import ScenarioContext
@@ -105,18 +108,53 @@ class Tester(Device):
         self.mtu = int(self.options.get("mtu", DEFAULT_MTU))
         self.tx_flows: dict[int, TxFlow] = {}  # by flow index
         self.rx_flows: dict[int, RxFlow] = {}
+        self.nics: list[RdmaNic] = []
+        self.nic_of: dict[str, RdmaNic] = {}  # port name -> the NIC that owns it
+        self.rdma_flows: set[int] = set()
         self.counters.update(frames_sent=0, bytes_sent=0, frames_received=0, bytes_received=0,
                              packets_corrupt=0, frames_out_of_order=0, frames_unexpected=0)
 
     def configure(self, context: ScenarioContext) -> None:
+        self._build_nics(context)
         for index, spec in enumerate(context.scenario.flows):
+            if spec.transport == RDMA:
+                if spec.src.device == self.name:
+                    dst = context.scenario.device(spec.dst.device)
+                    remote = [context.address(dst.name, p) for p in nic_ports(dst.options, spec.dst.port)]
+                    self.nic_of[spec.src.port].open_qp(index, spec, remote, self.seed)
+                if spec.dst.device == self.name:
+                    self.nic_of[spec.dst.port].expect(index, spec.name)
+                self.rdma_flows.add(index)
+                continue
             if spec.src.device == self.name:
                 self.tx_flows[index] = TxFlow(index, spec, self.ports[spec.src.port], context.address(spec.src),
                                               context.address(spec.dst))
             if spec.dst.device == self.name:
                 self.rx_flows[index] = RxFlow(spec)
 
+    def _build_nics(self, context: ScenarioContext) -> None:
+        """One RDMA NIC per port, or per group of ports the ``nics`` option bonds (dual plane)."""
+        settings = NicSettings.from_options(self.options.get("rdma", {}))
+        groups = dict(self.options.get("nics", {}))
+        grouped = {p for ports in groups.values() for p in ports}
+        groups.update({p: [p] for p in self.ports if p not in grouped})
+        for name, ports in groups.items():
+            nic = RdmaNic(self, name, [self.ports[p] for p in ports], [context.address(self.name, p) for p in ports],
+                          settings)
+            self.nics.append(nic)
+            for p in ports:
+                self.nic_of[p] = nic
+
+    def on_qp_error(self, qp: QueuePair) -> None:
+        """A queue pair gave up: the job layer treats this as an interruption (see results ``events``)."""
+
+    def on_qp_complete(self, qp: QueuePair) -> None:
+        """A message was delivered and acknowledged in full."""
+
     def start(self) -> None:
+        for nic in self.nics:
+            if nic.qps:
+                nic.start()
         for flow in self.tx_flows.values():
             if flow.spec.count > 0:
                 self.at(flow.spec.start_ps, self._emit, flow)
@@ -143,6 +181,9 @@ class Tester(Device):
         if frame.kind == PFC:
             honour_pfc(port, frame)
             return
+        if frame.flow in self.rdma_flows or frame.kind == PATH_INFO:
+            self.nic_of[port.name].on_frame(port, frame)
+            return
         rx = self.rx_flows.get(frame.flow) if frame.kind == DATA and device_of(frame.dst) == self.id else None
         if rx is None:
             self.counters["frames_unexpected"] += 1
@@ -167,7 +208,18 @@ class Tester(Device):
         self.counters["bytes_received"] += frame.nbytes
         self.counters["packets_corrupt"] += frame.corrupt_packets
 
+    def on_port_idle(self, port: Port) -> None:
+        if self.rdma_flows:
+            self.nic_of[port.name].pump(port)
+
+    def on_link_change(self, port: Port) -> None:
+        if self.rdma_flows:
+            self.nic_of[port.name].on_link_change(port)
+
     def on_frame_dropped(self, port: Port, frame: Frame) -> None:
+        if frame.flow in self.rdma_flows:
+            self.nic_of[port.name].on_frame_dropped(frame)
+            return
         flow = self.tx_flows.get(frame.flow)
         if flow is not None:
             flow.drop_frames += 1
@@ -183,4 +235,21 @@ class Tester(Device):
         out = super().results()
         out["flows_tx"] = {f.spec.name: f.results() for f in self.tx_flows.values()}
         out["flows_rx"] = {rx.spec.name: rx.results() for rx in self.rx_flows.values()}
+        events = []
+        for nic in self.nics:
+            if nic.qps or nic.receivers:
+                rdma = nic.results()
+                out["flows_tx"].update(rdma["tx"])
+                out["flows_rx"].update(rdma["rx"])
+                events.extend(nic.events)
+        if events:
+            out["events"] = events
         return out
+
+
+def nic_ports(options: dict[str, Any], port: str) -> list[str]:
+    """The ports of the NIC that owns ``port`` on a device with these options, in plane order."""
+    for ports in options.get("nics", {}).values():
+        if port in ports:
+            return list(ports)
+    return [port]

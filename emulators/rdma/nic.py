@@ -1,0 +1,353 @@
+"""An RDMA NIC (RoCEv2 reliable connection) on one or two ports of its owning device.
+
+The NIC feeds its ports itself: whenever a port has nothing to send it picks the next queue pair
+(round robin) whose path on that port has data, window and pacing credit, and hands the port one
+chunk. So a PFC pause holds exactly one chunk in the port, and DCQCN pacing, the in-flight window
+and recovery decide everything else. Feedback (ACK, NAK, CNP) rides at CONTROL_PRIORITY.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, Protocol
+
+from emulators.kernel.frame import (
+    ACK,
+    CNP,
+    CONTROL_FRAME_BYTES,
+    CONTROL_PRIORITY,
+    DATA,
+    NAK,
+    PATH_INFO,
+    PFC,
+    Frame,
+    device_of,
+    honour_pfc,
+)
+from emulators.kernel.port import Port
+from emulators.kernel.rng import stream_for
+from emulators.kernel.vtime import NEVER
+from emulators.rdma.qp import ACTIVE, IDLE, Path, QueuePair
+from emulators.rdma.receiver import FlowReceiver, PathReceiver
+from emulators.rdma.settings import FIRST_EPHEMERAL_PORT, GO_BACK_N, PACKET_OVERHEAD_BYTES, NicSettings
+from emulators.topology import FlowSpec
+
+
+class NicOwner(Protocol):
+    """A device that owns NICs: its clock and counters, and hooks for its queue pairs' fate."""
+
+    counters: dict[str, int]
+
+    @property
+    def now(self) -> int: ...
+
+    def at(self, time_ps: int, handler: Callable[[Any], None], arg: Any = None) -> None: ...
+
+    def on_qp_error(self, qp: QueuePair) -> None: ...
+
+    def on_qp_complete(self, qp: QueuePair) -> None: ...
+
+NIC_COUNTERS = ("rdma_tx_payload_bytes", "rdma_retx_bytes", "rdma_rx_payload_bytes", "rdma_qp_errors")
+
+
+class RdmaNic:
+    def __init__(self, owner: NicOwner, name: str, ports: list[Port], addresses: list[int],
+                 settings: NicSettings) -> None:
+        self.owner = owner
+        self.name = name
+        self.ports = ports  # one per plane
+        self.addresses = addresses
+        self.settings = settings
+        self.counters = owner.counters
+        for counter in NIC_COUNTERS:
+            self.counters.setdefault(counter, 0)
+        self.qps: list[QueuePair] = []
+        self.on_port: dict[str, list[tuple[QueuePair, Path]]] = {p.name: [] for p in ports}
+        self.next_turn: dict[str, int] = {p.name: 0 for p in ports}
+        self.wake_at: dict[str, int] = {p.name: NEVER for p in ports}
+        self.by_source: dict[tuple[int, int], tuple[QueuePair, Path]] = {}  # (flow, our address) -> path
+        self.receivers: dict[int, FlowReceiver] = {}
+        self.path_receivers: dict[tuple[int, int], PathReceiver] = {}
+        self.flow_names: dict[int, str] = {}
+        self.events: list[dict[str, Any]] = []
+        self._go_back_n = settings.recovery == GO_BACK_N
+
+    # -- set-up -----------------------------------------------------------------------------------
+    def open_qp(self, flow: int, spec: FlowSpec, remote: list[int], seed: int) -> QueuePair:
+        """A QP for ``spec`` toward the far NIC's port addresses ``remote`` (one per plane)."""
+        rng = stream_for(seed, f"qp:{spec.name}")
+        paths = []
+        for index, port in enumerate(self.ports):
+            entropy = FIRST_EPHEMERAL_PORT + int(rng.integers(0, 1 << 14))  # the QP's UDP source port
+            paths.append(Path(index, port, self.addresses[index], remote[index % len(remote)], entropy))
+        qp = QueuePair(self, flow, spec.name, spec.message_bytes, spec.start_ps, spec.rate_bps, spec.priority, paths)
+        self.qps.append(qp)
+        for path in paths:
+            self.on_port[path.port.name].append((qp, path))
+            self.by_source[(flow, path.src)] = (qp, path)
+        return qp
+
+    def expect(self, flow: int, name: str) -> FlowReceiver:
+        receiver = self.receivers[flow] = FlowReceiver(flow, name)
+        return receiver
+
+    def start(self) -> None:
+        for qp in self.qps:
+            self.owner.at(qp.start_ps, self._begin, qp)
+
+    def _begin(self, qp: QueuePair) -> None:
+        if qp.state == IDLE:
+            qp.state = ACTIVE
+            for path in qp.paths:
+                path.up = path.port.link is not None and path.port.link.up
+            if not any(p.up for p in qp.paths):
+                for path in qp.paths:
+                    path.up = True  # nothing is up: wait on the timers like a single-plane NIC
+            qp._line_changed()
+            self._pump_paths(qp)
+
+    def schedule(self, delay_ps: int, handler: Callable[[Any], None], arg: Any) -> None:
+        self.owner.at(self.owner.now + delay_ps, handler, arg)
+
+    # -- transmit ---------------------------------------------------------------------------------
+    def pump(self, port: Port) -> None:
+        """Give an idle port its next chunk, if any QP may send one now."""
+        if port.busy or port.link is None or not port.link.up:
+            return
+        queues = port.queues
+        for priority in range(CONTROL_PRIORITY):
+            if queues[priority]:
+                return  # our chunk waits behind a PFC pause
+        candidates = self.on_port[port.name]
+        count = len(candidates)
+        if not count:
+            return
+        now = self.owner.now
+        turn = self.next_turn[port.name]
+        wake = NEVER
+        for i in range(count):
+            qp, path = candidates[(turn + i) % count]
+            if not qp.has_data(path):
+                continue
+            if qp.next_send_ps > now:
+                wake = min(wake, qp.next_send_ps)
+                continue
+            frame = qp.next_frame(path, now)
+            if frame is None:
+                continue
+            self.next_turn[port.name] = (turn + i + 1) % count
+            port.send(frame)
+            return
+        if (wake < self.wake_at[port.name] or self.wake_at[port.name] <= now) and wake < NEVER:
+            self.wake_at[port.name] = wake
+            self.owner.at(wake, self._wake, port)
+
+    def _wake(self, port: Port) -> None:
+        if self.wake_at[port.name] <= self.owner.now:
+            self.wake_at[port.name] = NEVER
+        self.pump(port)
+
+    def _pump_paths(self, qp: QueuePair) -> None:
+        for path in qp.paths:
+            self.pump(path.port)
+
+    def count_sent(self, payload: int, retransmission: bool) -> None:
+        self.counters["rdma_tx_payload_bytes"] += payload
+        if retransmission:
+            self.counters["rdma_retx_bytes"] += payload
+
+    def arm_timer(self, qp: QueuePair, path: Path) -> None:
+        path.timer_armed = True
+        self.owner.at(path.deadline, self._timer, (qp, path))
+
+    def _timer(self, qp_path: tuple[QueuePair, Path]) -> None:
+        qp, path = qp_path
+        path.timer_armed = False
+        if qp.state != ACTIVE or not path.unacked:
+            return
+        now = self.owner.now
+        if now < path.deadline:  # progress since the timer was set: wait from the last ACK
+            self.arm_timer(qp, path)
+            return
+        reason = qp.on_timeout(path)
+        if reason is not None:
+            self._path_failed(qp, path, reason)
+            return
+        path.deadline = now + self.settings.rto_ps
+        self.arm_timer(qp, path)
+        self.pump(path.port)
+
+    def _path_failed(self, qp: QueuePair, path: Path, reason: str) -> None:
+        if any(p.up for p in qp.paths if p is not path):
+            qp.fail_over(path)
+            self._event(qp, "failover", f"plane {path.index}: {reason}")
+            self._pump_paths(qp)
+            return
+        qp.fail(self.owner.now, reason)
+        self.counters["rdma_qp_errors"] += 1
+        self._event(qp, "qp_error", reason)
+        self.owner.on_qp_error(qp)
+
+    def _event(self, qp: QueuePair, kind: str, reason: str) -> None:
+        self.events.append({"at_ps": self.owner.now, "kind": kind, "flow": qp.name, "nic": self.name,
+                            "reason": reason})
+
+    def completed(self, qp: QueuePair) -> None:
+        self.owner.on_qp_complete(qp)
+
+    # -- receive ----------------------------------------------------------------------------------
+    def on_frame(self, port: Port, frame: Frame) -> None:
+        kind = frame.kind
+        if kind == DATA:
+            self._on_data(port, frame)
+        elif kind in (ACK, NAK, CNP):
+            found = self.by_source.get((frame.flow, frame.dst))
+            if found is None:
+                return
+            qp, path = found
+            now = self.owner.now
+            if kind == ACK:
+                qp.on_ack(path, frame.seq, now)
+            elif kind == NAK:
+                qp.on_nak(path, frame.seq, frame.fields["missing"] if frame.fields else 1, now)
+            else:
+                qp.on_cnp()
+            self._pump_paths(qp)
+        elif kind == PFC:
+            honour_pfc(port, frame)
+        elif kind == PATH_INFO and frame.fields:
+            self.set_path_rtt(frame.fields["rtt_ps"], frame.fields.get("device", -1))
+
+    def set_path_rtt(self, rtt_ps: int, device: int = -1) -> None:
+        """A path's round trip as the network reports it (e.g. a gateway's WAN length): QPs toward
+        ``device`` (every QP when -1) resize their in-flight window to the new bandwidth-delay product."""
+        for qp in self.qps:
+            if device < 0 or any(device_of(p.dst) == device for p in qp.paths):
+                qp.set_rtt(rtt_ps)
+                self._pump_paths(qp)
+
+    def _on_data(self, port: Port, frame: Frame) -> None:
+        flow = self.receivers.get(frame.flow)
+        if flow is None:
+            flow = self.expect(frame.flow, str(frame.flow))
+        now = self.owner.now
+        flow.frames += 1
+        flow.corrupt_packets += frame.corrupt_packets
+        if frame.ecn:
+            flow.ecn_frames += 1
+            if now - flow.last_cnp_ps >= self.settings.cnp_interval_ps:
+                flow.last_cnp_ps = now
+                flow.cnps_sent += 1
+                self._reply(port, frame, CNP, 0)
+        key = (frame.flow, frame.dst)
+        path = self.path_receivers.get(key)
+        if path is None:
+            path = self.path_receivers[key] = PathReceiver()
+        if frame.fields and frame.fields.get("psn_reset"):
+            path.epsn = frame.seq  # the sender restarted this path after a plane failure
+            path.nak_psn = -1
+            path.early = type(path.early)()
+        if self._go_back_n:
+            self._go_back_n_receive(port, frame, flow, path, now)
+        else:
+            self._selective_receive(port, frame, flow, path, now)
+
+    def _accept(self, frame: Frame, flow: FlowReceiver, first: int, last: int, now: int) -> None:
+        """Packets [first, last) of ``frame`` arrived intact and in order."""
+        mtu = self.settings.mtu
+        payload = frame.nbytes - frame.packets * PACKET_OVERHEAD_BYTES
+        size = min(last * mtu, payload) - first * mtu
+        before = flow.payload_bytes
+        flow.deliver(frame.offset + first * mtu, size, now)
+        self.counters["rdma_rx_payload_bytes"] += flow.payload_bytes - before
+
+    def _go_back_n_receive(self, port: Port, frame: Frame, flow: FlowReceiver, path: PathReceiver,
+                           now: int) -> None:
+        psn = frame.seq
+        packets = frame.packets
+        if psn > path.epsn:  # an earlier packet never came: drop, ask for it once
+            flow.out_of_sequence_frames += 1
+            self._nak(port, frame, flow, path, 1)
+            return
+        skip = path.epsn - psn  # packets we already have (a retransmission overlapping what arrived)
+        if skip >= packets:
+            flow.duplicate_frames += 1
+            self._ack(port, frame, flow, path.epsn)
+            return
+        intact = packets if frame.first_corrupt < 0 else frame.first_corrupt
+        if intact > skip:
+            self._accept(frame, flow, skip, intact, now)
+            path.epsn = psn + intact
+        if intact == packets:
+            self._ack(port, frame, flow, path.epsn)
+        elif intact < packets - 1:
+            self._nak(port, frame, flow, path, 1)  # packets after the corrupted one are out of sequence
+        elif intact > skip:
+            self._ack(port, frame, flow, path.epsn)  # the last packet was hit: the next frame shows the gap
+
+    def _selective_receive(self, port: Port, frame: Frame, flow: FlowReceiver, path: PathReceiver,
+                           now: int) -> None:
+        psn = frame.seq
+        packets = frame.packets
+        intact = packets if frame.first_corrupt < 0 else frame.first_corrupt
+        first = max(0, path.epsn - psn)
+        if first >= packets:
+            flow.duplicate_frames += 1
+            self._ack(port, frame, flow, path.epsn)
+            return
+        if psn > path.epsn:
+            flow.out_of_sequence_frames += 1
+        if intact > first:
+            self._accept(frame, flow, first, intact, now)
+            path.early.add(psn + first, psn + intact)
+            path.epsn = path.early.take_prefix(path.epsn)
+        if path.early or intact < packets:
+            hole_end = path.early.first_start() if path.early else psn + packets
+            self._nak(port, frame, flow, path, max(1, hole_end - path.epsn))
+        else:
+            self._ack(port, frame, flow, path.epsn)
+
+    def _ack(self, port: Port, frame: Frame, flow: FlowReceiver, epsn: int) -> None:
+        flow.acks_sent += 1
+        self._reply(port, frame, ACK, epsn)
+
+    def _nak(self, port: Port, frame: Frame, flow: FlowReceiver, path: PathReceiver, missing: int) -> None:
+        if path.nak_psn == path.epsn:
+            return  # already asked for this packet: the retransmission or the timer will come
+        path.nak_psn = path.epsn
+        flow.naks_sent += 1
+        reply = self._reply(port, frame, NAK, path.epsn)
+        reply.fields = {"missing": missing}
+
+    def _reply(self, port: Port, frame: Frame, kind: int, psn: int) -> Frame:
+        reply = Frame(kind, frame.flow, frame.dst, frame.src, CONTROL_FRAME_BYTES, CONTROL_FRAME_BYTES, seq=psn,
+                      priority=CONTROL_PRIORITY, created_ps=self.owner.now)
+        reply.entropy = frame.entropy
+        port.send(reply)
+        return reply
+
+    # -- ports ------------------------------------------------------------------------------------
+    def on_link_change(self, port: Port) -> None:
+        up = port.link is not None and port.link.up
+        for qp, path in self.on_port[port.name]:
+            if qp.state != ACTIVE:
+                continue
+            if not up and path.up and any(p.up for p in qp.paths if p is not path):
+                qp.fail_over(path)  # the NIC sees its own port go down: move to the other plane now
+                self._event(qp, "failover", f"plane {path.index}: link {port.link.name if port.link else ''} down")
+                self._pump_paths(qp)
+            elif up and not path.up:
+                qp.restore(path)
+                self._event(qp, "restored", f"plane {path.index}: link up")
+        self.pump(port)
+
+    def on_frame_dropped(self, frame: Frame) -> None:
+        found = self.by_source.get((frame.flow, frame.src))
+        if found is not None and frame.kind == DATA:
+            found[0].dropped_frames += 1
+
+    def results(self) -> dict[str, Any]:
+        return {
+            "tx": {qp.name: qp.results() for qp in self.qps},
+            "rx": {r.name: r.results() for r in self.receivers.values()},
+        }

@@ -1,0 +1,300 @@
+"""The sending side of a reliable connection (RC queue pair): one message, cut into chunks, sent over
+one path per plane, each path with its own PSN space, go-back-N (or selective repeat) recovery, a
+retransmit timer, and DCQCN pacing shared by the paths."""
+
+from __future__ import annotations
+
+from collections import deque
+from typing import TYPE_CHECKING, Any
+
+from emulators.kernel.frame import DATA, Frame
+from emulators.kernel.port import Port
+from emulators.kernel.vtime import serialization_ps
+from emulators.rdma.dcqcn import RateControl
+from emulators.rdma.settings import GO_BACK_N, NicSettings
+
+if TYPE_CHECKING:
+    from emulators.rdma.nic import RdmaNic
+
+IDLE, ACTIVE, COMPLETE, ERROR = "idle", "active", "complete", "error"
+
+
+class Segment:
+    """Packets [psn, psn + packets) carrying message bytes [offset, offset + payload)."""
+
+    __slots__ = ("psn", "packets", "offset", "payload", "resets")
+
+    def __init__(self, psn: int, packets: int, offset: int, payload: int, resets: bool = False) -> None:
+        self.psn = psn
+        self.packets = packets
+        self.offset = offset
+        self.payload = payload
+        self.resets = resets  # first segment on a path that came back: the receiver restarts its PSN here
+
+
+class Path:
+    """One plane of a QP: a local port, the far NIC's port on the same plane, a PSN space."""
+
+    __slots__ = ("index", "port", "src", "dst", "entropy", "up", "psn_next", "una", "unacked", "cursor",
+                 "retransmit", "deadline", "timer_armed", "retries", "resync")
+
+    def __init__(self, index: int, port: Port, src: int, dst: int, entropy: int) -> None:
+        self.index = index
+        self.port = port
+        self.src = src
+        self.dst = dst
+        self.entropy = entropy  # UDP source port: what ECMP hashes
+        self.up = True
+        self.psn_next = 0
+        self.una = 0  # oldest unacknowledged PSN
+        self.unacked: deque[Segment] = deque()
+        self.cursor = 0  # index in unacked of the next segment to send: < len(unacked) after go-back-N
+        self.retransmit: deque[Segment] = deque()  # selective repeat: just the missing runs
+        self.deadline = 0
+        self.timer_armed = False
+        self.retries = 0
+        self.resync = False  # the next new segment carries a PSN reset
+
+    @property
+    def sent_all(self) -> bool:
+        return self.cursor >= len(self.unacked) and not self.retransmit
+
+
+class QueuePair:
+    def __init__(self, nic: RdmaNic, flow: int, name: str, message_bytes: int, start_ps: int, rate_cap_bps: int,
+                 priority: int, paths: list[Path]) -> None:
+        self.nic = nic
+        self.settings: NicSettings = nic.settings
+        self.flow = flow
+        self.name = name
+        self.message_bytes = message_bytes
+        self.start_ps = start_ps
+        self.rate_cap_bps = rate_cap_bps
+        self.priority = priority
+        self.paths = paths
+        self.state = IDLE
+        self.next_offset = 0  # first byte never sent
+        self.returned: deque[tuple[int, int]] = deque()  # (offset, bytes) taken back from a failed path
+        self.acked_bytes = 0
+        self.inflight_bytes = 0
+        self.next_send_ps = 0
+        self.rtt_ps = self.settings.rtt_ps
+        self.rate = RateControl(self.settings, self.line_bps(), nic.schedule)
+        self.window_bytes = self._window()
+        self.completion_ps = -1
+        self.error: dict[str, Any] | None = None
+        self.tx_frames = self.tx_packets = self.tx_payload_bytes = self.tx_wire_bytes = 0
+        self.retx_frames = self.retx_packets = self.retx_bytes = 0
+        self.naks_received = self.timeouts = self.cnps_received = self.failovers = 0
+        self.dropped_frames = 0
+
+    # -- sizing -----------------------------------------------------------------------------------
+    def line_bps(self) -> int:
+        return sum(p.port.rate_bps for p in self.paths if p.up) or max(p.port.rate_bps for p in self.paths)
+
+    def _window(self) -> int:
+        if self.settings.window:
+            return self.settings.window
+        return max(self.settings.chunk, self.line_bps() * self.rtt_ps // (8 * 10**12))
+
+    def set_rtt(self, rtt_ps: int) -> None:
+        """The path's round trip as another device reported it: resize the in-flight window."""
+        self.rtt_ps = rtt_ps
+        self.window_bytes = self._window()
+
+    def _line_changed(self) -> None:
+        self.rate.set_line_rate(self.line_bps())
+        self.window_bytes = self._window()
+
+    # -- sending ----------------------------------------------------------------------------------
+    def has_data(self, path: Path) -> bool:
+        return self.state == ACTIVE and path.up and (
+            not path.sent_all or bool(self.returned) or self.next_offset < self.message_bytes)
+
+    def next_frame(self, path: Path, now: int) -> Frame | None:
+        """The frame this path sends now, or None if the window is full."""
+        retransmission = True
+        if path.retransmit:
+            segment = path.retransmit.popleft()
+        elif path.cursor < len(path.unacked):
+            segment = path.unacked[path.cursor]
+            path.cursor += 1
+        else:
+            fresh = self._new_segment(path)
+            if fresh is None:
+                return None
+            segment = fresh
+            retransmission = False
+        settings = self.settings
+        wire = segment.payload + segment.packets * (settings.wire_mtu - settings.mtu)
+        frame = Frame(DATA, self.flow, path.src, path.dst, wire, settings.wire_mtu, seq=segment.psn,
+                      priority=self.priority, created_ps=now)
+        frame.offset = segment.offset
+        frame.entropy = path.entropy
+        if segment.resets:
+            frame.fields = {"psn_reset": 1}
+        self.tx_frames += 1
+        self.tx_packets += segment.packets
+        self.tx_payload_bytes += segment.payload
+        self.tx_wire_bytes += wire
+        if retransmission:
+            self.retx_frames += 1
+            self.retx_packets += segment.packets
+            self.retx_bytes += segment.payload
+        self.nic.count_sent(segment.payload, retransmission)
+        self.rate.on_sent(wire)
+        rate = min(self.rate.rate_bps, self.rate_cap_bps) if self.rate_cap_bps else self.rate.rate_bps
+        if rate < self.rate.line_bps:
+            self.next_send_ps = now + serialization_ps(wire, rate)
+        if not path.timer_armed:
+            path.deadline = now + settings.rto_ps
+            self.nic.arm_timer(self, path)
+        return frame
+
+    def _new_segment(self, path: Path) -> Segment | None:
+        chunk = self.settings.chunk
+        if self.returned:
+            offset, size = self.returned[0]
+            payload = min(chunk, size)
+        elif self.next_offset < self.message_bytes:
+            offset = self.next_offset
+            payload = min(chunk, self.message_bytes - offset)
+        else:
+            return None
+        if self.inflight_bytes and self.inflight_bytes + payload > self.window_bytes:
+            return None
+        if self.returned:
+            if payload == size:
+                self.returned.popleft()
+            else:
+                self.returned[0] = (offset + payload, size - payload)
+        else:
+            self.next_offset += payload
+        packets = self.settings.packets(payload)
+        segment = Segment(path.psn_next, packets, offset, payload, path.resync)
+        path.resync = False
+        path.psn_next += packets
+        path.unacked.append(segment)
+        path.cursor = len(path.unacked)
+        self.inflight_bytes += payload
+        return segment
+
+    # -- feedback ---------------------------------------------------------------------------------
+    def on_ack(self, path: Path, psn: int, now: int) -> None:
+        if psn > path.una:
+            self._acknowledge(path, min(psn, path.psn_next), now)
+
+    def on_nak(self, path: Path, psn: int, missing: int, now: int) -> None:
+        self.naks_received += 1
+        if psn > path.una:
+            self._acknowledge(path, min(psn, path.psn_next), now)
+        if self.state != ACTIVE:
+            return
+        if self.settings.recovery == GO_BACK_N or psn < path.una:
+            path.cursor = 0  # go back N: resend everything from the lost packet
+            path.retransmit.clear()
+        else:
+            path.retransmit.extend(self._pieces(path, psn, psn + max(1, missing)))
+
+    def _pieces(self, path: Path, first: int, last: int) -> list[Segment]:
+        """Selective repeat: the parts of unacked segments that hold PSNs [first, last)."""
+        mtu = self.settings.mtu
+        pieces = []
+        for seg in path.unacked:
+            lo, hi = max(first, seg.psn), min(last, seg.psn + seg.packets)
+            if lo >= hi:
+                if seg.psn >= last:
+                    break
+                continue
+            skip = lo - seg.psn
+            payload = min(seg.payload, (hi - seg.psn) * mtu) - skip * mtu
+            pieces.append(Segment(lo, hi - lo, seg.offset + skip * mtu, payload, seg.resets and skip == 0))
+        return pieces
+
+    def _acknowledge(self, path: Path, psn: int, now: int) -> None:
+        mtu = self.settings.mtu
+        acked = 0
+        unacked = path.unacked
+        while unacked and unacked[0].psn + unacked[0].packets <= psn:
+            acked += unacked.popleft().payload
+            path.cursor = max(0, path.cursor - 1)
+        if unacked and unacked[0].psn < psn:  # a segment acknowledged in part: keep its tail
+            head = unacked[0]
+            done = psn - head.psn
+            acked += done * mtu
+            head.psn = psn
+            head.packets -= done
+            head.offset += done * mtu
+            head.payload -= done * mtu
+        while path.retransmit and path.retransmit[0].psn + path.retransmit[0].packets <= psn:
+            path.retransmit.popleft()
+        path.una = psn
+        path.retries = 0
+        path.deadline = now + self.settings.rto_ps
+        self.acked_bytes += acked
+        self.inflight_bytes -= acked
+        if self.acked_bytes >= self.message_bytes and self.state == ACTIVE:
+            self.state = COMPLETE
+            self.completion_ps = now
+            self.nic.completed(self)
+
+    def on_cnp(self) -> None:
+        self.cnps_received += 1
+        if self.settings.dcqcn:
+            self.rate.on_cnp()
+
+    def on_timeout(self, path: Path) -> str | None:
+        """The retransmit timer expired without progress: retry from the oldest unacked packet, or
+        say why the path is finished."""
+        self.timeouts += 1
+        path.retries += 1
+        if path.retries > self.settings.retries:
+            return (f"retry count exceeded: {self.settings.retries} retries of "
+                    f"{self.settings.rto_ps / 1e9:g} ms without an acknowledgement")
+        path.cursor = 0
+        path.retransmit.clear()
+        return None
+
+    # -- planes -----------------------------------------------------------------------------------
+    def fail_over(self, path: Path) -> None:
+        """Move what ``path`` had in flight to the surviving paths: the message continues there."""
+        for seg in path.unacked:
+            self.returned.append((seg.offset, seg.payload))
+            self.inflight_bytes -= seg.payload
+        path.unacked.clear()
+        path.retransmit.clear()
+        path.cursor = 0
+        path.una = path.psn_next
+        path.up = False
+        path.resync = True
+        path.retries = 0
+        self.failovers += 1
+        self._line_changed()
+
+    def restore(self, path: Path) -> None:
+        path.up = True
+        self._line_changed()
+
+    def fail(self, now: int, reason: str) -> None:
+        self.state = ERROR
+        self.error = {"at_ps": now, "reason": reason}
+        for path in self.paths:
+            path.unacked.clear()
+            path.retransmit.clear()
+            path.cursor = 0
+
+    # -- results ----------------------------------------------------------------------------------
+    def results(self) -> dict[str, Any]:
+        elapsed = self.completion_ps - self.start_ps if self.completion_ps >= 0 else 0
+        return {
+            "transport": "rdma", "state": self.state, "message_bytes": self.message_bytes,
+            "acked_bytes": self.acked_bytes,
+            "start_ps": self.start_ps, "completion_ps": self.completion_ps, "fct_ps": elapsed,
+            "goodput_bps": self.message_bytes * 8 * 10**12 // elapsed if elapsed > 0 else 0,
+            "tx_frames": self.tx_frames, "tx_packets": self.tx_packets, "tx_payload_bytes": self.tx_payload_bytes,
+            "tx_wire_bytes": self.tx_wire_bytes, "retx_frames": self.retx_frames, "retx_packets": self.retx_packets,
+            "retx_bytes": self.retx_bytes, "naks_received": self.naks_received, "timeouts": self.timeouts,
+            "cnps_received": self.cnps_received, "rate_cuts": self.rate.cuts, "min_rate_bps": self.rate.min_seen_bps,
+            "rate_bps": self.rate.rate_bps, "window_bytes": self.window_bytes, "failovers": self.failovers,
+            "tx_dropped_frames": self.dropped_frames, "error": self.error,
+        }
