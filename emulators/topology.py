@@ -49,8 +49,18 @@ def propagation_ps(length_mm: int, delay_ps_per_m: int = FIBER_DELAY_PS_PER_M) -
     return length_mm * delay_ps_per_m // 1000
 
 
+RAW = "raw"
+RDMA = "rdma"
+RDMA_PRIORITY = 3  # the lossless class RDMA traffic runs in by default
+
+
 @dataclass(frozen=True)
 class FlowSpec:
+    """A flow a tester sends. ``raw``: ``count`` frames of ``frame_bytes`` at ``rate_bps``, no
+    transport. ``rdma``: one message of ``message_bytes`` payload over a reliable connection from the
+    NIC owning ``src`` to the NIC owning ``dst``; ``rate_bps`` caps it (0: as fast as the transport
+    allows); frames are the NIC's chunks, so ``frame_bytes`` and ``count`` are 0."""
+
     name: str
     src: Endpoint
     dst: Endpoint
@@ -59,6 +69,8 @@ class FlowSpec:
     start_ps: int
     count: int
     priority: int = 0
+    transport: str = RAW
+    message_bytes: int = 0
 
 
 @dataclass(frozen=True)
@@ -126,7 +138,7 @@ def scenario_from_dict(d: dict[str, Any]) -> Scenario:
         ),
         flows=tuple(
             FlowSpec(x["name"], ep(x["src"]), ep(x["dst"]), x["rate_bps"], x["frame_bytes"],
-                     x["start_ps"], x["count"], x["priority"])
+                     x["start_ps"], x["count"], x["priority"], x["transport"], x["message_bytes"])
             for x in d["flows"]
         ),
         faults=tuple(FaultSpec(**x) for x in d["faults"]),
