@@ -3,6 +3,8 @@
 Three passes, each failing with one line that names the file, the key path and what is allowed:
 YAML (with duplicate keys refused), the JSON Schema in ``schema.json``, then the checks a schema
 cannot express (references between devices, links, flows and faults) while converting units.
+Between the last two, :mod:`orchestrator.scenario.fabric` expands fabrics, traffic patterns and
+plane faults into the devices, links, flows and faults they stand for.
 """
 
 from __future__ import annotations
@@ -10,7 +12,7 @@ from __future__ import annotations
 import functools
 import json
 import os
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Mapping
 from importlib import resources
 from pathlib import Path
 from typing import Any, NoReturn, TypeVar
@@ -20,9 +22,13 @@ from jsonschema import Draft202012Validator
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
 from emulators.registry import DEVICE_KINDS, DeviceKind
+from emulators.topology import RAW, RDMA, RDMA_PRIORITY
+from orchestrator.scenario.fabric import RAW_FLOW_NEEDS_RATE, Expansion, ExpansionError, expand
 from orchestrator.scenario.model import DeviceSpec, Endpoint, FaultSpec, FlowSpec, LinkSpec, Scenario
-from orchestrator.scenario.schema_errors import KeyPath, first_schema_problem, key_path
+from orchestrator.scenario.schema_errors import KeyPath, first_schema_problem, key_path, listing
 from orchestrator.scenario.units import (
+    RATE,
+    format_rate,
     format_time,
     parse_ber,
     parse_length_mm,
@@ -82,7 +88,7 @@ def parse_scenario(text: str, source: str = "<string>", seed: int | None = None)
     try:
         document = _read_yaml(text, source)
         _check_against_schema(document, source)
-        return _Resolver(source, document).scenario(seed)
+        return _Resolver(source, _expand(document, source)).scenario(seed)
     except ScenarioError:
         raise
     except Exception as e:  # a bug here must still reach the user as one line naming their file
@@ -183,27 +189,35 @@ def _check_against_schema(document: Any, source: str) -> None:
 
 
 
+def _expand(document: dict[str, Any], source: str) -> Expansion:
+    try:
+        return expand(document)
+    except ExpansionError as e:
+        raise ScenarioError(source, key_path(e.path), e.problem) from None
+
 
 # --- pass 3: references and units ----------------------------------------------------------------
 
 
-def _listing(names: Iterable[str], limit: int = 12) -> str:
-    names = list(names)
-    if not names:
-        return "none are declared"
-    more = f", ... ({len(names) - limit} more)" if len(names) > limit else ""
-    return ", ".join(names[:limit]) + more
+def _owns_nics(kind: DeviceKind) -> bool:
+    """Kinds with RDMA NICs are those that take the NIC transport's settings (the rdma option)."""
+    return "rdma" in kind.options_schema.get("properties", {})
 
 
 class _Resolver:
-    """Turns a schema-valid document into model objects, checking what the schema cannot."""
+    """Turns a schema-valid, expanded document into model objects, checking what the schema cannot."""
 
-    def __init__(self, source: str, document: dict[str, Any]) -> None:
+    def __init__(self, source: str, expansion: Expansion) -> None:
         self.source = source
-        self.document = document
+        self.expansion = expansion
+        self.document = expansion.document
+
+    def where(self, path: KeyPath) -> str:
+        """The key path as written, even for entries that a fabric or traffic pattern made."""
+        return self.expansion.where(path)
 
     def fail(self, path: KeyPath, problem: str) -> NoReturn:
-        raise ScenarioError(self.source, key_path(path), problem)
+        raise ScenarioError(self.source, self.where(path), problem)
 
     def quantity(self, parse: Callable[[Any], Quantity], value: Any, path: KeyPath) -> Quantity:
         try:
@@ -250,11 +264,11 @@ class _Resolver:
             path: KeyPath = ("devices", name)
             kind = DEVICE_KINDS.get(spec["kind"])
             if kind is None:
-                known = _listing(sorted(DEVICE_KINDS))
+                known = listing(sorted(DEVICE_KINDS))
                 self.fail((*path, "kind"), f"unknown device kind {shown(spec['kind'])}; known kinds: {known}")
             site = spec.get("site")
             if site is not None and sites is not None and site not in sites:
-                self.fail((*path, "site"), f"site {site!r} is not in sites; sites: {_listing(sites)}")
+                self.fail((*path, "site"), f"site {site!r} is not in sites; sites: {listing(sites)}")
             options = self.options(kind, spec.get("options", {}), (*path, "options"))
             devices.append(DeviceSpec(name, kind.name, site, tuple(spec["ports"]), options))
         return tuple(sorted(devices, key=lambda device: device.name))
@@ -263,20 +277,30 @@ class _Resolver:
         found = first_schema_problem(Draft202012Validator(kind.options_schema), options)
         if found is not None:
             self.fail((*path, *found[0]), found[1])
-        resolved = dict(options)
-        for key, option in kind.options_schema.get("properties", {}).items():
-            if key in options and "x-unit" in option:
-                resolved[key] = self.quantity(UNIT_PARSERS[option["x-unit"]], options[key], (*path, key))
+        resolved: dict[str, Any] = self.units(kind.options_schema, options, path)
         return resolved
+
+    def units(self, schema: Mapping[str, Any], value: Any, path: KeyPath) -> Any:
+        """A copy of ``value`` with every quantity its schema marks with ``x-unit`` converted, at any depth."""
+        if "x-unit" in schema:
+            return self.quantity(UNIT_PARSERS[schema["x-unit"]], value, path)
+        if isinstance(value, dict):
+            properties = schema.get("properties", {})
+            return {key: self.units(properties.get(key, {}), item, (*path, key)) for key, item in value.items()}
+        if isinstance(value, list):
+            items = schema.get("items")
+            items = items if isinstance(items, dict) else {}
+            return [self.units(items, item, (*path, index)) for index, item in enumerate(value)]
+        return value
 
     def endpoint(self, text: str, devices: Mapping[str, DeviceSpec], path: KeyPath) -> Endpoint:
         device_name, port = text.split("/")
         device = devices.get(device_name)
         if device is None:
-            self.fail(path, f"no device named {device_name!r}; devices: {_listing(sorted(devices))}")
+            self.fail(path, f"no device named {device_name!r}; devices: {listing(sorted(devices))}")
         if port not in device.ports:
             self.fail(
-                path, f"device {device_name!r} has no port {port!r}; its ports: {_listing(device.ports)}"
+                path, f"device {device_name!r} has no port {port!r}; its ports: {listing(device.ports)}"
             )
         return Endpoint(device_name, port)
 
@@ -292,14 +316,15 @@ class _Resolver:
                 if end in used_at:
                     self.fail(
                         (*path, key),
-                        f"port {end} is already linked at {key_path(used_at[end])}; a port takes one link",
+                        f"port {end} is already linked at {self.where(used_at[end])}; a port takes one link",
                     )
                 used_at[end] = (*path, key)
             name = spec.get("name", f"{a}--{z}")
             if name in index_of_name:
                 self.fail(
                     (*path, "name"),
-                    f"duplicate link name {name!r} (also links[{index_of_name[name]}]); names must be unique",
+                    f"duplicate link name {name!r} (also {self.where(('links', index_of_name[name]))}); "
+                    "names must be unique",
                 )
             index_of_name[name] = index
             links.append(
@@ -327,33 +352,104 @@ class _Resolver:
             if name in index_of_name:
                 self.fail(
                     (*path, "name"),
-                    f"duplicate flow name {name!r} (also flows[{index_of_name[name]}]); names must be unique",
+                    f"duplicate flow name {name!r} (also {self.where(('flows', index_of_name[name]))}); "
+                    "names must be unique",
                 )
             index_of_name[name] = index
             src = self.endpoint(spec["src"], by_name, (*path, "src"))
-            if by_name[src.device].kind != "tester":
-                self.fail(
-                    (*path, "src"),
-                    f"device {src.device!r} is a {by_name[src.device].kind}, not a tester; "
-                    "flows are sent by testers",
-                )
-            if src not in linked:
-                self.fail((*path, "src"), f"port {src} is not connected by any link; a flow's source must be")
-            rate_bps = self.quantity(parse_rate, spec["rate"], (*path, "rate"))
-            frame_bytes = self.above_zero(parse_size, spec.get("frame", DEFAULT_FRAME), (*path, "frame"))
-            flows.append(
-                FlowSpec(
-                    name=name,
-                    src=src,
-                    dst=self.endpoint(spec["dst"], by_name, (*path, "dst")),
-                    rate_bps=rate_bps,
-                    frame_bytes=frame_bytes,
-                    start_ps=self.quantity(parse_time_ps, spec.get("start", 0), (*path, "start")),
-                    count=self.frame_count(spec, rate_bps, frame_bytes, path),
-                    priority=spec.get("priority", 0),
-                )
-            )
+            if spec.get("transport", RAW) == RDMA:
+                flows.append(self.rdma_flow(spec, src, by_name, linked, path))
+            else:
+                flows.append(self.raw_flow(spec, src, by_name, linked, path))
         return tuple(flows)
+
+    def raw_flow(
+        self, spec: dict[str, Any], src: Endpoint, by_name: Mapping[str, DeviceSpec], linked: set[Endpoint],
+        path: KeyPath,
+    ) -> FlowSpec:
+        if by_name[src.device].kind != "tester":
+            self.fail(
+                (*path, "src"),
+                f"device {src.device!r} is a {by_name[src.device].kind}, not a tester; flows are sent by testers",
+            )
+        if src not in linked:
+            self.fail((*path, "src"), f"port {src} is not connected by any link; a flow's source must be")
+        if "rate" not in spec:
+            self.fail((*path, "rate"), RAW_FLOW_NEEDS_RATE)
+        rate_bps = self.quantity(parse_rate, spec["rate"], (*path, "rate"))
+        frame_bytes = self.above_zero(parse_size, spec.get("frame", DEFAULT_FRAME), (*path, "frame"))
+        return FlowSpec(
+            name=spec["name"],
+            src=src,
+            dst=self.endpoint(spec["dst"], by_name, (*path, "dst")),
+            rate_bps=rate_bps,
+            frame_bytes=frame_bytes,
+            start_ps=self.quantity(parse_time_ps, spec.get("start", 0), (*path, "start")),
+            count=self.frame_count(spec, rate_bps, frame_bytes, path),
+            priority=spec.get("priority", 0),
+        )
+
+    def rdma_flow(
+        self, spec: dict[str, Any], src: Endpoint, by_name: Mapping[str, DeviceSpec], linked: set[Endpoint],
+        path: KeyPath,
+    ) -> FlowSpec:
+        """One message over a reliable connection between the NICs owning ``src`` and ``dst``."""
+        for key in ("count", "frame"):
+            if key in spec:
+                self.fail(
+                    (*path, key),
+                    "rdma flows send one message: give bytes (or for with rate); the frame size is the NIC's "
+                    "chunk option",
+                )
+        dst = self.endpoint(spec["dst"], by_name, (*path, "dst"))
+        for end, key in ((src, "src"), (dst, "dst")):
+            kind = DEVICE_KINDS[by_name[end.device].kind]
+            if not _owns_nics(kind):
+                with_nics = listing(sorted(k.name for k in DEVICE_KINDS.values() if _owns_nics(k)))
+                self.fail(
+                    (*path, key),
+                    f"device {end.device!r} is a {kind.name}, which has no RDMA NIC; "
+                    f"rdma flows run between ports of: {with_nics}",
+                )
+            if end not in linked:
+                self.fail((*path, key), f"port {end} is not connected by any link; both ends of an rdma flow must be")
+        if dst.device == src.device:
+            self.fail(
+                (*path, "dst"), f"is on the source's device {src.device!r}; an rdma flow runs between two devices"
+            )
+        # no rate (or 0): as fast as the transport allows
+        rate_bps = self.quantity(RATE.parse, spec["rate"], (*path, "rate")) if "rate" in spec else 0
+        return FlowSpec(
+            name=spec["name"],
+            src=src,
+            dst=dst,
+            rate_bps=rate_bps,
+            frame_bytes=0,
+            start_ps=self.quantity(parse_time_ps, spec.get("start", 0), (*path, "start")),
+            count=0,
+            priority=spec.get("priority", RDMA_PRIORITY),
+            transport=RDMA,
+            message_bytes=self.message_bytes(spec, rate_bps, path),
+        )
+
+    def message_bytes(self, spec: dict[str, Any], rate_bps: int, path: KeyPath) -> int:
+        """An rdma flow's message size: its bytes, exactly, or what its rate sends in its for."""
+        if "bytes" in spec:
+            return self.above_zero(parse_size, spec["bytes"], (*path, "bytes"))
+        sending_ps = self.above_zero(parse_time_ps, spec["for"], (*path, "for"))
+        if rate_bps == 0:
+            self.fail(
+                (*path, "for"),
+                "an rdma flow sized by time needs a rate (its message is rate x for / 8 bytes); "
+                "give rate, or give bytes instead of for",
+            )
+        message_bytes = sending_ps * rate_bps // (8 * 10**12)
+        if message_bytes == 0:
+            self.fail(
+                (*path, "for"),
+                f"{shown(spec['for'])} at {format_rate(rate_bps)} is less than one byte; send for longer",
+            )
+        return message_bytes
 
     def frame_count(self, spec: dict[str, Any], rate_bps: int, frame_bytes: int, path: KeyPath) -> int:
         """How many frames a flow sends, from whichever of count / bytes / for it gives."""
@@ -382,7 +478,7 @@ class _Resolver:
                 )
             if spec["link"] not in link_names:
                 self.fail(
-                    (*path, "link"), f"no link named {shown(spec['link'])}; links: {_listing(link_names)}"
+                    (*path, "link"), f"no link named {shown(spec['link'])}; links: {listing(link_names)}"
                 )
             faults.append(
                 FaultSpec(

@@ -40,6 +40,15 @@ def key_path(path: Iterable[str | int]) -> str:
     return text or "top level"
 
 
+def listing(names: Iterable[str], limit: int = 12) -> str:
+    """Names for a message that says what exists: ``a, b, c``, cut short past ``limit``."""
+    names = list(names)
+    if not names:
+        return "none are declared"
+    more = f", ... ({len(names) - limit} more)" if len(names) > limit else ""
+    return ", ".join(names[:limit]) + more
+
+
 def first_schema_problem(validator: Draft202012Validator, instance: Any) -> tuple[KeyPath, str] | None:
     """The problem that comes first in the document, explained for a person; None when valid."""
     problems = [_explain(error) for error in validator.iter_errors(instance)]

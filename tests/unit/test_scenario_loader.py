@@ -8,9 +8,12 @@ import pytest
 from jsonschema import Draft202012Validator
 
 from emulators.registry import DEVICE_KINDS, DeviceKind
+from emulators.topology import RAW as RAW_TRANSPORT
+from emulators.topology import RDMA as RDMA_TRANSPORT
+from emulators.topology import RDMA_PRIORITY
 from orchestrator.scenario import loader
 from orchestrator.scenario.loader import ScenarioError, load_scenario, parse_scenario, scenario_schema
-from orchestrator.scenario.model import Endpoint, FaultSpec
+from orchestrator.scenario.model import Endpoint, FaultSpec, FlowSpec
 
 SOURCE = "scenarios/x.yaml"
 
@@ -300,3 +303,142 @@ def test_an_internal_failure_still_names_the_file(monkeypatch: pytest.MonkeyPatc
         match=r"^scenarios/x\.yaml: internal error while loading \(RuntimeError: boom\); please report it$",
     ):
         parse_scenario(VALID, SOURCE)
+
+
+# --- nested option units and rdma flows ------------------------------------------------------------
+
+RDMA = """\
+duration: 10ms
+devices:
+  ta:
+    kind: tester
+    ports: [p0, p1, p2]
+    options: {mtu: 9000, rdma: {rto: 100us, mtu: 4KiB, ai_rate: 40G, recovery: selective-repeat, retries: 3}}
+  tb: {kind: tester, ports: [p0, p1]}
+  sw: {kind: switch, ports: [p0, p1], options: {buffer: 32MiB, lossless_priorities: [3, 4]}}
+links:
+  - {a: ta/p0, z: tb/p0, rate: 400G, length: 100m}
+  - {a: ta/p1, z: sw/p0, rate: 400G, length: 100m}
+  - {a: ta/p2, z: sw/p1, rate: 400G, length: 100m}
+flows:
+  - {name: exact, src: ta/p0, dst: tb/p0, transport: rdma, bytes: 1000003B}
+  - {name: timed, src: tb/p0, dst: ta/p0, transport: rdma, rate: 100G, for: 1ms, start: 1ms, priority: 5}
+  - {name: plain, src: ta/p0, dst: tb/p0, transport: raw, rate: 10G, count: 3}
+"""
+
+
+def rdma_broken(old: str, new: str) -> str:
+    assert old in RDMA, old
+    return RDMA.replace(old, new, 1)
+
+
+def test_nested_option_units_are_converted_at_any_depth() -> None:
+    scenario = parse_scenario(RDMA, SOURCE)
+    assert scenario.device("ta").options == {
+        "mtu": 9000,
+        "rdma": {"rto": 100_000_000, "mtu": 4096, "ai_rate": 40_000_000_000, "recovery": "selective-repeat",
+                 "retries": 3},
+    }
+    assert scenario.device("sw").options == {"buffer": 32 * 2**20, "lossless_priorities": [3, 4]}
+
+
+def test_a_bad_nested_unit_names_the_full_path() -> None:
+    with pytest.raises(ScenarioError) as caught:
+        parse_scenario(rdma_broken("rto: 100us", "rto: 100"), SOURCE)
+    assert str(caught.value) == (
+        f"{SOURCE}: devices.ta.options.rdma.rto: 100 has no unit; write it like 50ms, 1.47ms, 10us, 100ns"
+    )
+
+
+def test_rdma_flows_send_one_exact_message() -> None:
+    exact, timed, plain = parse_scenario(RDMA, SOURCE).flows
+    assert exact == FlowSpec(
+        name="exact", src=Endpoint("ta", "p0"), dst=Endpoint("tb", "p0"), rate_bps=0, frame_bytes=0, start_ps=0,
+        count=0, priority=RDMA_PRIORITY, transport=RDMA_TRANSPORT, message_bytes=1_000_003,
+    )
+    # 100 Gb/s for 1 ms is 10^8 bits: 12,500,000 bytes, not rounded to frames
+    assert (timed.message_bytes, timed.rate_bps, timed.priority, timed.start_ps) == (
+        12_500_000, 100_000_000_000, 5, 1_000_000_000,
+    )
+    assert (timed.frame_bytes, timed.count, timed.transport) == (0, 0, RDMA_TRANSPORT)
+    assert (plain.transport, plain.count, plain.frame_bytes, plain.message_bytes, plain.priority) == (
+        RAW_TRANSPORT, 3, 65536, 0, 0,
+    )
+
+
+def test_an_rdma_rate_of_zero_means_as_fast_as_the_transport_allows() -> None:
+    text = rdma_broken("bytes: 1000003B}", "bytes: 1000003B, rate: 0}")
+    assert parse_scenario(text).flows[0].rate_bps == 0
+
+
+ONE_MESSAGE = (
+    "rdma flows send one message: give bytes (or for with rate); the frame size is the NIC's chunk option"
+)
+
+RDMA_MALFORMED = [
+    pytest.param(
+        rdma_broken("rdma, bytes: 1000003B", "rdma, count: 5"), "flows[0].count", ONE_MESSAGE, id="rdma-count"
+    ),
+    pytest.param(
+        rdma_broken("rdma, bytes: 1000003B", "rdma, bytes: 1MiB, frame: 4KiB"),
+        "flows[0].frame",
+        ONE_MESSAGE,
+        id="rdma-frame",
+    ),
+    pytest.param(
+        rdma_broken("rate: 10G, count: 3", "count: 3"),
+        "flows[2].rate",
+        "required key is missing; raw flows send at a rate (only rdma flows may leave it out)",
+        id="raw-without-rate",
+    ),
+    pytest.param(
+        rdma_broken("rate: 100G, for: 1ms", "for: 1ms"),
+        "flows[1].for",
+        "an rdma flow sized by time needs a rate (its message is rate x for / 8 bytes); "
+        "give rate, or give bytes instead of for",
+        id="rdma-for-without-rate",
+    ),
+    pytest.param(
+        rdma_broken("rate: 100G, for: 1ms", "rate: 1G, for: 1ps"),
+        "flows[1].for",
+        "'1ps' at 1 Gb/s is less than one byte; send for longer",
+        id="rdma-for-too-short",
+    ),
+    pytest.param(
+        rdma_broken("dst: tb/p0, transport: rdma", "dst: sw/p0, transport: rdma"),
+        "flows[0].dst",
+        "device 'sw' is a switch, which has no RDMA NIC; rdma flows run between ports of: tester",
+        id="rdma-to-a-switch",
+    ),
+    pytest.param(
+        rdma_broken("dst: tb/p0, transport: rdma", "dst: tb/p1, transport: rdma"),
+        "flows[0].dst",
+        "port tb/p1 is not connected by any link; both ends of an rdma flow must be",
+        id="rdma-to-unlinked",
+    ),
+    pytest.param(
+        rdma_broken("dst: tb/p0, transport: rdma", "dst: ta/p2, transport: rdma"),
+        "flows[0].dst",
+        "is on the source's device 'ta'; an rdma flow runs between two devices",
+        id="rdma-to-itself",
+    ),
+    pytest.param(
+        rdma_broken("transport: rdma", "transport: roce"),
+        "flows[0].transport",
+        "'roce' is not allowed; allowed: raw, rdma",
+        id="unknown-transport",
+    ),
+    pytest.param(
+        rdma_broken("bytes: 1000003B", "bytes: 0B"), "flows[0].bytes", "zero", id="rdma-zero-bytes"
+    ),
+]
+
+
+@pytest.mark.parametrize(("text", "where", "what"), RDMA_MALFORMED)
+def test_malformed_rdma_flow_fails_with_one_line_naming_the_key(text: str, where: str, what: str) -> None:
+    with pytest.raises(ScenarioError) as caught:
+        parse_scenario(text, SOURCE)
+    message = str(caught.value)
+    assert "\n" not in message
+    assert message.startswith(f"{SOURCE}: {where}: "), message
+    assert what in message, message
