@@ -11,8 +11,9 @@ from collections import deque
 from functools import cached_property
 
 from emulators.kernel.frame import DEVICE_ITSELF, address
-from emulators.registry import DEVICE_KINDS
-from emulators.topology import Endpoint, Scenario
+from emulators.kernel.vtime import serialization_ps
+from emulators.registry import DEVICE_KINDS, SWITCH_LATENCY_PS
+from emulators.topology import Endpoint, LinkSpec, Scenario
 
 
 class ScenarioContext:
@@ -99,3 +100,55 @@ class ScenarioContext:
             if hops:
                 table[self.address(other)] = hops
         return table
+
+    def path_links(self, src: Endpoint, dst: Endpoint) -> list[LinkSpec]:
+        """The links of one shortest path from port ``src`` to port ``dst`` through forwarding
+        devices (the first one found in link order), or [] if there is none."""
+        links_at: dict[str, list[tuple[LinkSpec, Endpoint]]] = {}
+        for link in self.scenario.links:
+            links_at.setdefault(link.a.device, []).append((link, link.z))
+            links_at.setdefault(link.z.device, []).append((link, link.a))
+        first = self.link_at(src)
+        if first is None:
+            return []
+        start = self.peer_of[src]
+        if start == dst:
+            return [first]
+        parent: dict[str, tuple[str, LinkSpec]] = {start.device: ("", first)}
+        todo = deque([start.device])
+        while todo:
+            here = todo.popleft()
+            for link, far in links_at.get(here, []):
+                if far == dst:
+                    path = [link]
+                    while here != start.device:
+                        here, hop = parent[here]
+                        path.append(hop)
+                    return [first, *reversed(path)]
+                if far.device in self.forwarders and far.device not in parent:
+                    parent[far.device] = (here, link)
+                    todo.append(far.device)
+        return []
+
+    def link_at(self, end: Endpoint) -> LinkSpec | None:
+        for link in self.scenario.links:
+            if end in (link.a, link.z):
+                return link
+        return None
+
+    def round_trip_ps(self, src: Endpoint, dst: Endpoint, data_bytes: int, reply_bytes: int) -> int:
+        """Base round trip of a ``data_bytes`` frame from ``src`` to ``dst`` and a ``reply_bytes``
+        answer back, on idle links: serialisation at every hop (store and forward), propagation,
+        and each switch's forwarding latency. 0 if no path exists."""
+        links = self.path_links(src, dst)
+        total = 0
+        for index, link in enumerate(links):
+            total += 2 * link.propagation_ps + serialization_ps(data_bytes, link.rate_bps) + serialization_ps(
+                reply_bytes, link.rate_bps)
+            if index:  # a switch between this link and the previous one, crossed both ways
+                joint = {link.a.device, link.z.device} & {links[index - 1].a.device, links[index - 1].z.device}
+                for name in joint:
+                    if name in self.forwarders:
+                        latency = self.scenario.device(name).options.get("latency", SWITCH_LATENCY_PS)
+                        total += 2 * int(latency)
+        return total

@@ -26,6 +26,9 @@ class DeviceKind:
         return cls
 
 
+SWITCH_LATENCY_PS = 600_000  # a switch's forwarding pipeline unless its options say otherwise
+
+
 def _unit(unit: str, description: str) -> dict[str, Any]:
     return {"x-unit": unit, "description": description}
 
@@ -41,8 +44,8 @@ RDMA_OPTIONS_SCHEMA: dict[str, Any] = {
         "recovery": {"enum": ["go-back-n", "selective-repeat"], "description": "loss recovery (default go-back-n)"},
         "rto": _unit("time", "retransmit timeout (default 4.096us x 2^14 = 67.1ms, the common RoCE setting)"),
         "retries": {"type": "integer", "minimum": 0, "maximum": 7, "description": "retry count (default 7)"},
-        "rtt": _unit("time", "path round trip the in-flight window is sized for until told otherwise (default 10us)"),
-        "window": _unit("size", "fixed in-flight limit per QP, instead of line rate x rtt"),
+        "rtt": _unit("time", "round trip the window is sized for until told otherwise (default: the path's)"),
+        "window": _unit("size", "fixed in-flight limit per QP, instead of 2 x line rate x round trip"),
         "dcqcn": {"type": "boolean", "description": "DCQCN rate control on CNPs (default true)"},
         "cnp_interval": _unit("time", "at most one CNP per QP in this interval (default 50us)"),
         "dcqcn_g": {
@@ -54,7 +57,11 @@ RDMA_OPTIONS_SCHEMA: dict[str, Any] = {
         "alpha_timer": _unit("time", "alpha decay period without CNPs (default 55us)"),
         "rate_timer": _unit("time", "rate increase timer (default 55us)"),
         "byte_counter": _unit("size", "rate increase byte counter (default 10MiB)"),
-        "fast_recovery_steps": {"type": "integer", "minimum": 1, "description": "F (default 5)"},
+        "fast_recovery_steps": {
+            "type": "integer",
+            "minimum": 1,
+            "description": "F: increase events of fast recovery (default 5)",
+        },
         "ai_rate": _unit("rate", "additive increase step (default line rate / 1000)"),
         "hai_rate": _unit("rate", "hyper increase step (default line rate / 100)"),
         "min_rate": _unit("rate", "lowest rate a cut may reach (default line rate / 1000)"),
@@ -79,7 +86,7 @@ SWITCH_OPTIONS_SCHEMA: dict[str, Any] = {
             "uniqueItems": True,
             "description": "priorities PFC protects (default [3], where RDMA traffic runs)",
         },
-        "pfc_xoff": _unit("size", "ingress bytes per port and priority that trigger XOFF (default 512KiB)"),
+        "pfc_xoff": _unit("size", "ingress bytes per port and priority that trigger XOFF (default 512KiB; GSE 2MiB)"),
         "pfc_xon": _unit("size", "ingress bytes below which XON is sent (default xoff - 128KiB)"),
         "pfc_headroom": _unit(
             "size", "per port and priority after XOFF (default from the link: 2 x rate x delay + 2 frames)"
@@ -89,7 +96,7 @@ SWITCH_OPTIONS_SCHEMA: dict[str, Any] = {
             "exclusiveMinimum": 0,
             "description": "dynamic threshold of lossy queues, x free buffer (default 1)",
         },
-        "ecn": {"type": "boolean", "description": "ECN marking (default true)"},
+        "ecn": {"type": "boolean", "description": "ECN marking (default true in RoCE mode, false in GSE mode)"},
         "ecn_kmin": _unit("size", "queue where marking starts (default 128KiB)"),
         "ecn_kmax": _unit("size", "queue where every frame is marked (default 1MiB)"),
         "ecn_pmax": {

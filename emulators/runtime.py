@@ -138,6 +138,8 @@ class HostRuntime:
                 t[1] += frame.nbytes
 
         for device in self.devices.values():
+            for frame in device.held_frames():
+                add(frame)
             for port in device.ports.values():
                 for queue in port.queues:
                     for frame in queue:

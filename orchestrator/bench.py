@@ -8,7 +8,9 @@ Three groups of figures:
 2. windows: windows per second of the process backend for 2, 4, 8 and 16 hosts (one tester per
    host in a ring of 1 km links, so a 4.9 us lookahead, with a light flow on every link);
 3. default: wall seconds per virtual second of scenarios/default.yaml in every partition on both
-   backends.
+   backends;
+4. fabric: events per second and wall seconds per virtual millisecond of the permutation experiment
+   on a leaf/spine fabric in RoCE and in GSE mode (partition single).
 
 Wall time is measured here with ``time.perf_counter`` only; the emulation itself runs on virtual
 time. The figures are also written to ``out/bench/bench.json``.
@@ -36,6 +38,7 @@ from services.logs import configure_logging
 
 REPO = Path(__file__).resolve().parent.parent
 DEFAULT_SCENARIO = Path("scenarios/default.yaml")  # relative to REPO
+FABRIC_SCENARIOS = (Path("scenarios/fabric/permutation-roce.yaml"), Path("scenarios/fabric/permutation-gse.yaml"))
 OUT_DIR = Path("out/bench")  # relative to the working directory, like ``testbed run --out``
 GBPS = 1_000_000_000
 LINK_RATE_BPS = 400 * GBPS
@@ -52,12 +55,15 @@ class Sizes:
     window_hosts: tuple[int, ...]
     window_duration_ps: int  # ~2,000 windows: about 20 s of coordinator loop at 16 hosts on 2 cores
     default_duration_ps: int | None  # None: the scenario file's own duration
+    fabric_duration_ps: int | None
 
 
 FULL = Sizes(bare_events=2_000_000, kernel_pairs=8, kernel_duration_ps=10 * PS_PER_MS,
-             window_hosts=(2, 4, 8, 16), window_duration_ps=10 * PS_PER_MS, default_duration_ps=None)
+             window_hosts=(2, 4, 8, 16), window_duration_ps=10 * PS_PER_MS, default_duration_ps=None,
+             fabric_duration_ps=None)
 QUICK = Sizes(bare_events=100_000, kernel_pairs=2, kernel_duration_ps=1 * PS_PER_MS,
-              window_hosts=(2,), window_duration_ps=1 * PS_PER_MS, default_duration_ps=PS_PER_MS)
+              window_hosts=(2,), window_duration_ps=1 * PS_PER_MS, default_duration_ps=PS_PER_MS,
+              fabric_duration_ps=100 * PS_PER_US)
 
 
 # -- scenarios built in code ----------------------------------------------------------------------
@@ -100,8 +106,8 @@ def ring_scenario(hosts: int, duration_ps: int) -> Scenario:
                     flows=tuple(flows), faults=())
 
 
-def load_default(duration_ps: int | None) -> Scenario:
-    scenario = load_scenario(REPO / DEFAULT_SCENARIO)
+def load_default(duration_ps: int | None, path: Path = DEFAULT_SCENARIO) -> Scenario:
+    scenario = load_scenario(REPO / path)
     return scenario if duration_ps is None else replace(scenario, duration_ps=duration_ps)
 
 
@@ -159,6 +165,10 @@ def bench_windows(sizes: Sizes) -> list[dict[str, Any]]:
 def bench_default(scenario: Scenario) -> list[dict[str, Any]]:
     return [run_figures(scenario, partition, backend, f"default-{partition}-{backend}")
             for partition in PARTITIONS for backend in BACKENDS]
+
+
+def bench_fabric(scenarios: list[Scenario]) -> list[dict[str, Any]]:
+    return [run_figures(scenario, "single", "inproc", f"fabric-{scenario.name}") for scenario in scenarios]
 
 
 # -- output ---------------------------------------------------------------------------------------
@@ -220,9 +230,21 @@ def default_table(rows: list[dict[str, Any]]) -> str:
     ], rows)
 
 
+def fabric_table(rows: list[dict[str, Any]]) -> str:
+    return table("4. Fabric experiments, partition single, backend inproc", [
+        ("scenario", "", lambda r: r["scenario"]),
+        ("virtual ms", ".2f", lambda r: r["virtual_seconds"] * 1000),
+        ("events", ",", lambda r: r["events"]),
+        ("wall s", ".3f", lambda r: r["wall_seconds"]),
+        ("events/s", ",.0f", lambda r: r["events_per_s"]),
+        ("wall s / virtual ms", ".3f", lambda r: r["wall_per_virtual_s"] / 1000),
+    ], rows)
+
+
 def report(figures: dict[str, Any]) -> str:
     return "\n\n".join([kernel_table(figures["kernel"], figures["bare_engine"]),
-                        windows_table(figures["windows"]), default_table(figures["default"])])
+                        windows_table(figures["windows"]), default_table(figures["default"]),
+                        fabric_table(figures["fabric"])])
 
 
 def write_json(figures: dict[str, Any]) -> Path:
@@ -235,12 +257,14 @@ def write_json(figures: dict[str, Any]) -> Path:
 def collect(sizes: Sizes, quick: bool) -> dict[str, Any]:
     t0 = time.perf_counter()
     default = load_default(sizes.default_duration_ps)  # first: a bad file fails before any run
+    fabric = [load_default(sizes.fabric_duration_ps, path) for path in FABRIC_SCENARIOS]
     figures: dict[str, Any] = {
         "quick": quick,
         "bare_engine": bench_bare_engine(sizes.bare_events),
         "kernel": bench_kernel(sizes),
         "windows": bench_windows(sizes),
         "default": bench_default(default),
+        "fabric": bench_fabric(fabric),
     }
     figures["total_wall_seconds"] = time.perf_counter() - t0
     return figures

@@ -91,10 +91,22 @@ def summary(results: dict[str, Any]) -> str:
         f"{results['events']} events, {run['windows']} windows, partition {run['partition']} "
         f"({len(run['hosts'])} hosts, {run['backend']})",
     ]
-    header = f"  {'flow':<16} {'path':<26} {'latency min/p50/p99':<34} {'throughput':>12} {'loss':>10}"
-    if results["flows"]:
-        lines.append(header)
-    for name, f in results["flows"].items():
+    raw = {n: f for n, f in results["flows"].items() if f.get("transport") != "rdma"}
+    rdma = {n: f for n, f in results["flows"].items() if f.get("transport") == "rdma"}
+    lines.extend(_raw_flow_lines(raw))
+    lines.extend(_rdma_flow_lines(rdma))
+    lines.extend(_switch_lines(results["devices"]))
+    for event in results.get("qp_events", []):
+        lines.append(f"  {format_time(event['at_ps'])}: {event['kind']} of {event['flow']} at {event['device']} "
+                     f"({event['reason']})")
+    return "\n".join(lines)
+
+
+def _raw_flow_lines(flows: dict[str, Any]) -> list[str]:
+    if not flows:
+        return []
+    lines = [f"  {'flow':<16} {'path':<26} {'latency min/p50/p99':<34} {'throughput':>12} {'loss':>10}"]
+    for name, f in flows.items():
         lat = f.get("latency_ps", {})
         if lat.get("count"):
             latency = f"{format_time(lat['min'])} / {format_time(lat['p50'])} / {format_time(lat['p99'])}"
@@ -107,7 +119,40 @@ def summary(results: dict[str, Any]) -> str:
                      f"{format_bytes(f.get('rx_good_bytes', 0))} intact, {f.get('corrupt_packets', 0)} "
                      f"corrupted packets, {f.get('tx_drop_frames', 0)} frames dropped, "
                      f"{f.get('out_of_order', 0)} out of order")
-    return "\n".join(lines)
+    return lines
+
+
+def _rdma_flow_lines(flows: dict[str, Any]) -> list[str]:
+    if not flows:
+        return []
+    lines = [f"  {'rdma flow':<16} {'path':<26} {'state':<9} {'delivered':>10} {'completion':>12} "
+             f"{'goodput':>12} {'resent':>10} {'NAKs':>6} {'timeouts':>8} {'CNPs':>6}"]
+    for name, f in flows.items():
+        done = format_time(f["fct_ps"]) if f["state"] == "complete" else "-"
+        lines.append(
+            f"  {name:<16} {f['src'] + ' -> ' + f['dst']:<26} {f['state']:<9} "
+            f"{format_bytes(f['rx_payload_bytes']):>10} {done:>12} {format_rate(f['goodput_bps']):>12} "
+            f"{format_bytes(f['retx_bytes']):>10} {f['naks_received']:>6} {f['timeouts']:>8} {f['cnps_received']:>6}")
+    return lines
+
+
+SWITCH_FIGURES = (("drop_headroom_frames", "headroom drops"), ("drop_lossy_frames", "lossy drops"),
+                  ("drop_buffer_frames", "buffer-full drops"), ("no_route_frames", "unroutable"),
+                  ("pfc_xoff_sent", "XOFF sent"), ("ecn_marked_frames", "ECN marked"),
+                  ("grants_sent", "grants"), ("reorder_peak_bytes", "reorder peak B"))
+
+
+def _switch_lines(devices: dict[str, Any]) -> list[str]:
+    lines = []
+    for name, device in devices.items():
+        if device["kind"] != "switch":
+            continue
+        counters = device["counters"]
+        figures = ", ".join(f"{counters[key]} {label}" for key, label in SWITCH_FIGURES if counters.get(key))
+        peak = format_bytes(counters.get("buffer_peak_bytes", 0))
+        lines.append(f"  switch {name} ({device['settings']['mode']}): buffer peak {peak}"
+                     + (f", {figures}" if figures else ""))
+    return lines
 
 
 def entry() -> int:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from heapq import heappush
 from typing import TYPE_CHECKING, Any
 
@@ -77,6 +77,10 @@ class Device:
 
     def on_port_idle(self, port: Port) -> None:
         """``port`` has nothing it may send (empty, or only paused priorities): a chance to feed it."""
+
+    def held_frames(self) -> Iterable[Frame]:
+        """Frames the device holds outside its port queues (e.g. a switch's reorder buffer)."""
+        return ()
 
     def configure(self, context: ScenarioContext) -> None:
         """Called once the ports are linked, before ``start``: read what the scenario says about

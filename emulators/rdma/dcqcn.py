@@ -1,10 +1,11 @@
-"""DCQCN at the sender (the reaction point): cut on CNP, then recover with timers and a byte counter.
+"""DCQCN at the sender (the reaction point): cut on CNP, then recover with a timer and a byte counter.
 
 Zhu et al., "Congestion Control for Large-Scale RDMA Deployments" (SIGCOMM 2015): on a CNP the
-target rate takes the current rate, the current rate drops by alpha/2 and alpha rises by g; without
-CNPs alpha decays every alpha timer period. Each rate-timer expiry or byte-counter wrap is an
-increase event: the first F are fast recovery (halfway back to the target), then additive increase,
-then hyper increase once both counters have passed F. The limiter switches off at line rate.
+target rate takes the current rate, the current rate drops by alpha/2 and alpha rises by g; alpha
+decays by (1 - g) every alpha-timer period without a CNP (applied when the next CNP comes, so it
+costs no events). Each rate-timer expiry or byte-counter wrap is an increase event: the first F
+are fast recovery (halfway back to the target), then additive increase, then hyper increase once
+both counters have passed F. The limiter switches off at line rate.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from emulators.rdma.settings import NicSettings
 
 class RateControl:
     __slots__ = ("settings", "line_bps", "rate_bps", "target_bps", "alpha", "schedule", "limited",
-                 "timer_count", "byte_count", "bytes_since", "generation", "cnp_in_period",
+                 "timer_count", "byte_count", "bytes_since", "generation", "last_cnp_ps",
                  "cuts", "min_seen_bps", "ai_bps", "hai_bps", "floor_bps")
 
     def __init__(self, settings: NicSettings, line_bps: int,
@@ -33,12 +34,12 @@ class RateControl:
         self.byte_count = 0
         self.bytes_since = 0
         self.generation = 0  # timers of an older generation are stale
-        self.cnp_in_period = False
         self.cuts = 0
         self.min_seen_bps = line_bps
         self.ai_bps = settings.ai_rate_bps or line_bps // 1000
         self.hai_bps = settings.hai_rate_bps or line_bps // 100
         self.floor_bps = settings.min_rate_bps or line_bps // 1000
+        self.last_cnp_ps = 0
 
     def set_line_rate(self, line_bps: int) -> None:
         """The NIC's usable line rate changed (a plane failed or came back)."""
@@ -49,18 +50,19 @@ class RateControl:
             self.rate_bps = min(self.rate_bps, line_bps)
             self.target_bps = min(self.target_bps, line_bps)
 
-    def on_cnp(self) -> None:
+    def on_cnp(self, now: int) -> None:
         g = self.settings.dcqcn_g
+        if self.limited:  # alpha decayed once per alpha-timer period without a CNP since the last one
+            self.alpha *= (1.0 - g) ** ((now - self.last_cnp_ps) // self.settings.alpha_timer_ps)
+        self.last_cnp_ps = now
         self.target_bps = self.rate_bps
         self.rate_bps = max(self.floor_bps, int(self.rate_bps * (1.0 - self.alpha / 2)))
         self.alpha = (1.0 - g) * self.alpha + g
         self.cuts += 1
         self.min_seen_bps = min(self.min_seen_bps, self.rate_bps)
         self.timer_count = self.byte_count = self.bytes_since = 0
-        self.cnp_in_period = True
         self.limited = True
         self.generation += 1
-        self.schedule(self.settings.alpha_timer_ps, self._alpha_timer, self.generation)
         self.schedule(self.settings.rate_timer_ps, self._rate_timer, self.generation)
 
     def on_sent(self, wire_bytes: int) -> None:
@@ -71,14 +73,6 @@ class RateControl:
             self.bytes_since -= self.settings.byte_counter
             self.byte_count += 1
             self._increase()
-
-    def _alpha_timer(self, generation: int) -> None:
-        if generation != self.generation or not self.limited:
-            return
-        if not self.cnp_in_period:
-            self.alpha *= 1.0 - self.settings.dcqcn_g
-        self.cnp_in_period = False
-        self.schedule(self.settings.alpha_timer_ps, self._alpha_timer, generation)
 
     def _rate_timer(self, generation: int) -> None:
         if generation != self.generation or not self.limited:

@@ -29,7 +29,7 @@ from emulators.kernel.rng import stream_for
 from emulators.kernel.vtime import NEVER
 from emulators.rdma.qp import ACTIVE, IDLE, Path, QueuePair
 from emulators.rdma.receiver import FlowReceiver, PathReceiver
-from emulators.rdma.settings import FIRST_EPHEMERAL_PORT, GO_BACK_N, PACKET_OVERHEAD_BYTES, NicSettings
+from emulators.rdma.settings import FALLBACK_RTT_PS, FIRST_EPHEMERAL_PORT, GO_BACK_N, PACKET_OVERHEAD_BYTES, NicSettings
 from emulators.topology import FlowSpec
 
 
@@ -73,14 +73,16 @@ class RdmaNic:
         self._go_back_n = settings.recovery == GO_BACK_N
 
     # -- set-up -----------------------------------------------------------------------------------
-    def open_qp(self, flow: int, spec: FlowSpec, remote: list[int], seed: int) -> QueuePair:
-        """A QP for ``spec`` toward the far NIC's port addresses ``remote`` (one per plane)."""
+    def open_qp(self, flow: int, spec: FlowSpec, remote: list[int], seed: int, rtt_ps: int) -> QueuePair:
+        """A QP for ``spec`` toward the far NIC's port addresses ``remote`` (one per plane); its
+        window is sized for ``rtt_ps`` unless the settings fix the round trip."""
         rng = stream_for(seed, f"qp:{spec.name}")
         paths = []
         for index, port in enumerate(self.ports):
             entropy = FIRST_EPHEMERAL_PORT + int(rng.integers(0, 1 << 14))  # the QP's UDP source port
             paths.append(Path(index, port, self.addresses[index], remote[index % len(remote)], entropy))
-        qp = QueuePair(self, flow, spec.name, spec.message_bytes, spec.start_ps, spec.rate_bps, spec.priority, paths)
+        qp = QueuePair(self, flow, spec.name, spec.message_bytes, spec.start_ps, spec.rate_bps, spec.priority, paths,
+                       self.settings.rtt_ps or rtt_ps or FALLBACK_RTT_PS)
         self.qps.append(qp)
         for path in paths:
             self.on_port[path.port.name].append((qp, path))
@@ -211,7 +213,7 @@ class RdmaNic:
             elif kind == NAK:
                 qp.on_nak(path, frame.seq, frame.fields["missing"] if frame.fields else 1, now)
             else:
-                qp.on_cnp()
+                qp.on_cnp(now)
             self._pump_paths(qp)
         elif kind == PFC:
             honour_pfc(port, frame)

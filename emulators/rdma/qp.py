@@ -11,7 +11,7 @@ from emulators.kernel.frame import DATA, Frame
 from emulators.kernel.port import Port
 from emulators.kernel.vtime import serialization_ps
 from emulators.rdma.dcqcn import RateControl
-from emulators.rdma.settings import GO_BACK_N, NicSettings
+from emulators.rdma.settings import GO_BACK_N, WINDOW_BDPS, NicSettings
 
 if TYPE_CHECKING:
     from emulators.rdma.nic import RdmaNic
@@ -62,7 +62,7 @@ class Path:
 
 class QueuePair:
     def __init__(self, nic: RdmaNic, flow: int, name: str, message_bytes: int, start_ps: int, rate_cap_bps: int,
-                 priority: int, paths: list[Path]) -> None:
+                 priority: int, paths: list[Path], rtt_ps: int) -> None:
         self.nic = nic
         self.settings: NicSettings = nic.settings
         self.flow = flow
@@ -78,7 +78,7 @@ class QueuePair:
         self.acked_bytes = 0
         self.inflight_bytes = 0
         self.next_send_ps = 0
-        self.rtt_ps = self.settings.rtt_ps
+        self.rtt_ps = rtt_ps  # the round trip the window is sized for
         self.rate = RateControl(self.settings, self.line_bps(), nic.schedule)
         self.window_bytes = self._window()
         self.completion_ps = -1
@@ -95,7 +95,7 @@ class QueuePair:
     def _window(self) -> int:
         if self.settings.window:
             return self.settings.window
-        return max(self.settings.chunk, self.line_bps() * self.rtt_ps // (8 * 10**12))
+        return max(self.settings.chunk, WINDOW_BDPS * self.line_bps() * self.rtt_ps // (8 * 10**12))
 
     def set_rtt(self, rtt_ps: int) -> None:
         """The path's round trip as another device reported it: resize the in-flight window."""
@@ -238,10 +238,10 @@ class QueuePair:
             self.completion_ps = now
             self.nic.completed(self)
 
-    def on_cnp(self) -> None:
+    def on_cnp(self, now: int) -> None:
         self.cnps_received += 1
         if self.settings.dcqcn:
-            self.rate.on_cnp()
+            self.rate.on_cnp(now)
 
     def on_timeout(self, path: Path) -> str | None:
         """The retransmit timer expired without progress: retry from the oldest unacked packet, or

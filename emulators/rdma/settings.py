@@ -15,6 +15,11 @@ PACKET_OVERHEAD_BYTES = ROCE_HEADER_BYTES + WIRE_GAP_BYTES
 ROCE_UDP_PORT = 4791
 FIRST_EPHEMERAL_PORT = 49152
 
+FALLBACK_RTT_PS = 10 * PS_PER_US  # when the topology gives no path (e.g. a peer across a gateway)
+# The in-flight window covers four bandwidth-delay products of the base round trip: room for queueing
+# on the way (and for GSE's request/grant round trip at the source leaf) without stalling the pipe.
+WINDOW_BDPS = 4
+
 GO_BACK_N = "go-back-n"
 SELECTIVE_REPEAT = "selective-repeat"
 
@@ -26,8 +31,10 @@ class NicSettings:
     recovery: str = GO_BACK_N
     rto_ps: int = 4096 * 2**14 * 1000  # 4.096 us x 2^14 = 67.1 ms
     retries: int = 7
-    rtt_ps: int = 10 * PS_PER_US
-    window: int = 0  # 0: line rate x rtt
+    rtt_ps: int = 0  # 0: the path's base round trip, from the topology
+    window: int = 0  # 0: WINDOW_BDPS x line rate x round trip
+    # DCQCN as the paper sets it (N = 50 us, K = T = 55 us, B = 10 MB, F = 5, g = 1/256), with the
+    # increase steps scaled from its 40 Gb/s NICs to the line rate (R_AI 40 Mb/s = line / 1000).
     dcqcn: bool = True
     cnp_interval_ps: int = 50 * PS_PER_US
     dcqcn_g: float = 1 / 256

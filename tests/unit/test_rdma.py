@@ -120,26 +120,37 @@ def test_a_shorter_outage_recovers_without_error() -> None:
 
 
 def test_dcqcn_cut_and_recovery_follow_the_published_rules() -> None:
-    settings = NicSettings()
+    settings = NicSettings(fast_recovery_steps=5, ai_rate_bps=40_000_000, byte_counter=10**9)
     timers: list[tuple[int, Any, Any]] = []
     rc = RateControl(settings, 400 * GBPS, lambda delay, handler, arg: timers.append((delay, handler, arg)))
-    rc.on_cnp()  # alpha starts at 1: the first cut halves the rate
+    rc.on_cnp(0)  # alpha starts at 1: the first cut halves the rate
     assert rc.rate_bps == 200 * GBPS and rc.target_bps == 400 * GBPS
-    assert rc.alpha == pytest.approx(1 - settings.dcqcn_g + settings.dcqcn_g)
-    rate_timer = next(t for t in timers if t[1] == rc._rate_timer)
+    assert rc.alpha == 1.0
+    delay, rate_timer, generation = timers[-1]
+    assert delay == settings.rate_timer_ps
     # fast recovery: each of the first F timer events halves the distance to the target
     for step in range(1, settings.fast_recovery_steps):
-        rate_timer[1](rate_timer[2])
-        assert rc.rate_bps == 400 * GBPS - 200 * GBPS // 2**step
-    rc.on_cnp()  # a second cut uses the decayed alpha
-    assert rc.target_bps == 400 * GBPS - 200 * GBPS // 2 ** (settings.fast_recovery_steps - 1)
-    assert rc.cuts == 2
+        rate_timer(generation)
+        assert rc.rate_bps == 400 * GBPS - 200 * GBPS // 2**step and rc.target_bps == 400 * GBPS
+    # a CNP three alpha periods later: the cut uses alpha decayed three times, then alpha rises by g
+    rate = rc.rate_bps
+    rc.on_cnp(3 * settings.alpha_timer_ps + 1)
+    g = settings.dcqcn_g
+    assert rc.alpha == pytest.approx((1 - g) ** 4 + g)
+    assert rc.rate_bps == int(rate * (1 - (1 - g) ** 3 / 2)) and rc.target_bps == rate
+    # after F timer events without a CNP: additive increase of the target by R_AI per event
+    generation = timers[-1][2]
+    for _ in range(settings.fast_recovery_steps):
+        rc._rate_timer(generation)
+    target = rc.target_bps
+    rc._rate_timer(generation)
+    assert rc.target_bps == target + settings.ai_rate_bps and rc.cuts == 2
 
 
 def test_the_window_grows_when_the_network_reports_a_longer_path() -> None:
     """A NIC that believes the path is 10 us long is window-bound on 50 km; told the real round
     trip (what a gateway does with PATH_INFO), it fills the link."""
-    scenario = parse_scenario(rdma_pair(length="50km", message="4GiB", duration="40ms", sample="1ms"), "<t>")
+    scenario = parse_scenario(rdma_pair(length="50km", message="4GiB", duration="40ms", rdma="{rtt: 10us}"), "<t>")
     host = HostRuntime(scenario, "all", {d.name: "all" for d in scenario.devices})
     host.start()
     host.advance(10 * PS_PER_MS)
