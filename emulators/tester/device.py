@@ -216,6 +216,8 @@ class Tester(Device):
             self.nic_of[port.name].pump(port)
 
     def on_link_change(self, port: Port) -> None:
+        if port.link is not None and not port.link.up:
+            port.paused = 0  # a pause from the far end ends with the link
         if self.rdma_flows:
             self.nic_of[port.name].on_link_change(port)
 
