@@ -11,7 +11,6 @@ from collections import deque
 from functools import cached_property
 
 from emulators.kernel.frame import DEVICE_ITSELF, address
-from emulators.kernel.vtime import serialization_ps
 from emulators.registry import DEVICE_KINDS, SWITCH_LATENCY_PS
 from emulators.topology import Endpoint, LinkSpec, Scenario
 
@@ -136,19 +135,18 @@ class ScenarioContext:
                 return link
         return None
 
-    def round_trip_ps(self, src: Endpoint, dst: Endpoint, data_bytes: int, reply_bytes: int) -> int:
-        """Base round trip of a ``data_bytes`` frame from ``src`` to ``dst`` and a ``reply_bytes``
-        answer back, on idle links: serialisation at every hop (store and forward), propagation,
-        and each switch's forwarding latency. 0 if no path exists."""
+    def path_delay(self, src: Endpoint, dst: Endpoint) -> tuple[int, int]:
+        """(store-and-forward hops, round trip without serialisation in ps) from ``src`` to ``dst``
+        and back on idle links: propagation both ways and each switch's forwarding latency both
+        ways. Serialisation is left to the caller, since it depends on the frame and the rate.
+        (0, 0) if there is no path."""
         links = self.path_links(src, dst)
         total = 0
         for index, link in enumerate(links):
-            total += 2 * link.propagation_ps + serialization_ps(data_bytes, link.rate_bps) + serialization_ps(
-                reply_bytes, link.rate_bps)
-            if index:  # a switch between this link and the previous one, crossed both ways
+            total += 2 * link.propagation_ps
+            if index:  # the switch joining this link to the previous one, crossed both ways
                 joint = {link.a.device, link.z.device} & {links[index - 1].a.device, links[index - 1].z.device}
                 for name in joint:
                     if name in self.forwarders:
-                        latency = self.scenario.device(name).options.get("latency", SWITCH_LATENCY_PS)
-                        total += 2 * int(latency)
-        return total
+                        total += 2 * int(self.scenario.device(name).options.get("latency", SWITCH_LATENCY_PS))
+        return len(links), total

@@ -8,6 +8,7 @@ to integers (bps, bytes, mm, ps) before any device sees them.
 from __future__ import annotations
 
 import importlib
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -19,6 +20,9 @@ class DeviceKind:
     options_schema: dict[str, Any]
     class_path: str  # "module:Class", imported only when a device of this kind is built
     forwards: bool = False  # switches: frames pass through them toward other devices
+    # checks the schema cannot express, on options already in integer units:
+    # (options, the device's ports) -> (key path inside options, problem) or None
+    check: Callable[[dict[str, Any], tuple[str, ...]], tuple[tuple[str | int, ...], str] | None] | None = None
 
     def load_class(self) -> type:
         module, _, attr = self.class_path.partition(":")
@@ -29,8 +33,9 @@ class DeviceKind:
 SWITCH_LATENCY_PS = 600_000  # a switch's forwarding pipeline unless its options say otherwise
 
 
-def _unit(unit: str, description: str) -> dict[str, Any]:
-    return {"x-unit": unit, "description": description}
+def _unit(unit: str, description: str, nonzero: bool = False) -> dict[str, Any]:
+    """An option with a unit; ``nonzero``: the loader refuses 0 (``x-nonzero``)."""
+    return {"x-unit": unit, "description": description} | ({"x-nonzero": True} if nonzero else {})
 
 
 # The RDMA NIC transport's settings (emulators.rdma), shared by every kind that owns NICs.
@@ -40,12 +45,20 @@ RDMA_OPTIONS_SCHEMA: dict[str, Any] = {
     "x-expect": "a mapping of RDMA NIC settings",
     "properties": {
         "mtu": _unit("size", "payload bytes per packet (default 4096)"),
-        "chunk": _unit("size", "payload bytes per frame the NIC emits: the emulation's granularity (default 64KiB)"),
+        "chunk": _unit(
+            "size", "payload bytes per frame the NIC emits: the emulation's granularity (default 64KiB)", nonzero=True
+        ),
         "recovery": {"enum": ["go-back-n", "selective-repeat"], "description": "loss recovery (default go-back-n)"},
-        "rto": _unit("time", "retransmit timeout (default 4.096us x 2^14 = 67.1ms, the common RoCE setting)"),
+        "rto": _unit(
+            "time", "retransmit timeout (default 4.096us x 2^14 = 67.1ms, the common RoCE setting)", nonzero=True
+        ),
         "retries": {"type": "integer", "minimum": 0, "maximum": 7, "description": "retry count (default 7)"},
-        "rtt": _unit("time", "round trip the window is sized for until told otherwise (default: the path's)"),
-        "window": _unit("size", "fixed in-flight limit per QP, instead of 2 x line rate x round trip"),
+        "rtt": _unit(
+            "time", "round trip (propagation and latency) the window is sized for (default: the path's)", nonzero=True
+        ),
+        "window": _unit(
+            "size", "fixed in-flight limit per QP, instead of 4 bandwidth-delay products of the path", nonzero=True
+        ),
         "dcqcn": {"type": "boolean", "description": "DCQCN rate control on CNPs (default true)"},
         "cnp_interval": _unit("time", "at most one CNP per QP in this interval (default 50us)"),
         "dcqcn_g": {
@@ -54,17 +67,17 @@ RDMA_OPTIONS_SCHEMA: dict[str, Any] = {
             "maximum": 1,
             "description": "alpha gain g (default 1/256)",
         },
-        "alpha_timer": _unit("time", "alpha decay period without CNPs (default 55us)"),
-        "rate_timer": _unit("time", "rate increase timer (default 55us)"),
-        "byte_counter": _unit("size", "rate increase byte counter (default 10MiB)"),
+        "alpha_timer": _unit("time", "alpha decay period without CNPs (default 55us)", nonzero=True),
+        "rate_timer": _unit("time", "rate increase timer (default 55us)", nonzero=True),
+        "byte_counter": _unit("size", "rate increase byte counter (default 10MiB)", nonzero=True),
         "fast_recovery_steps": {
             "type": "integer",
             "minimum": 1,
             "description": "F: increase events of fast recovery (default 5)",
         },
-        "ai_rate": _unit("rate", "additive increase step (default line rate / 1000)"),
-        "hai_rate": _unit("rate", "hyper increase step (default line rate / 100)"),
-        "min_rate": _unit("rate", "lowest rate a cut may reach (default line rate / 1000)"),
+        "ai_rate": _unit("rate", "additive increase step (default line rate / 1000)", nonzero=True),
+        "hai_rate": _unit("rate", "hyper increase step (default line rate / 100)", nonzero=True),
+        "min_rate": _unit("rate", "lowest rate a cut may reach (default line rate / 1000)", nonzero=True),
     },
 }
 
@@ -77,7 +90,7 @@ SWITCH_OPTIONS_SCHEMA: dict[str, Any] = {
             "enum": ["roce", "gse"],
             "description": "RoCE (ECMP, PFC, ECN) or GSE (PDC, DGSQ, request/grant, spraying)",
         },
-        "buffer": _unit("size", "shared packet buffer (default 64MiB)"),
+        "buffer": _unit("size", "shared packet buffer (default 64MiB)", nonzero=True),
         "latency": _unit("time", "forwarding pipeline latency (default 600ns)"),
         "pfc": {"type": "boolean", "description": "priority flow control on the lossless priorities (default true)"},
         "lossless_priorities": {
@@ -86,7 +99,9 @@ SWITCH_OPTIONS_SCHEMA: dict[str, Any] = {
             "uniqueItems": True,
             "description": "priorities PFC protects (default [3], where RDMA traffic runs)",
         },
-        "pfc_xoff": _unit("size", "ingress bytes per port and priority that trigger XOFF (default 512KiB; GSE 2MiB)"),
+        "pfc_xoff": _unit(
+            "size", "ingress bytes per port and priority that trigger XOFF (default 512KiB; GSE 2MiB)", nonzero=True
+        ),
         "pfc_xon": _unit("size", "ingress bytes below which XON is sent (default xoff - 128KiB)"),
         "pfc_headroom": _unit(
             "size", "per port and priority after XOFF (default from the link: 2 x rate x delay + 2 frames)"
@@ -105,10 +120,32 @@ SWITCH_OPTIONS_SCHEMA: dict[str, Any] = {
             "maximum": 1,
             "description": "marking probability at kmax (default 0.1)",
         },
-        "gse_container": _unit("size", "GSE packet container (PDC) size (default 64KiB)"),
-        "gse_credit": _unit("size", "granted-but-not-arrived bytes per destination port (default 1MiB)"),
+        "gse_container": _unit("size", "GSE packet container (PDC) size (default 64KiB)", nonzero=True),
+        "gse_credit": _unit("size", "granted-but-not-arrived bytes per destination port (default 1MiB)", nonzero=True),
     },
 }
+
+ROCE_MTUS = (256, 512, 1024, 2048, 4096)
+
+
+def _check_nic_options(options: dict[str, Any], ports: tuple[str, ...]) -> tuple[tuple[str | int, ...], str] | None:
+    rdma = options.get("rdma", {})
+    mtu = rdma.get("mtu", 4096)
+    if mtu not in ROCE_MTUS:
+        return ("rdma", "mtu"), f"{mtu} bytes is not a RoCE MTU; use one of {', '.join(map(str, ROCE_MTUS))}"
+    chunk = rdma.get("chunk", 64 * 1024)
+    if chunk % mtu:
+        return ("rdma", "chunk"), f"{chunk} bytes is not a whole number of {mtu}-byte packets (the mtu)"
+    owner: dict[str, str] = {}
+    for nic, members in options.get("nics", {}).items():
+        for index, port in enumerate(members):
+            if port not in ports:
+                return ("nics", nic, index), f"no port {port!r} on this device; its ports: {', '.join(ports)}"
+            if port in owner:
+                return ("nics", nic, index), f"port {port!r} already belongs to NIC {owner[port]!r}"
+            owner[port] = nic
+    return None
+
 
 DEVICE_KINDS: dict[str, DeviceKind] = {
     "tester": DeviceKind(
@@ -118,8 +155,8 @@ DEVICE_KINDS: dict[str, DeviceKind] = {
             "type": "object",
             "additionalProperties": False,
             "properties": {
-                "mtu": {"x-unit": "size", "description": "bytes per packet on the wire for raw flows (default 4096)"},
-                "buffer": {"x-unit": "size", "description": "egress queue limit per port (default 64MiB)"},
+                "mtu": _unit("size", "bytes per packet on the wire for raw flows (default 4096)", nonzero=True),
+                "buffer": _unit("size", "egress queue limit per port (default 64MiB)", nonzero=True),
                 "rdma": RDMA_OPTIONS_SCHEMA,
                 "nics": {
                     "type": "object",
@@ -136,6 +173,7 @@ DEVICE_KINDS: dict[str, DeviceKind] = {
             },
         },
         class_path="emulators.tester.device:Tester",
+        check=_check_nic_options,
     ),
     "switch": DeviceKind(
         name="switch",

@@ -35,13 +35,17 @@ if TYPE_CHECKING:
 # A container lost on a cut link must not stall its stream for ever: after this long the
 # destination leaf gives up on the gap and releases what waits behind it.
 REORDER_TIMEOUT_PS = 100 * PS_PER_US
+# Requests and grants lost on a cut link must not deadlock a stream either: a grant whose container
+# has not come within this long gives its credit back, and a source queue that has had no grant for
+# this long restates its whole backlog to the destination leaf (idempotent, so never double-counted).
+SIGNAL_TIMEOUT_PS = 200 * PS_PER_US
 GSE_FIELDS = ("gse_seq", "gse_src")
 
 
 class Dgsq(EgressQueue):
     """Destination-port queue at the source leaf: containers waiting for their grant."""
 
-    __slots__ = ("dst", "dst_leaf", "containers", "spray_turn")
+    __slots__ = ("dst", "dst_leaf", "containers", "spray_turn", "last_grant_ps", "audit_armed")
 
     def __init__(self, dst: int, dst_leaf: int) -> None:
         super().__init__()
@@ -49,13 +53,15 @@ class Dgsq(EgressQueue):
         self.dst_leaf = dst_leaf
         self.containers: deque[Frame] = deque()
         self.spray_turn = 0  # where this queue's round-robin among equally loaded uplinks resumes
+        self.last_grant_ps = 0
+        self.audit_armed = False
 
 
 class PortGrants:
     """Grant scheduling for one NIC-facing port of the destination leaf."""
 
     __slots__ = ("port", "dst", "requests", "turns", "outstanding", "granted", "next_seq", "next_grant_ps",
-                 "timer_armed")
+                 "timer_armed", "issued", "audit_armed")
 
     def __init__(self, port: Port, dst: int) -> None:
         self.port = port
@@ -67,6 +73,8 @@ class PortGrants:
         self.next_seq: dict[int, int] = {}
         self.next_grant_ps = 0
         self.timer_armed = False
+        self.issued: deque[tuple[int, int, int]] = deque()  # (granted at, source leaf, seq), oldest first
+        self.audit_armed = False
 
 
 class ReorderStream:
@@ -95,12 +103,13 @@ def payload_per_packet(mtu: int) -> int:
 
 
 def cut_containers(frame: Frame, container_bytes: int) -> list[Frame]:
-    """Cut a data frame into containers of at most ``container_bytes`` on packet boundaries (at least
-    one packet each). Every piece is a valid run of packets: its own first PSN, offset and count."""
-    if frame.nbytes <= container_bytes:
-        return [frame]
+    """Cut a data frame into containers of at most ``container_bytes`` of payload on packet boundaries
+    (at least one packet each). Every piece is a valid run of packets: its own first PSN, offset and
+    count; only the first keeps a PSN reset the sender put on the run."""
     mtu = frame.mtu
-    per_piece = max(1, container_bytes // mtu)
+    per_piece = max(1, container_bytes // payload_per_packet(mtu))
+    if frame.packets <= per_piece:
+        return [frame]
     bad = _corrupt_packet_indices(frame)
     pieces = []
     for start in range(0, frame.packets, per_piece):
@@ -110,6 +119,9 @@ def cut_containers(frame: Frame, container_bytes: int) -> list[Frame]:
                       (count - 1) * mtu + (frame.last_packet_bytes if last else mtu), mtu,
                       seq=frame.seq + start, priority=frame.priority, created_ps=frame.created_ps, op=frame.op,
                       fields=dict(frame.fields) if frame.fields is not None else None)
+        if start and piece.fields is not None:
+            piece.fields.pop("psn_reset", None)
+            piece.fields = piece.fields or None
         piece.ecn = frame.ecn
         piece.entropy = frame.entropy
         piece.offset = frame.offset + start * payload_per_packet(mtu) if frame.offset >= 0 else -1
@@ -207,11 +219,32 @@ class GseLeaf:
             self.counters["dgsq_bytes"] += container.nbytes
             self._signal(FrameKind.REQUEST, dgsq.dst_leaf, {"dst": dgsq.dst, "bytes": container.nbytes})
             self.counters["requests_sent"] += 1
+        if not dgsq.audit_armed:
+            dgsq.audit_armed = True
+            dgsq.last_grant_ps = self.switch.now
+            self.switch.at(self.switch.now + SIGNAL_TIMEOUT_PS, self._audit_dgsq, dgsq)
+
+    def _audit_dgsq(self, dgsq: Dgsq) -> None:
+        """No grant for a whole timeout while containers wait: restate the backlog (requests may be lost)."""
+        dgsq.audit_armed = False
+        if not dgsq.containers:
+            return
+        now = self.switch.now
+        if now - dgsq.last_grant_ps >= SIGNAL_TIMEOUT_PS:
+            self.counters["requests_restated"] += 1
+            self._signal(FrameKind.REQUEST, dgsq.dst_leaf, {
+                "dst": dgsq.dst, "restate": 1, "count": len(dgsq.containers),
+                "bytes": sum(c.nbytes for c in dgsq.containers)})
+            dgsq.last_grant_ps = now
+        dgsq.audit_armed = True
+        self.switch.at(dgsq.last_grant_ps + SIGNAL_TIMEOUT_PS, self._audit_dgsq, dgsq)
 
     def _on_grant(self, grant: Frame) -> None:
         self.counters["grants_received"] += 1
         assert grant.fields is not None
         dgsq = self.dgsqs.get(grant.fields["dst"])
+        if dgsq is not None:
+            dgsq.last_grant_ps = self.switch.now
         if dgsq is None or not dgsq.containers:
             self.counters["grants_unused"] += 1
             return
@@ -272,9 +305,19 @@ class GseLeaf:
             return
         src_leaf = device_of(request.src)
         queue = grants.requests.setdefault(src_leaf, deque())
-        if not queue:
+        had_requests = bool(queue)
+        if request.fields.get("restate"):
+            count, total = request.fields["count"], request.fields["bytes"]
+            in_flight = len(grants.granted.get(src_leaf, {}))  # granted, not arrived: not waiting there
+            waiting = max(0, count - in_flight)
+            queue.clear()
+            queue.extend([total // count] * waiting)
+        else:
+            queue.append(request.fields["bytes"])
+        if queue and not had_requests:
             grants.turns.append(src_leaf)
-        queue.append(request.fields["bytes"])
+        elif had_requests and not queue:
+            grants.turns.remove(src_leaf)
         self.pump(grants)
 
     def pump(self, grants: PortGrants) -> None:
@@ -306,9 +349,35 @@ class GseLeaf:
             grants.next_seq[src_leaf] = seq + 1
             grants.granted.setdefault(src_leaf, {})[seq] = nbytes
             grants.outstanding += nbytes
+            grants.issued.append((now, src_leaf, seq))
+            if not grants.audit_armed:
+                grants.audit_armed = True
+                switch.at(now + SIGNAL_TIMEOUT_PS, self._audit_grants, grants)
             grants.next_grant_ps = now + serialization_ps(nbytes, link.rate_bps + link.rate_bps // GRANT_SPEEDUP)
             self._signal(FrameKind.GRANT, src_leaf, {"dst": grants.dst, "bytes": nbytes, "gse_seq": seq})
             self.counters["grants_sent"] += 1
+
+    def _audit_grants(self, grants: PortGrants) -> None:
+        """Grants whose containers never came (a lost grant or container): give the credit back and
+        let the stream move past them."""
+        grants.audit_armed = False
+        now = self.switch.now
+        issued = grants.issued
+        while issued and issued[0][0] + SIGNAL_TIMEOUT_PS <= now:
+            _, src_leaf, seq = issued.popleft()
+            if seq in grants.granted.get(src_leaf, {}):
+                self.counters["grants_expired"] += 1
+                self._credit_back(grants, src_leaf, seq)
+                stream = self.streams.get((src_leaf, grants.dst))
+                if stream is not None and stream.expected == seq:
+                    stream.expected += 1
+                    self._deliver_ready(stream)
+        while issued and issued[0][2] not in grants.granted.get(issued[0][1], {}):
+            issued.popleft()  # arrived: nothing to watch
+        if issued:
+            grants.audit_armed = True
+            self.switch.at(issued[0][0] + SIGNAL_TIMEOUT_PS, self._audit_grants, grants)
+        self.pump(grants)
 
     def _grant_timer(self, grants: PortGrants) -> None:
         grants.timer_armed = False

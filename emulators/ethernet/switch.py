@@ -57,7 +57,7 @@ COUNTERS = (
     "requests_sent", "requests_received", "grants_sent", "grants_received", "grants_unused",
     "containers_sent", "containers_resprayed", "dgsq_bytes",
     "reorder_frames", "reorder_bytes", "reorder_peak_bytes", "reordered_containers",
-    "late_containers", "reorder_timeouts",
+    "late_containers", "reorder_timeouts", "requests_restated", "grants_expired",
 )
 
 

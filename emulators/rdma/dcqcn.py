@@ -52,7 +52,7 @@ class RateControl:
 
     def on_cnp(self, now: int) -> None:
         g = self.settings.dcqcn_g
-        if self.limited:  # alpha decayed once per alpha-timer period without a CNP since the last one
+        if self.cuts:  # alpha decayed once per alpha-timer period without a CNP since the last one
             self.alpha *= (1.0 - g) ** ((now - self.last_cnp_ps) // self.settings.alpha_timer_ps)
         self.last_cnp_ps = now
         self.target_bps = self.rate_bps

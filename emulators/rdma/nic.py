@@ -73,16 +73,16 @@ class RdmaNic:
         self._go_back_n = settings.recovery == GO_BACK_N
 
     # -- set-up -----------------------------------------------------------------------------------
-    def open_qp(self, flow: int, spec: FlowSpec, remote: list[int], seed: int, rtt_ps: int) -> QueuePair:
-        """A QP for ``spec`` toward the far NIC's port addresses ``remote`` (one per plane); its
-        window is sized for ``rtt_ps`` unless the settings fix the round trip."""
+    def open_qp(self, flow: int, spec: FlowSpec, remote: list[int], seed: int, hops: int, rtt_ps: int) -> QueuePair:
+        """A QP for ``spec`` toward the far NIC's port addresses ``remote`` (one per plane), over a path
+        of ``hops`` links and round trip ``rtt_ps`` (serialisation aside; the settings may fix it)."""
         rng = stream_for(seed, f"qp:{spec.name}")
         paths = []
         for index, port in enumerate(self.ports):
             entropy = FIRST_EPHEMERAL_PORT + int(rng.integers(0, 1 << 14))  # the QP's UDP source port
             paths.append(Path(index, port, self.addresses[index], remote[index % len(remote)], entropy))
         qp = QueuePair(self, flow, spec.name, spec.message_bytes, spec.start_ps, spec.rate_bps, spec.priority, paths,
-                       self.settings.rtt_ps or rtt_ps or FALLBACK_RTT_PS)
+                       self.settings.rtt_ps or rtt_ps or FALLBACK_RTT_PS, max(1, hops))
         self.qps.append(qp)
         for path in paths:
             self.on_port[path.port.name].append((qp, path))
@@ -105,7 +105,7 @@ class RdmaNic:
             if not any(p.up for p in qp.paths):
                 for path in qp.paths:
                     path.up = True  # nothing is up: wait on the timers like a single-plane NIC
-            qp._line_changed()
+            qp.line_changed()
             self._pump_paths(qp)
 
     def schedule(self, delay_ps: int, handler: Callable[[Any], None], arg: Any) -> None:
@@ -114,7 +114,10 @@ class RdmaNic:
     # -- transmit ---------------------------------------------------------------------------------
     def pump(self, port: Port) -> None:
         """Give an idle port its next chunk, if any QP may send one now."""
-        if port.busy or port.link is None or not port.link.up:
+        if port.link is None or not port.link.up:
+            self._start_timers(port)  # data that cannot leave counts against the retry budget too
+            return
+        if port.busy:
             return
         queues = port.queues
         for priority in range(CONTROL_PRIORITY):
@@ -144,6 +147,12 @@ class RdmaNic:
             self.wake_at[port.name] = wake
             self.owner.at(wake, self._wake, port)
 
+    def _start_timers(self, port: Port) -> None:
+        for qp, path in self.on_port[port.name]:
+            if not path.timer_armed and qp.has_data(path):
+                path.deadline = self.owner.now + self.settings.rto_ps
+                self.arm_timer(qp, path)
+
     def _wake(self, port: Port) -> None:
         if self.wake_at[port.name] <= self.owner.now:
             self.wake_at[port.name] = NEVER
@@ -165,7 +174,7 @@ class RdmaNic:
     def _timer(self, qp_path: tuple[QueuePair, Path]) -> None:
         qp, path = qp_path
         path.timer_armed = False
-        if qp.state != ACTIVE or not path.unacked:
+        if qp.state != ACTIVE or not (path.unacked or qp.has_data(path)):
             return
         now = self.owner.now
         if now < path.deadline:  # progress since the timer was set: wait from the last ACK
@@ -181,9 +190,7 @@ class RdmaNic:
 
     def _path_failed(self, qp: QueuePair, path: Path, reason: str) -> None:
         if any(p.up for p in qp.paths if p is not path):
-            qp.fail_over(path)
-            self._event(qp, "failover", f"plane {path.index}: {reason}")
-            self._pump_paths(qp)
+            self._fail_over(qp, path, reason)
             return
         qp.fail(self.owner.now, reason)
         self.counters["rdma_qp_errors"] += 1
@@ -330,18 +337,27 @@ class RdmaNic:
 
     # -- ports ------------------------------------------------------------------------------------
     def on_link_change(self, port: Port) -> None:
+        """The NIC sees its own port's link go down, come up or change rate."""
         up = port.link is not None and port.link.up
         for qp, path in self.on_port[port.name]:
             if qp.state != ACTIVE:
                 continue
             if not up and path.up and any(p.up for p in qp.paths if p is not path):
-                qp.fail_over(path)  # the NIC sees its own port go down: move to the other plane now
-                self._event(qp, "failover", f"plane {path.index}: link {port.link.name if port.link else ''} down")
-                self._pump_paths(qp)
+                self._fail_over(qp, path, "link down")
             elif up and not path.up:
                 qp.restore(path)
                 self._event(qp, "restored", f"plane {path.index}: link up")
+                for other in qp.paths:  # data stranded on a plane that went down while this one was out
+                    if other.up and other is not path and not _link_up(other.port):
+                        self._fail_over(qp, other, "link down")
+            qp.line_changed()
+            self._pump_paths(qp)
         self.pump(port)
+
+    def _fail_over(self, qp: QueuePair, path: Path, reason: str) -> None:
+        qp.fail_over(path)
+        self._event(qp, "failover", f"plane {path.index}: {reason}")
+        self._pump_paths(qp)
 
     def on_frame_dropped(self, frame: Frame) -> None:
         found = self.by_source.get((frame.flow, frame.src))
@@ -353,3 +369,7 @@ class RdmaNic:
             "tx": {qp.name: qp.results() for qp in self.qps},
             "rx": {r.name: r.results() for r in self.receivers.values()},
         }
+
+
+def _link_up(port: Port) -> bool:
+    return port.link is not None and port.link.up

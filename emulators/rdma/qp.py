@@ -62,7 +62,7 @@ class Path:
 
 class QueuePair:
     def __init__(self, nic: RdmaNic, flow: int, name: str, message_bytes: int, start_ps: int, rate_cap_bps: int,
-                 priority: int, paths: list[Path], rtt_ps: int) -> None:
+                 priority: int, paths: list[Path], rtt_ps: int, hops: int) -> None:
         self.nic = nic
         self.settings: NicSettings = nic.settings
         self.flow = flow
@@ -78,7 +78,8 @@ class QueuePair:
         self.acked_bytes = 0
         self.inflight_bytes = 0
         self.next_send_ps = 0
-        self.rtt_ps = rtt_ps  # the round trip the window is sized for
+        self.rtt_ps = rtt_ps  # the path's round trip, serialisation aside: what the window is sized for
+        self.hops = hops  # links a chunk crosses, each storing and forwarding it whole
         self.rate = RateControl(self.settings, self.line_bps(), nic.schedule)
         self.window_bytes = self._window()
         self.completion_ps = -1
@@ -95,14 +96,19 @@ class QueuePair:
     def _window(self) -> int:
         if self.settings.window:
             return self.settings.window
-        return max(self.settings.chunk, WINDOW_BDPS * self.line_bps() * self.rtt_ps // (8 * 10**12))
+        # a bandwidth-delay product: what propagates at line rate in a round trip, plus the chunk
+        # each hop holds while it serialises it (the same bytes at any rate)
+        in_flight = self.line_bps() * self.rtt_ps // (8 * 10**12) + self.hops * self.settings.wire_bytes(
+            self.settings.chunk)
+        return max(self.settings.chunk, WINDOW_BDPS * in_flight)
 
     def set_rtt(self, rtt_ps: int) -> None:
-        """The path's round trip as another device reported it: resize the in-flight window."""
+        """The path's round trip (propagation and latency) as another device reported it: resize the
+        in-flight window."""
         self.rtt_ps = rtt_ps
         self.window_bytes = self._window()
 
-    def _line_changed(self) -> None:
+    def line_changed(self) -> None:
         self.rate.set_line_rate(self.line_bps())
         self.window_bytes = self._window()
 
@@ -146,6 +152,8 @@ class QueuePair:
         rate = min(self.rate.rate_bps, self.rate_cap_bps) if self.rate_cap_bps else self.rate.rate_bps
         if rate < self.rate.line_bps:
             self.next_send_ps = now + serialization_ps(wire, rate)
+        if not retransmission and len(path.unacked) == 1:
+            path.deadline = now + settings.rto_ps  # the first packet in flight starts the timer afresh
         if not path.timer_armed:
             path.deadline = now + settings.rto_ps
             self.nic.arm_timer(self, path)
@@ -269,11 +277,11 @@ class QueuePair:
         path.resync = True
         path.retries = 0
         self.failovers += 1
-        self._line_changed()
+        self.line_changed()
 
     def restore(self, path: Path) -> None:
         path.up = True
-        self._line_changed()
+        self.line_changed()
 
     def fail(self, now: int, reason: str) -> None:
         self.state = ERROR

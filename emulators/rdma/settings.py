@@ -16,7 +16,7 @@ ROCE_UDP_PORT = 4791
 FIRST_EPHEMERAL_PORT = 49152
 
 FALLBACK_RTT_PS = 10 * PS_PER_US  # when the topology gives no path (e.g. a peer across a gateway)
-# The in-flight window covers four bandwidth-delay products of the base round trip: room for queueing
+# The in-flight window covers four bandwidth-delay products of the idle path: room for queueing
 # on the way (and for GSE's request/grant round trip at the source leaf) without stalling the pipe.
 WINDOW_BDPS = 4
 
@@ -31,8 +31,8 @@ class NicSettings:
     recovery: str = GO_BACK_N
     rto_ps: int = 4096 * 2**14 * 1000  # 4.096 us x 2^14 = 67.1 ms
     retries: int = 7
-    rtt_ps: int = 0  # 0: the path's base round trip, from the topology
-    window: int = 0  # 0: WINDOW_BDPS x line rate x round trip
+    rtt_ps: int = 0  # 0: the path's round trip (propagation, switch latency), from the topology
+    window: int = 0  # 0: WINDOW_BDPS x the path's bandwidth-delay product
     # DCQCN as the paper sets it (N = 50 us, K = T = 55 us, B = 10 MB, F = 5, g = 1/256), with the
     # increase steps scaled from its 40 Gb/s NICs to the line rate (R_AI 40 Mb/s = line / 1000).
     dcqcn: bool = True

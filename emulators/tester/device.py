@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 from emulators.kernel.device import Device
 from emulators.kernel.engine import Engine
-from emulators.kernel.frame import CONTROL_FRAME_BYTES, DATA, PATH_INFO, PFC, Frame, device_of, honour_pfc
+from emulators.kernel.frame import DATA, PATH_INFO, PFC, Frame, device_of, honour_pfc
 from emulators.kernel.port import Port
 from emulators.kernel.vtime import emission_ps
 from emulators.rdma.nic import RdmaNic
@@ -121,10 +121,8 @@ class Tester(Device):
                 if spec.src.device == self.name:
                     dst = context.scenario.device(spec.dst.device)
                     remote = [context.address(dst.name, p) for p in nic_ports(dst.options, spec.dst.port)]
-                    nic = self.nic_of[spec.src.port]
-                    rtt = context.round_trip_ps(spec.src, spec.dst, nic.settings.wire_bytes(nic.settings.chunk),
-                                                CONTROL_FRAME_BYTES)
-                    nic.open_qp(index, spec, remote, self.seed, rtt)
+                    hops, rtt = context.path_delay(spec.src, spec.dst)
+                    self.nic_of[spec.src.port].open_qp(index, spec, remote, self.seed, hops, rtt)
                 if spec.dst.device == self.name:
                     self.nic_of[spec.dst.port].expect(index, spec.name)
                 self.rdma_flows.add(index)

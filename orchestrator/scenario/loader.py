@@ -225,7 +225,7 @@ class _Resolver:
         except ValueError as e:
             self.fail(path, str(e))
 
-    def above_zero(self, parse: Callable[[Any], int], value: Any, path: KeyPath) -> int:
+    def above_zero(self, parse: Callable[[Any], Quantity], value: Any, path: KeyPath) -> Quantity:
         amount = self.quantity(parse, value, path)
         if amount == 0:
             self.fail(path, f"{shown(value)} is zero; it must be above zero")
@@ -270,6 +270,7 @@ class _Resolver:
             if site is not None and sites is not None and site not in sites:
                 self.fail((*path, "site"), f"site {site!r} is not in sites; sites: {listing(sites)}")
             options = self.options(kind, spec.get("options", {}), (*path, "options"))
+            self.check_options(kind, options, tuple(spec["ports"]), (*path, "options"))
             devices.append(DeviceSpec(name, kind.name, site, tuple(spec["ports"]), options))
         return tuple(sorted(devices, key=lambda device: device.name))
 
@@ -280,9 +281,16 @@ class _Resolver:
         resolved: dict[str, Any] = self.units(kind.options_schema, options, path)
         return resolved
 
+    def check_options(self, kind: DeviceKind, options: dict[str, Any], ports: tuple[str, ...], path: KeyPath) -> None:
+        problem = kind.check(options, ports) if kind.check is not None else None
+        if problem is not None:
+            self.fail((*path, *problem[0]), problem[1])
+
     def units(self, schema: Mapping[str, Any], value: Any, path: KeyPath) -> Any:
         """A copy of ``value`` with every quantity its schema marks with ``x-unit`` converted, at any depth."""
         if "x-unit" in schema:
+            if schema.get("x-nonzero"):
+                return self.above_zero(UNIT_PARSERS[schema["x-unit"]], value, path)
             return self.quantity(UNIT_PARSERS[schema["x-unit"]], value, path)
         if isinstance(value, dict):
             properties = schema.get("properties", {})

@@ -65,8 +65,11 @@ def test_incast_without_pfc_drops_and_recovers_with_go_back_n() -> None:
     flows = [f for name, f in results["flows"].items() if name.startswith("incast-")]
     assert leaf["pfc_xoff_sent"] == 0 and leaf["drop_lossy_frames"] > 0
     assert sum(f["retx_bytes"] for f in flows) > 0 and sum(f["naks_received"] for f in flows) > 0
-    # nothing is lost for good: every message arrives exactly once in the end
-    assert all(f["state"] == "complete" and f["undelivered_bytes"] == 0 for f in flows)
+    # nothing is lost silently: past the retry budget every QP has either delivered its whole
+    # message exactly once or reported an error, and most finish within the first RTOs
+    assert all(f["state"] == "error" or (f["state"] == "complete" and f["undelivered_bytes"] == 0) for f in flows)
+    assert sum(f["state"] == "complete" for f in flows) >= 6
+    assert max(f["timeouts"] for f in flows) >= 1  # a resend dropped again waits for the timer
     # and go-back-N resends at least what the switch dropped (payload of the dropped frames)
     dropped_payload = leaf["drop_lossy_bytes"] * 4096 // (4096 + PACKET_OVERHEAD_BYTES)
     assert sum(f["retx_bytes"] for f in flows) >= dropped_payload

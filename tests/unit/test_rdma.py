@@ -211,3 +211,48 @@ def test_interval_sets_count_each_byte_once() -> None:
     assert s.add(0, 10) == 10 and s.add(20, 30) == 10 and s.add(5, 25) == 10 and s.add(0, 30) == 0
     assert (s.starts, s.ends) == ([0], [30])
     assert s.add(40, 50) == 10 and s.take_prefix(30) == 30 and len(s) == 1
+
+
+def test_a_qp_that_cannot_send_at_all_still_runs_out_of_retries() -> None:
+    """Data waiting on a dead link counts against the retry budget even with nothing in flight."""
+    results = run_text(rdma_pair(message="1MiB", rdma="{rto: 200us, retries: 3}", duration="5ms",
+                                 faults="  - {at: 0ps, link: l, state: down}"))
+    f = flow_of(results)
+    assert f["state"] == "error" and f["tx_frames"] == 0
+    [event] = results["qp_events"]
+    assert event["kind"] == "qp_error" and event["at_ps"] == 4 * 200 * PS_PER_US
+
+
+def test_data_stranded_on_a_dead_plane_moves_when_the_other_plane_returns() -> None:
+    both_down = DUAL_PLANE.replace("  - {at: 6ms, link: plane-a, state: up}",
+                                   "  - {at: 4ms, link: plane-b, state: down}\n  - {at: 5ms, link: plane-a, state: up}")
+    results = run_text(both_down.replace("duration: 15ms", "duration: 30ms"))
+    f = flow_of(results)
+    # 1 GiB over 784 Gb/s for 3 ms, nothing for 2 ms, then one plane: done well before any timeout
+    assert f["state"] == "complete" and f["undelivered_bytes"] == 0 and f["timeouts"] == 0
+    assert f["fct_ps"] < 20 * PS_PER_MS
+    assert [(e["at_ps"], e["kind"]) for e in results["qp_events"]] == [
+        (3 * PS_PER_MS, "failover"), (5 * PS_PER_MS, "failover"), (5 * PS_PER_MS, "restored")]
+
+
+def test_a_line_rate_change_resizes_the_rate_limiter_and_window() -> None:
+    results = run_text(rdma_pair(message="1GiB", duration="3ms", faults="  - {at: 1ms, link: l, rate: 100G}"))
+    f = flow_of(results)
+    assert f["rate_bps"] == 100 * GBPS
+    rates = rate_per_sample_at(results)
+    assert rates[2] == pytest.approx(100 * GBPS * PAYLOAD_SHARE, rel=0.01)
+
+
+def rate_per_sample_at(results: dict[str, Any]) -> list[float]:
+    return rate_per_sample(results, "tb", "rdma_rx_payload_bytes")
+
+
+def test_dcqcn_alpha_keeps_decaying_after_the_rate_recovers() -> None:
+    settings = NicSettings()
+    rc = RateControl(settings, 400 * GBPS, lambda delay, handler, arg: None)
+    rc.on_cnp(0)
+    rc.limited = False  # as if recovered to line rate
+    rc.rate_bps = rc.target_bps = 400 * GBPS
+    rc.on_cnp(200 * PS_PER_MS)  # 200 ms later: alpha decayed for ~3,600 periods before this cut
+    assert rc.alpha < 2 * settings.dcqcn_g
+    assert rc.rate_bps > 399 * GBPS

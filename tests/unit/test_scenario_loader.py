@@ -442,3 +442,28 @@ def test_malformed_rdma_flow_fails_with_one_line_naming_the_key(text: str, where
     assert "\n" not in message
     assert message.startswith(f"{SOURCE}: {where}: "), message
     assert what in message, message
+
+
+NIC_OPTIONS = """
+duration: 1ms
+devices:
+  ta: {kind: tester, ports: [p0, p1], options: OPTIONS}
+  tb: {kind: tester, ports: [p0]}
+links:
+  - {a: ta/p0, z: tb/p0, rate: 400G, length: 1m}
+"""
+
+
+@pytest.mark.parametrize(("options", "where", "what"), [
+    ("{rdma: {rto: 0}}", "devices.ta.options.rdma.rto", "is zero; it must be above zero"),
+    ("{rdma: {chunk: 0B}}", "devices.ta.options.rdma.chunk", "is zero"),
+    ("{rdma: {mtu: 9000}}", "devices.ta.options.rdma.mtu", "not a RoCE MTU; use one of 256, 512"),
+    ("{rdma: {mtu: 1KiB, chunk: 1500B}}", "devices.ta.options.rdma.chunk", "not a whole number of 1024-byte packets"),
+    ("{nics: {nic: [p0, p9]}}", "devices.ta.options.nics.nic[1]", "no port 'p9' on this device; its ports: p0, p1"),
+    ("{nics: {x: [p0], y: [p1, p0]}}", "devices.ta.options.nics.y[1]", "already belongs to NIC 'x'"),
+    ("{mtu: 0}", "devices.ta.options.mtu", "is zero"),
+])
+def test_nic_options_the_schema_cannot_check_fail_with_one_line(options: str, where: str, what: str) -> None:
+    with pytest.raises(ScenarioError) as caught:
+        parse_scenario(NIC_OPTIONS.replace("OPTIONS", options), SOURCE)
+    assert f"{SOURCE}: {where}: " in str(caught.value) and what in str(caught.value), str(caught.value)

@@ -313,11 +313,14 @@ def test_cut_containers_keeps_packet_runs_valid() -> None:
     frame.offset = 8 * 4096
     frame.entropy = 50000
     frame.ecn = True
-    frame.corrupt_packets, frame.first_corrupt, frame.corrupt_bytes = 2, 15, mtu + 1000  # packets 15 and 24
+    frame.corrupt_packets, frame.first_corrupt, frame.corrupt_bytes = 2, 16, mtu + 1000  # packets 16 and 24
+    frame.fields = {"psn_reset": 1}
     pieces = cut_containers(frame, 64 * KIB)
-    assert [p.packets for p in pieces] == [15, 10]  # 15 x 4160 B fit in 64 KiB
-    assert [p.seq for p in pieces] == [1000, 1015]
-    assert [p.offset for p in pieces] == [8 * 4096, 23 * 4096]
+    assert [p.packets for p in pieces] == [16, 9]  # a container holds 64 KiB of payload: 16 x 4 KiB
+    assert [p.seq for p in pieces] == [1000, 1016]
+    assert [p.offset for p in pieces] == [8 * 4096, 24 * 4096]
+    # a PSN reset belongs to the run's first packet only: a later piece must not restart the receiver
+    assert [p.fields for p in pieces] == [{"psn_reset": 1}, None]
     assert sum(p.nbytes for p in pieces) == frame.nbytes and pieces[1].last_packet_bytes == 1000
     kept = (3, 0x101, 0x201, 50000, 3, True, 77)
     assert all((p.flow, p.src, p.dst, p.entropy, p.priority, p.ecn, p.created_ps) == kept for p in pieces)
