@@ -37,7 +37,7 @@ class HostRuntime:
         self.outboxes: dict[str, list[Outgoing]] = {}  # peer host -> frames owed to it this window
         self.inbox: list[Outgoing] = []
         self.sent_total: dict[str, int] = {}
-        self.received_total = 0
+        self.received_from: dict[str, int] = {}  # peer host -> frames delivered from it (cumulative)
         self.window_end = 0
         for spec in scenario.devices:
             if assignment[spec.name] != host:
@@ -94,10 +94,15 @@ class HostRuntime:
         for device_id in sorted(self.by_id):
             self.by_id[device_id].start()
 
-    def deliver(self, frames: list[Outgoing]) -> None:
+    def deliver(self, peer: str, frames: list[Outgoing]) -> None:
         """Frames from a peer host; they join the heap at the start of the next ``advance``."""
         self.inbox.extend(frames)
-        self.received_total += len(frames)
+        self.received_from[peer] = self.received_from.get(peer, 0) + len(frames)
+
+    def holds_all(self, expect_from: dict[str, int]) -> bool:
+        """Whether every frame each peer has sent here so far (per the coordinator) has arrived. Counted
+        per peer: a fast peer's frames of a later window must not stand in for a slow peer's."""
+        return all(self.received_from.get(peer, 0) >= n for peer, n in expect_from.items())
 
     def _merge_inbox(self) -> None:
         push = self.engine.push

@@ -3,7 +3,8 @@
 Each window starts at the global minimum of every host's next event and of every frame in flight
 between hosts, and ends ``lookahead`` later (or at the run's end). Every host processes its events
 before the window end and sends its cross-host frames, which by construction arrive at or after the
-window end; a host starts the next window only once it holds every frame sent to it so far.
+window end; a host starts the next window only once it holds every frame each peer sent it so far
+(counted per peer: a peer already running the next window may have sent more).
 Single-host plans run in one window.
 """
 
@@ -42,7 +43,7 @@ class HostHandle(Protocol):
 
     async def start(self) -> Report: ...
 
-    async def advance(self, end_ps: int, expect_frames: int) -> Report: ...
+    async def advance(self, end_ps: int, expect_from: dict[str, int]) -> Report: ...
 
     async def results(self) -> dict[str, Any]: ...
 
@@ -83,10 +84,11 @@ class Coordinator:
                           time.perf_counter() - t0, self.end_ps)
 
     async def _window(self, end: int, reports: list[Report]) -> list[Report]:
-        expect = dict.fromkeys((h.name for h in self.hosts), 0)
-        for r in reports:
+        # per receiving host, per sending peer: what the peer has sent it so far
+        expect: dict[str, dict[str, int]] = {h.name: {} for h in self.hosts}
+        for sender, r in zip(self.hosts, reports, strict=True):
             for peer, n in r.sent_total.items():
-                expect[peer] += n
+                expect[peer][sender.name] = n
         self.windows += 1
         self.end_ps = end
         return await self._all(h.advance(end, expect[h.name]) for h in self.hosts)

@@ -89,7 +89,7 @@ class HostState:
 
     def on_batch(self, batch: Any) -> None:
         assert self.runtime is not None
-        self.runtime.deliver(decode_batch(batch))
+        self.runtime.deliver(batch.from_host, decode_batch(batch))
         self.arrived.set()
 
     def keep(self, task: asyncio.Task[None]) -> None:
@@ -152,7 +152,8 @@ class HostControl(sync_pb2_grpc.HostControlServicer):
                 runtime.start()
                 yield self._report(runtime, NEVER)
                 continue
-            while runtime.received_total < advance.expect_frames:
+            expect_from = dict(advance.expect_from)
+            while not runtime.holds_all(expect_from):
                 state.arrived.clear()
                 await state.arrived.wait()
             state.window = advance.window

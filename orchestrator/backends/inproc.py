@@ -26,12 +26,12 @@ class InprocHost:
         self.runtime.start()
         return self._report({})
 
-    async def advance(self, end_ps: int, expect_frames: int) -> Report:
+    async def advance(self, end_ps: int, expect_from: dict[str, int]) -> Report:
         # delivery is immediate here, so a host may already hold frames of the window after this one
-        assert self.runtime.received_total >= expect_frames
+        assert self.runtime.holds_all(expect_from)
         sent = self.runtime.advance(end_ps)
         for peer, frames in sent.items():
-            self._peers[peer].runtime.deliver(frames)
+            self._peers[peer].runtime.deliver(self.name, frames)
         return self._report(sent)
 
     async def results(self) -> dict[str, Any]:

@@ -66,10 +66,10 @@ class ProcessHost:
         self._sync = self.control.Sync()
         return await self._exchange(sync_pb2.Advance(start=True))
 
-    async def advance(self, end_ps: int, expect_frames: int) -> Report:
+    async def advance(self, end_ps: int, expect_from: dict[str, int]) -> Report:
         self._window += 1
         return await self._exchange(sync_pb2.Advance(window=self._window, end_ps=end_ps,
-                                                     expect_frames=expect_frames))
+                                                     expect_from=expect_from))
 
     async def close(self) -> None:
         """End the Sync stream: the host is done with this run."""

@@ -1,0 +1,60 @@
+"""The clock's bookkeeping of frames between hosts: counted per sending peer, never in total."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from emulators.kernel.vtime import NEVER
+from emulators.runtime import HostRuntime
+from orchestrator.coordinator import Coordinator, Report
+from orchestrator.partition import plan_partition
+from orchestrator.scenario.loader import parse_scenario
+from tests.helpers import two_testers
+
+SCENARIO = parse_scenario(two_testers(duration="20us", length="1km"), "<t>")
+
+
+class FakeHost:
+    """Sends ``per_window`` frames to every other host each window and records what it was told."""
+
+    def __init__(self, name: str, others: list[str], per_window: int) -> None:
+        self.name = name
+        self.others = others
+        self.per_window = per_window
+        self.sent = 0
+        self.now = 0
+        self.told: list[dict[str, int]] = []
+
+    def _report(self) -> Report:
+        return Report(NEVER if self.now >= 20_000_000 else self.now, self.now + 4_900_000,
+                      {peer: self.sent for peer in self.others})
+
+    async def start(self) -> Report:
+        return self._report()
+
+    async def advance(self, end_ps: int, expect_from: dict[str, int]) -> Report:
+        self.told.append(dict(expect_from))
+        self.sent += self.per_window
+        self.now = end_ps
+        return self._report()
+
+    async def results(self) -> dict[str, Any]:
+        return {}
+
+
+def test_each_host_is_told_what_each_peer_sent_it_so_far() -> None:
+    plan = plan_partition(SCENARIO, "device")
+    a, b = FakeHost("ta", ["tb"], 3), FakeHost("tb", ["ta"], 5)
+    asyncio.run(Coordinator(SCENARIO, plan, [a, b]).run())
+    assert a.told[:3] == [{"tb": 0}, {"tb": 5}, {"tb": 10}]
+    assert b.told[:3] == [{"ta": 0}, {"ta": 3}, {"ta": 6}]
+
+
+def test_a_fast_peers_extra_frames_do_not_stand_in_for_a_slow_peers() -> None:
+    host = HostRuntime(SCENARIO, "x", {d.name: "x" if d.name == "ta" else "y" for d in SCENARIO.devices})
+    frame: Any = (NEVER, 0, 0, 0, "p0", None)  # never merged here: only counted
+    host.deliver("fast", [frame] * 10)  # a peer already into the next window
+    assert not host.holds_all({"fast": 4, "slow": 1})  # the slow peer's frame is still on its way
+    host.deliver("slow", [frame])
+    assert host.holds_all({"fast": 4, "slow": 1})
