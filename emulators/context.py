@@ -103,10 +103,7 @@ class ScenarioContext:
     def path_links(self, src: Endpoint, dst: Endpoint) -> list[LinkSpec]:
         """The links of one shortest path from port ``src`` to port ``dst`` through forwarding
         devices (the first one found in link order), or [] if there is none."""
-        links_at: dict[str, list[tuple[LinkSpec, Endpoint]]] = {}
-        for link in self.scenario.links:
-            links_at.setdefault(link.a.device, []).append((link, link.z))
-            links_at.setdefault(link.z.device, []).append((link, link.a))
+        links_at = self._links_at
         first = self.link_at(src)
         if first is None:
             return []
@@ -129,9 +126,18 @@ class ScenarioContext:
                     todo.append(far.device)
         return []
 
-    def link_at(self, end: Endpoint) -> LinkSpec | None:
+    @cached_property
+    def _links_at(self) -> dict[str, list[tuple[LinkSpec, Endpoint]]]:
+        """Device -> (link, far end) for every link that touches it, in link order."""
+        links_at: dict[str, list[tuple[LinkSpec, Endpoint]]] = {}
         for link in self.scenario.links:
-            if end in (link.a, link.z):
+            links_at.setdefault(link.a.device, []).append((link, link.z))
+            links_at.setdefault(link.z.device, []).append((link, link.a))
+        return links_at
+
+    def link_at(self, end: Endpoint) -> LinkSpec | None:
+        for link, far in self._links_at.get(end.device, []):
+            if end in (link.a, link.z) and far != end:
                 return link
         return None
 

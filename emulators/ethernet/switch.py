@@ -63,11 +63,12 @@ COUNTERS = (
 
 class Switch(Device):
     kind = "switch"
+    option_defaults: dict[str, Any] = DEFAULTS  # subclasses (gateway, OTN node) start from their own
 
     def __init__(self, name: str, device_id: int, engine: Engine, seed: int,
                  options: dict[str, Any] | None = None) -> None:
         super().__init__(name, device_id, engine, seed, options)
-        setting = DEFAULTS | (GSE_DEFAULTS if self.options.get("mode") == "gse" else {}) | self.options
+        setting = self.option_defaults | (GSE_DEFAULTS if self.options.get("mode") == "gse" else {}) | self.options
         self.role: str = setting["role"]
         self.mode: str = setting["mode"]
         self.buffer_size = int(setting["buffer"])

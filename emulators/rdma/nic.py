@@ -73,7 +73,8 @@ class RdmaNic:
         self._go_back_n = settings.recovery == GO_BACK_N
 
     # -- set-up -----------------------------------------------------------------------------------
-    def open_qp(self, flow: int, spec: FlowSpec, remote: list[int], seed: int, hops: int, rtt_ps: int) -> QueuePair:
+    def open_qp(self, flow: int, spec: FlowSpec, remote: list[int], seed: int, hops: int, rtt_ps: int,
+                path_devices: frozenset[int] = frozenset()) -> QueuePair:
         """A QP for ``spec`` toward the far NIC's port addresses ``remote`` (one per plane), over a path
         of ``hops`` links and round trip ``rtt_ps`` (serialisation aside; the settings may fix it)."""
         rng = stream_for(seed, f"qp:{spec.name}")
@@ -83,6 +84,7 @@ class RdmaNic:
             paths.append(Path(index, port, self.addresses[index], remote[index % len(remote)], entropy))
         qp = QueuePair(self, flow, spec.name, spec.message_bytes, spec.start_ps, spec.rate_bps, spec.priority, paths,
                        self.settings.rtt_ps or rtt_ps or FALLBACK_RTT_PS, max(1, hops))
+        qp.path_devices = path_devices
         self.qps.append(qp)
         for path in paths:
             self.on_port[path.port.name].append((qp, path))
@@ -225,15 +227,27 @@ class RdmaNic:
         elif kind == PFC:
             honour_pfc(port, frame)
         elif kind == PATH_INFO and frame.fields:
-            self.set_path_rtt(frame.fields["rtt_ps"], frame.fields.get("device", -1))
+            self.on_path_info(frame.fields)
+
+    def on_path_info(self, info: dict[str, int]) -> None:
+        """What the network says about a path (端网协同): its round trip, BER and protection switches.
+        With ``via`` (a gateway's device id) it concerns the QPs whose path crosses that device, and the
+        round trip is the gateway's WAN part: the QP adds its change to the path's own round trip.
+        Without, ``rtt_ps`` is the whole round trip toward ``device`` (every QP when -1)."""
+        via = info.get("via", -1)
+        for qp in self.qps:
+            if via >= 0:
+                if via not in qp.path_devices:
+                    continue
+                qp.told(info)
+            elif info.get("device", -1) < 0 or any(device_of(p.dst) == info["device"] for p in qp.paths):
+                qp.set_rtt(info["rtt_ps"])
+            self._pump_paths(qp)
 
     def set_path_rtt(self, rtt_ps: int, device: int = -1) -> None:
-        """A path's round trip as the network reports it (e.g. a gateway's WAN length): QPs toward
-        ``device`` (every QP when -1) resize their in-flight window to the new bandwidth-delay product."""
-        for qp in self.qps:
-            if device < 0 or any(device_of(p.dst) == device for p in qp.paths):
-                qp.set_rtt(rtt_ps)
-                self._pump_paths(qp)
+        """A path's round trip as another device reported it: QPs toward ``device`` (every QP when -1)
+        resize their in-flight window to the new bandwidth-delay product."""
+        self.on_path_info({"rtt_ps": rtt_ps, "device": device})
 
     def _on_data(self, port: Port, frame: Frame) -> None:
         flow = self.receivers.get(frame.flow)

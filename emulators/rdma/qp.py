@@ -80,6 +80,11 @@ class QueuePair:
         self.next_send_ps = 0
         self.rtt_ps = rtt_ps  # the path's round trip, serialisation aside: what the window is sized for
         self.hops = hops  # links a chunk crosses, each storing and forwarding it whole
+        self.base_rtt_ps = rtt_ps
+        self.path_devices: frozenset[int] = frozenset()  # devices on the path, by id (for path info)
+        self.wan_reference: dict[int, int] = {}  # gateway id -> the WAN round trip it first reported
+        self.path_infos = self.protection_switches_told = 0
+        self.path_ber = 0.0
         self.rate = RateControl(self.settings, self.line_bps(), nic.schedule)
         self.window_bytes = self._window()
         self.completion_ps = -1
@@ -107,6 +112,17 @@ class QueuePair:
         in-flight window."""
         self.rtt_ps = rtt_ps
         self.window_bytes = self._window()
+
+    def told(self, info: dict[str, int]) -> None:
+        """A gateway on the path reported its WAN part: follow changes of its round trip, note the
+        BER (so losses can be told from congestion) and protection switches."""
+        via = info["via"]
+        self.path_infos += 1
+        self.protection_switches_told += info.get("switch", 0)
+        self.path_ber = info.get("ber_e18", 0) / 1e18
+        if "rtt_ps" in info:
+            reference = self.wan_reference.setdefault(via, info["rtt_ps"])
+            self.set_rtt(max(1, self.base_rtt_ps + info["rtt_ps"] - reference))
 
     def line_changed(self) -> None:
         self.rate.set_line_rate(self.line_bps())
@@ -305,4 +321,6 @@ class QueuePair:
             "cnps_received": self.cnps_received, "rate_cuts": self.rate.cuts, "min_rate_bps": self.rate.min_seen_bps,
             "rate_bps": self.rate.rate_bps, "window_bytes": self.window_bytes, "failovers": self.failovers,
             "tx_dropped_frames": self.dropped_frames, "error": self.error,
+            "rtt_ps": self.rtt_ps, "path_infos": self.path_infos,
+            "protection_switches_told": self.protection_switches_told, "path_ber": self.path_ber,
         }

@@ -122,7 +122,9 @@ class Tester(Device):
                     dst = context.scenario.device(spec.dst.device)
                     remote = [context.address(dst.name, p) for p in nic_ports(dst.options, spec.dst.port)]
                     hops, rtt = context.path_delay(spec.src, spec.dst)
-                    self.nic_of[spec.src.port].open_qp(index, spec, remote, self.seed, hops, rtt)
+                    crossed = frozenset(context.ids[d] for link in context.path_links(spec.src, spec.dst)
+                                        for d in (link.a.device, link.z.device))
+                    self.nic_of[spec.src.port].open_qp(index, spec, remote, self.seed, hops, rtt, crossed)
                 if spec.dst.device == self.name:
                     self.nic_of[spec.dst.port].expect(index, spec.name)
                 self.rdma_flows.add(index)

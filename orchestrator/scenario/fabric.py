@@ -163,13 +163,19 @@ class _Expander:
         }
         self.fabrics: dict[str, Fabric] = {}
         self.origins: dict[KeyPath, Origin] = {}
+        self.wan: Any = None  # the WAN block's expander, when there is one
 
     def expansion(self) -> Expansion:
         for name, spec in self.written.get("fabrics", {}).items():
             self.add_fabric(name, spec, ("fabrics", name))
+        if "wan" in self.written:
+            from orchestrator.scenario.wan import WanExpander  # it builds on this module
+
+            self.wan = WanExpander(self, self.written["wan"])
+            self.wan.expand()
         flows = self.flows()
         faults = self.faults()
-        document = {key: value for key, value in self.written.items() if key not in ("fabrics", "traffic")}
+        document = {key: value for key, value in self.written.items() if key not in ("fabrics", "traffic", "wan")}
         document.update(devices=self.devices, links=self.links, flows=flows, faults=faults)
         return Expansion(self.written, document, self.origins)
 
@@ -351,7 +357,10 @@ class _Expander:
     # --- faults ----------------------------------------------------------------------------------
 
     def faults(self) -> list[Any]:
-        faults: list[Any] = []
+        faults: list[Any] = self.wan.initial_faults() if self.wan is not None else []
+        for fault in faults:
+            self.origins[("faults", faults.index(fault))] = Origin(("wan",))
+        shift = len(faults)
         for index, spec in enumerate(self.written.get("faults", [])):
             path: KeyPath = ("faults", index)
             if "plane" in spec and "fabric" not in spec:
@@ -359,12 +368,25 @@ class _Expander:
                     (*path, "plane"),
                     "goes with fabric, for a fault on every link of one plane; this fault names a link",
                 )
-            expanded = self.plane_faults(spec, path) if "fabric" in spec else [spec]
+            expanded = self.expand_fault(spec, path)
             for fault in expanded:
-                if len(faults) != index or fault is not spec:
+                if len(faults) != index + shift or fault is not spec:
                     self.origins[("faults", len(faults))] = Origin(path)
                 faults.append(fault)
         return faults
+
+    def expand_fault(self, spec: dict[str, Any], path: KeyPath) -> list[dict[str, Any]]:
+        if "fabric" in spec:
+            return self.plane_faults(spec, path)
+        if "wan" in spec:
+            if self.wan is None:
+                raise ExpansionError((*path, "wan"), "names a WAN pair, and this scenario has no wan block")
+            return list(self.wan.fault(spec, path))
+        if "device" in spec:
+            from orchestrator.scenario.wan import device_fault
+
+            return device_fault(self, spec, path)
+        return [spec]
 
     def plane_faults(self, spec: dict[str, Any], path: KeyPath) -> list[dict[str, Any]]:
         """One state change per link of one plane: its server links, then its uplinks."""

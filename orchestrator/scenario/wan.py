@@ -1,0 +1,241 @@
+"""The ``wan:`` building block: sites (fabrics) joined by computing gateways and OTN nodes.
+
+Every site named in a pair gets a gateway ``gw-SITE`` (one port per spine of its fabric, ``dcJ``, and
+``clients`` ports toward its OTN node, ``wanK``) and an OTN node ``otn-SITE`` (client ports ``cK``;
+per remote site a working line port ``PEER-w`` and, with protection, ``PEER-p``). Line links are
+named ``wan-A-B`` (working) and ``wan-A-B-protection``. The gateway's fabric side carries
+``convergence`` times its WAN side (clients x client_rate).
+
+WAN faults expand into link faults here, so every partition sees the whole timeline (and the
+lookahead accounts for restored paths): ``cut``/``repair`` a path, ``ber`` and ``flexo`` (N x 100G)
+on a pair's line links, ``lightpath: up|down`` (up after the pair's setup time), a device's failure
+(every link of it), and ASON/WSON restoration (a cut path comes back after ``restoration.after``
+with ``restoration.length``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from fractions import Fraction
+from typing import TYPE_CHECKING, Any
+
+from orchestrator.scenario.fabric import ExpansionError, Origin
+from orchestrator.scenario.schema_errors import KeyPath, listing
+from orchestrator.scenario.units import parse_rate, parse_time_ps, shown
+
+if TYPE_CHECKING:
+    from orchestrator.scenario.fabric import _Expander
+
+GATEWAY_KIND = "gateway"
+OTN_KIND = "otn"
+DEFAULT_GATEWAY_LINK_LENGTH = "30m"
+DEFAULT_CLIENT_LINK_LENGTH = "10m"
+DEFAULT_SETUP_TIME = "2s"
+FLEXO_STEP_BPS = 100 * 10**9
+PATHS = ("working", "protection")
+
+
+WanError = ExpansionError
+
+
+@dataclass(frozen=True)
+class Pair:
+    a: str
+    b: str
+    protected: bool
+    restoration: dict[str, Any] | None
+    setup_time: Any
+    on_demand: bool
+    path: KeyPath
+
+    @property
+    def name(self) -> str:
+        return f"{self.a}-{self.b}"
+
+    def link(self, which: str) -> str:
+        return f"wan-{self.name}" if which == "working" else f"wan-{self.name}-protection"
+
+    def links(self, which: str = "both") -> list[str]:
+        if which == "both":
+            return [self.link(p) for p in PATHS if p == "working" or self.protected]
+        if which == "protection" and not self.protected:
+            raise WanError(self.path, f"pair {self.name} has no protection path; give it protection first")
+        return [self.link(which)]
+
+
+def gateway(site: str) -> str:
+    return f"gw-{site}"
+
+
+def otn(site: str) -> str:
+    return f"otn-{site}"
+
+
+class WanExpander:
+    def __init__(self, expander: _Expander, spec: dict[str, Any]) -> None:
+        self.x = expander
+        self.spec = spec
+        self.origin = Origin
+        self.pairs: dict[str, Pair] = {}
+
+    def expand(self) -> None:
+        spec = self.spec
+        path: KeyPath = ("wan",)
+        clients = spec.get("clients", 1)
+        client_rate = spec.get("client_rate", spec["line_rate"])
+        wan_capacity = clients * _rate(client_rate, (*path, "client_rate"))
+        convergence = Fraction(str(spec.get("convergence", 1)))
+        sites: list[str] = []
+        for index, pair in enumerate(spec["pairs"]):
+            for key in ("a", "b"):
+                site = pair[key]
+                if site not in self.x.fabrics:
+                    raise WanError((*path, "pairs", index, key),
+                                   f"no fabric named {shown(site)}; a WAN joins fabrics: {listing(self.x.fabrics)}")
+                if site not in sites:
+                    sites.append(site)
+            if pair["a"] == pair["b"]:
+                raise WanError((*path, "pairs", index, "b"), "joins a site to itself; name two different fabrics")
+            name = f"{pair['a']}-{pair['b']}"
+            if name in self.pairs or f"{pair['b']}-{pair['a']}" in self.pairs:
+                raise WanError((*path, "pairs", index), f"sites {pair['a']} and {pair['b']} are already joined")
+            self.pairs[name] = Pair(pair["a"], pair["b"], "protection" in pair, pair.get("restoration"),
+                                    pair.get("setup_time", DEFAULT_SETUP_TIME), bool(pair.get("on_demand")),
+                                    (*path, "pairs", index))
+        for site in sites:
+            self.add_site(site, clients, client_rate, wan_capacity, convergence, path)
+        for index, pair in enumerate(spec["pairs"]):
+            self.add_pair(pair, (*path, "pairs", index))
+
+    def add_site(self, site: str, clients: int, client_rate: Any, wan_capacity: int, convergence: Fraction,
+                 path: KeyPath) -> None:
+        fabric = self.x.fabrics[site]
+        written = self.x.written["fabrics"][site]
+        site_key = {"site": written["site"]} if "site" in written else {"site": site}
+        # the gateway hangs off every spine (or the single leaf of a spine-less fabric)
+        if fabric.planes != 1:
+            raise WanError(path, f"fabric {site!r} has two planes; the WAN block joins single-plane fabrics")
+        tops = [fabric.switch("a", "spine", j) for j in range(fabric.spines)] or [fabric.switch("a", "leaf", 0)]
+        for top in tops:
+            self.x.devices[top] = dict(self.x.devices[top], ports=[*self.x.devices[top]["ports"], "gw"])
+        dc_rate = int(convergence * wan_capacity / len(tops))
+        if dc_rate < 1:
+            raise WanError((*path, "convergence"), f"{shown(self.spec.get('convergence'))} leaves no capacity")
+        gw_ports = [f"dc{j}" for j in range(len(tops))] + [f"wan{k}" for k in range(clients)]
+        gw_options = dict(self.spec.get("gateway_options", {}))
+        gw_options["wan_ports"] = [f"wan{k}" for k in range(clients)]
+        self.x.add_device(gateway(site), {"kind": GATEWAY_KIND, **site_key, "ports": gw_ports, "options": gw_options},
+                          self.origin(path))
+        peers = [p.b if p.a == site else p.a for p in self.pairs.values() if site in (p.a, p.b)]
+        otn_ports = [f"c{k}" for k in range(clients)]
+        groups = []
+        for peer in peers:
+            pair = self.pair_between(site, peer)
+            otn_ports.append(f"{peer}-w")
+            if pair.protected:
+                otn_ports.append(f"{peer}-p")
+                protection = self.spec["pairs"][pair.path[-1]]["protection"]
+                group = {"kind": protection.get("kind", "1+1"), "working": [f"{peer}-w"],
+                         "protecting": [f"{peer}-p"]}
+                for key in ("switch_time", "revertive"):
+                    if key in protection:
+                        group[key] = protection[key]
+                groups.append(group)
+        otn_options = dict(self.spec.get("otn_options", {}))
+        if groups:
+            otn_options["protection"] = groups
+        self.x.add_device(otn(site), {"kind": OTN_KIND, **site_key, "ports": otn_ports, "options": otn_options},
+                          self.origin(path))
+        for j, top in enumerate(tops):
+            self.x.add_link({"name": f"{gateway(site)}.dc{j}", "a": f"{top}/gw", "z": f"{gateway(site)}/dc{j}",
+                             "rate": dc_rate, "length": DEFAULT_GATEWAY_LINK_LENGTH}, self.origin(path))
+        for k in range(clients):
+            self.x.add_link({"name": f"{gateway(site)}.wan{k}", "a": f"{gateway(site)}/wan{k}",
+                             "z": f"{otn(site)}/c{k}", "rate": client_rate, "length": DEFAULT_CLIENT_LINK_LENGTH},
+                            self.origin(path))
+
+    def add_pair(self, spec: dict[str, Any], path: KeyPath) -> None:
+        pair = self.pairs[f"{spec['a']}-{spec['b']}"]
+        rate = self.spec["line_rate"]
+        ber = spec.get("ber", self.spec.get("ber", 0))
+        for which in PATHS:
+            if which == "protection" and not pair.protected:
+                continue
+            length = spec["length"] if which == "working" else spec["protection"]["length"]
+            suffix = "w" if which == "working" else "p"
+            self.x.add_link({"name": pair.link(which), "a": f"{otn(pair.a)}/{pair.b}-{suffix}",
+                             "z": f"{otn(pair.b)}/{pair.a}-{suffix}", "rate": rate, "length": length, "ber": ber},
+                            self.origin(path))
+
+    def pair_between(self, site: str, peer: str) -> Pair:
+        return self.pairs.get(f"{site}-{peer}") or self.pairs[f"{peer}-{site}"]
+
+    # -- faults -----------------------------------------------------------------------------------
+    def initial_faults(self) -> list[dict[str, Any]]:
+        """On-demand lightpaths start torn down."""
+        return [{"at": 0, "link": link, "state": "down"}
+                for pair in self.pairs.values() if pair.on_demand for link in pair.links()]
+
+    def pair_named(self, name: Any, path: KeyPath) -> Pair:
+        pair = self.pairs.get(name)
+        if pair is None:
+            raise WanError(path, f"no WAN pair {shown(name)}; pairs: {listing(self.pairs)}")
+        return pair
+
+    def fault(self, spec: dict[str, Any], path: KeyPath) -> list[dict[str, Any]]:
+        """The link faults one WAN fault stands for."""
+        pair = self.pair_named(spec["wan"], (*path, "wan"))
+        at = spec["at"]
+        if "cut" in spec:
+            out = [{"at": at, "link": link, "state": "down"} for link in self._links(pair, spec["cut"], path)]
+            if pair.restoration is not None:  # ASON/WSON: a new path, set up after a while, with its own length
+                back = _time(at, path) + _time(pair.restoration["after"], (*pair.path, "restoration", "after"))
+                for fault in list(out):
+                    out.append({"at": back, "link": fault["link"], "length": pair.restoration["length"]})
+                    out.append({"at": back, "link": fault["link"], "state": "up"})
+            return out
+        if "repair" in spec:
+            return [{"at": at, "link": link, "state": "up"} for link in self._links(pair, spec["repair"], path)]
+        if "ber" in spec:
+            return [{"at": at, "link": link, "ber": spec["ber"]} for link in pair.links()]
+        if "flexo" in spec:
+            return [{"at": at, "link": link, "rate": spec["flexo"] * FLEXO_STEP_BPS} for link in pair.links()]
+        if "lightpath" in spec:
+            if spec["lightpath"] == "down":
+                return [{"at": at, "link": link, "state": "down"} for link in pair.links()]
+            up_at = _time(at, path) + _time(pair.setup_time, (*pair.path, "setup_time"))
+            return [{"at": up_at, "link": link, "state": "up"} for link in pair.links()]
+        raise WanError(path, "a WAN fault needs one of cut, repair, ber, flexo or lightpath")
+
+    def _links(self, pair: Pair, which: str, path: KeyPath) -> list[str]:
+        try:
+            return pair.links(which)
+        except WanError as e:
+            raise WanError(path, e.problem) from None
+
+
+def device_fault(expander: _Expander, spec: dict[str, Any], path: KeyPath) -> list[dict[str, Any]]:
+    """A failed device: every link of it goes down (or comes back up)."""
+    name = spec["device"]
+    if name not in expander.devices:
+        known = listing(sorted(expander.devices))
+        raise WanError((*path, "device"), f"no device named {shown(name)}; devices: {known}")
+    if "state" not in spec:
+        raise WanError(path, "a device fault changes state only: down or up")
+    return [{"at": spec["at"], "link": link.get("name", f"{link['a']}--{link['z']}"), "state": spec["state"]}
+            for link in expander.links if name in (link["a"].split("/")[0], link["z"].split("/")[0])]
+
+
+def _rate(value: Any, path: KeyPath) -> int:
+    try:
+        return parse_rate(value)
+    except ValueError as e:
+        raise WanError(path, str(e)) from None
+
+
+def _time(value: Any, path: KeyPath) -> int:
+    try:
+        return parse_time_ps(value)
+    except ValueError as e:
+        raise WanError(path, str(e)) from None
+
