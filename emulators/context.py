@@ -11,7 +11,7 @@ from collections import deque
 from functools import cached_property
 
 from emulators.kernel.frame import DEVICE_ITSELF, address
-from emulators.registry import DEVICE_KINDS, SWITCH_LATENCY_PS
+from emulators.registry import DEVICE_KINDS
 from emulators.topology import Endpoint, LinkSpec, Scenario
 
 
@@ -154,5 +154,6 @@ class ScenarioContext:
                 joint = {link.a.device, link.z.device} & {links[index - 1].a.device, links[index - 1].z.device}
                 for name in joint:
                     if name in self.forwarders:
-                        total += 2 * int(self.scenario.device(name).options.get("latency", SWITCH_LATENCY_PS))
+                        spec = self.scenario.device(name)
+                        total += 2 * int(spec.options.get("latency", DEVICE_KINDS[spec.kind].latency_ps))
         return len(links), total

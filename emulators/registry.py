@@ -20,6 +20,7 @@ class DeviceKind:
     options_schema: dict[str, Any]
     class_path: str  # "module:Class", imported only when a device of this kind is built
     forwards: bool = False  # switches: frames pass through them toward other devices
+    latency_ps: int = 0  # a forwarding device's default latency option
     # checks the schema cannot express, on options already in integer units:
     # (options, the device's ports) -> (key path inside options, problem) or None
     check: Callable[[dict[str, Any], tuple[str, ...]], tuple[tuple[str | int, ...], str] | None] | None = None
@@ -30,7 +31,11 @@ class DeviceKind:
         return cls
 
 
-SWITCH_LATENCY_PS = 600_000  # a switch's forwarding pipeline unless its options say otherwise
+# forwarding latency unless a device's options say otherwise: a switch pipeline, a gateway (deep
+# buffers, classification), an OTN node (mapping and FEC)
+SWITCH_LATENCY_PS = 600_000
+GATEWAY_LATENCY_PS = 2_000_000
+OTN_LATENCY_PS = 5_000_000
 
 
 def _unit(unit: str, description: str, nonzero: bool = False) -> dict[str, Any]:
@@ -125,6 +130,76 @@ SWITCH_OPTIONS_SCHEMA: dict[str, Any] = {
     },
 }
 
+
+def _switch_like(
+    extra: dict[str, Any], drop: tuple[str, ...] = ("role", "mode", "gse_container", "gse_credit")
+) -> dict[str, Any]:
+    """A switch's buffer, PFC and ECN options (without the fabric-role ones) plus a kind's own."""
+    properties = {k: v for k, v in SWITCH_OPTIONS_SCHEMA["properties"].items() if k not in drop}
+    return {"type": "object", "additionalProperties": False, "properties": properties | extra}
+
+
+GATEWAY_OPTIONS_SCHEMA = _switch_like(
+    {
+        "wan_ports": {
+            "type": "array",
+            "items": {"type": "string"},
+            "minItems": 1,
+            "uniqueItems": True,
+            "description": "ports toward the OTN (the WAN side); every other port faces the site's fabric",
+        },
+        "fast_cnp": {
+            "type": "boolean",
+            "description": "CNPs to local senders when the WAN queue builds (default true)",
+        },
+        "fast_cnp_threshold": _unit("size", "WAN egress queue that triggers fast CNPs (default 4MiB)", nonzero=True),
+        "fast_cnp_interval": _unit("time", "at most one fast CNP per flow in this interval (default 50us)"),
+        "elephant_bytes": _unit(
+            "size", "a flow is an elephant once this much of it has passed (default 10MiB)", nonzero=True
+        ),
+        "mice_first": {"type": "boolean", "description": "mice ahead of elephants on the WAN (default true)"},
+        "path_info": {
+            "type": "boolean",
+            "description": "tell local NICs the WAN path: length, BER, protection switches (default true)",
+        },
+    }
+)
+
+OTN_OPTIONS_SCHEMA = _switch_like(
+    {
+        "protection": {
+            "type": "array",
+            "x-expect": "a list of protection groups",
+            "items": {
+                "type": "object",
+                "additionalProperties": False,
+                "required": ["working", "protecting"],
+                "properties": {
+                    "kind": {
+                        "enum": ["1+1", "ots"],
+                        "description": "electrical SNCP 1+1 or OTS 1+1 optical (default 1+1)",
+                    },
+                    "working": {
+                        "type": "array",
+                        "items": {"type": "string"},
+                        "minItems": 1,
+                        "description": "line ports of the working path",
+                    },
+                    "protecting": {
+                        "type": "array",
+                        "items": {"type": "string"},
+                        "minItems": 1,
+                        "description": "line ports of the protection path, one per working port",
+                    },
+                    "switch_time": _unit("time", "detection + switch time after a failure (default 50ms)"),
+                    "revertive": {"type": "boolean", "description": "back to working when it returns (default false)"},
+                },
+            },
+            "description": "1+1 protection groups over line ports",
+        },
+    }
+)
+
 ROCE_MTUS = (256, 512, 1024, 2048, 4096)
 
 
@@ -175,11 +250,28 @@ DEVICE_KINDS: dict[str, DeviceKind] = {
         class_path="emulators.tester.device:Tester",
         check=_check_nic_options,
     ),
+    "gateway": DeviceKind(
+        name="gateway",
+        summary="intelligent computing gateway: deep buffer, WAN back-pressure, fast CNP, flow classes, path info",
+        options_schema=GATEWAY_OPTIONS_SCHEMA,
+        class_path="emulators.gateway.device:Gateway",
+        forwards=True,
+        latency_ps=GATEWAY_LATENCY_PS,
+    ),
+    "otn": DeviceKind(
+        name="otn",
+        summary="OTN node: client ports onto line ODUs over fiber, 1+1 / OTS protection, Flex-O line rates",
+        options_schema=OTN_OPTIONS_SCHEMA,
+        class_path="emulators.otn.node:OtnNode",
+        forwards=True,
+        latency_ps=OTN_LATENCY_PS,
+    ),
     "switch": DeviceKind(
         name="switch",
         summary="Ethernet leaf or spine switch: RoCE mode (ECMP, shared buffer, PFC, ECN) or GSE mode",
         options_schema=SWITCH_OPTIONS_SCHEMA,
         class_path="emulators.ethernet.switch:Switch",
         forwards=True,
+        latency_ps=SWITCH_LATENCY_PS,
     ),
 }

@@ -58,10 +58,14 @@ class Link:
     def set_ber(self, ber: float) -> None:
         self.ber = ber
         self._packet_error_cache.clear()
+        for port in self.ports:
+            port.on_link_change()
 
     def set_length(self, length_mm: int) -> None:
         self.length_mm = length_mm
         self.propagation_ps = propagation_ps(length_mm, self.delay_ps_per_m)
+        for port in self.ports:
+            port.on_link_change()
 
     def packet_error_probability(self, packet_bytes: int) -> float:
         """P(at least one bit error in a packet) = 1 - (1 - BER)^bits, computed without cancellation."""

@@ -19,7 +19,7 @@ from emulators.rdma.settings import NicSettings
 class RateControl:
     __slots__ = ("settings", "line_bps", "rate_bps", "target_bps", "alpha", "schedule", "limited",
                  "timer_count", "byte_count", "bytes_since", "generation", "last_cnp_ps",
-                 "cuts", "min_seen_bps", "ai_bps", "hai_bps", "floor_bps")
+                 "cuts", "min_seen_bps", "ai_bps", "hai_bps", "floor_bps", "first_cut_ps")
 
     def __init__(self, settings: NicSettings, line_bps: int,
                  schedule: Callable[[int, Callable[[Any], None], Any], None]) -> None:
@@ -40,6 +40,7 @@ class RateControl:
         self.hai_bps = settings.hai_rate_bps or line_bps // 100
         self.floor_bps = settings.min_rate_bps or line_bps // 1000
         self.last_cnp_ps = 0
+        self.first_cut_ps = -1  # when the first CNP cut the rate: how fast the sender reacted
 
     def set_line_rate(self, line_bps: int) -> None:
         """The NIC's usable line rate changed (a plane failed or came back)."""
@@ -55,6 +56,8 @@ class RateControl:
         if self.cuts:  # alpha decayed once per alpha-timer period without a CNP since the last one
             self.alpha *= (1.0 - g) ** ((now - self.last_cnp_ps) // self.settings.alpha_timer_ps)
         self.last_cnp_ps = now
+        if self.first_cut_ps < 0:
+            self.first_cut_ps = now
         self.target_bps = self.rate_bps
         self.rate_bps = max(self.floor_bps, int(self.rate_bps * (1.0 - self.alpha / 2)))
         self.alpha = (1.0 - g) * self.alpha + g

@@ -240,7 +240,8 @@ class RdmaNic:
                 if via not in qp.path_devices:
                     continue
                 qp.told(info)
-            elif info.get("device", -1) < 0 or any(device_of(p.dst) == info["device"] for p in qp.paths):
+            elif "rtt_ps" in info and (info.get("device", -1) < 0
+                                       or any(device_of(p.dst) == info["device"] for p in qp.paths)):
                 qp.set_rtt(info["rtt_ps"])
             self._pump_paths(qp)
 

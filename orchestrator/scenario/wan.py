@@ -112,6 +112,11 @@ class WanExpander:
         fabric = self.x.fabrics[site]
         written = self.x.written["fabrics"][site]
         site_key = {"site": written["site"]} if "site" in written else {"site": site}
+        if "site" not in written:  # a fabric joined over the WAN is a site: name it after the fabric
+            for entry, origin in list(self.x.origins.items()):
+                device = entry[1]
+                if entry[0] == "devices" and origin.path == ("fabrics", site) and isinstance(device, str):
+                    self.x.devices[device] = dict(self.x.devices[device], site=site)
         # the gateway hangs off every spine (or the single leaf of a spine-less fabric)
         if fabric.planes != 1:
             raise WanError(path, f"fabric {site!r} has two planes; the WAN block joins single-plane fabrics")
@@ -173,7 +178,7 @@ class WanExpander:
     # -- faults -----------------------------------------------------------------------------------
     def initial_faults(self) -> list[dict[str, Any]]:
         """On-demand lightpaths start torn down."""
-        return [{"at": 0, "link": link, "state": "down"}
+        return [{"at": "0ps", "link": link, "state": "down"}
                 for pair in self.pairs.values() if pair.on_demand for link in pair.links()]
 
     def pair_named(self, name: Any, path: KeyPath) -> Pair:
@@ -189,7 +194,7 @@ class WanExpander:
         if "cut" in spec:
             out = [{"at": at, "link": link, "state": "down"} for link in self._links(pair, spec["cut"], path)]
             if pair.restoration is not None:  # ASON/WSON: a new path, set up after a while, with its own length
-                back = _time(at, path) + _time(pair.restoration["after"], (*pair.path, "restoration", "after"))
+                back = f"{_time(at, path) + _time(pair.restoration['after'], (*pair.path, 'restoration', 'after'))}ps"
                 for fault in list(out):
                     out.append({"at": back, "link": fault["link"], "length": pair.restoration["length"]})
                     out.append({"at": back, "link": fault["link"], "state": "up"})
@@ -199,11 +204,11 @@ class WanExpander:
         if "ber" in spec:
             return [{"at": at, "link": link, "ber": spec["ber"]} for link in pair.links()]
         if "flexo" in spec:
-            return [{"at": at, "link": link, "rate": spec["flexo"] * FLEXO_STEP_BPS} for link in pair.links()]
+            return [{"at": at, "link": link, "rate": f"{spec['flexo'] * FLEXO_STEP_BPS}bps"} for link in pair.links()]
         if "lightpath" in spec:
             if spec["lightpath"] == "down":
                 return [{"at": at, "link": link, "state": "down"} for link in pair.links()]
-            up_at = _time(at, path) + _time(pair.setup_time, (*pair.path, "setup_time"))
+            up_at = f"{_time(at, path) + _time(pair.setup_time, (*pair.path, 'setup_time'))}ps"
             return [{"at": up_at, "link": link, "state": "up"} for link in pair.links()]
         raise WanError(path, "a WAN fault needs one of cut, repair, ber, flexo or lightpath")
 
