@@ -167,6 +167,12 @@ GATEWAY_OPTIONS_SCHEMA = _switch_like(
 
 OTN_OPTIONS_SCHEMA = _switch_like(
     {
+        "odus": {
+            "type": "object",
+            "x-expect": "a mapping of client port to the line ports of its ODUs",
+            "additionalProperties": {"type": "array", "items": {"type": "string"}, "minItems": 1},
+            "description": "ODUs that isolate tenants: each client port's traffic rides only these line ports",
+        },
         "protection": {
             "type": "array",
             "x-expect": "a list of protection groups",
@@ -222,6 +228,36 @@ def _check_nic_options(options: dict[str, Any], ports: tuple[str, ...]) -> tuple
     return None
 
 
+def _check_gateway_options(options: dict[str, Any], ports: tuple[str, ...]) -> tuple[tuple[str | int, ...], str] | None:
+    for index, port in enumerate(options.get("wan_ports", [])):
+        if port not in ports:
+            return ("wan_ports", index), f"no port {port!r} on this gateway; its ports: {', '.join(ports)}"
+    return None
+
+
+def _check_otn_options(options: dict[str, Any], ports: tuple[str, ...]) -> tuple[tuple[str | int, ...], str] | None:
+    for client, lines in options.get("odus", {}).items():
+        for k, port in enumerate([client, *lines]):
+            if port not in ports:
+                where: tuple[str | int, ...] = ("odus", client) if k == 0 else ("odus", client, k - 1)
+                return where, f"no port {port!r} on this node; its ports: {', '.join(ports)}"
+    for index, group in enumerate(options.get("protection", [])):
+        for side in ("working", "protecting"):
+            for k, port in enumerate(group[side]):
+                if port not in ports:
+                    return (
+                        "protection",
+                        index,
+                        side,
+                        k,
+                    ), f"no port {port!r} on this node; its ports: {', '.join(ports)}"
+        if len(group["working"]) != len(group["protecting"]):
+            return ("protection", index, "protecting"), (
+                f"{len(group['protecting'])} ports for {len(group['working'])} working ones; give one per working port"
+            )
+    return None
+
+
 DEVICE_KINDS: dict[str, DeviceKind] = {
     "tester": DeviceKind(
         name="tester",
@@ -255,6 +291,7 @@ DEVICE_KINDS: dict[str, DeviceKind] = {
         summary="intelligent computing gateway: deep buffer, WAN back-pressure, fast CNP, flow classes, path info",
         options_schema=GATEWAY_OPTIONS_SCHEMA,
         class_path="emulators.gateway.device:Gateway",
+        check=_check_gateway_options,
         forwards=True,
         latency_ps=GATEWAY_LATENCY_PS,
     ),
@@ -263,6 +300,7 @@ DEVICE_KINDS: dict[str, DeviceKind] = {
         summary="OTN node: client ports onto line ODUs over fiber, 1+1 / OTS protection, Flex-O line rates",
         options_schema=OTN_OPTIONS_SCHEMA,
         class_path="emulators.otn.node:OtnNode",
+        check=_check_otn_options,
         forwards=True,
         latency_ps=OTN_LATENCY_PS,
     ),

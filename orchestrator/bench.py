@@ -10,7 +10,10 @@ Three groups of figures:
 3. default: wall seconds per virtual second of scenarios/default.yaml in every partition on both
    backends;
 4. fabric: events per second and wall seconds per virtual millisecond of the permutation experiment
-   on a leaf/spine fabric in RoCE and in GSE mode (partition single).
+   on a leaf/spine fabric in RoCE and in GSE mode (partition single);
+5. wan: wall seconds per virtual second of scenarios/wan/bulk-300km.yaml (two sites, 300 km, 2 x 400G
+   clients) in the single and site partitions on both backends, with windows, and whether the
+   results are identical.
 
 Wall time is measured here with ``time.perf_counter`` only; the emulation itself runs on virtual
 time. The figures are also written to ``out/bench/bench.json``.
@@ -33,12 +36,14 @@ from emulators.kernel.vtime import PS_PER_MS, PS_PER_S, PS_PER_US
 from emulators.rdma.settings import NicSettings
 from emulators.topology import DeviceSpec, Endpoint, FlowSpec, LinkSpec, Scenario
 from orchestrator.partition import PARTITIONS
+from orchestrator.results import deterministic_view
 from orchestrator.run import BACKENDS, run_scenario
 from orchestrator.scenario.loader import load_scenario
 from services.logs import configure_logging
 
 REPO = Path(__file__).resolve().parent.parent
 DEFAULT_SCENARIO = Path("scenarios/default.yaml")  # relative to REPO
+WAN_SCENARIO = Path("scenarios/wan/bulk-300km.yaml")
 FABRIC_SCENARIOS = (Path("scenarios/fabric/permutation-roce.yaml"), Path("scenarios/fabric/permutation-gse.yaml"))
 OUT_DIR = Path("out/bench")  # relative to the working directory, like ``testbed run --out``
 GBPS = 1_000_000_000
@@ -58,14 +63,17 @@ class Sizes:
     default_duration_ps: int | None  # None: the scenario file's own duration
     fabric_duration_ps: int | None
     fabric_seeds: tuple[int, ...]
+    wan_duration_ps: int | None
 
 
 FULL = Sizes(bare_events=2_000_000, kernel_pairs=8, kernel_duration_ps=10 * PS_PER_MS,
              window_hosts=(2, 4, 8, 16), window_duration_ps=10 * PS_PER_MS, default_duration_ps=None,
-             fabric_duration_ps=None, fabric_seeds=(1, 2, 3, 4, 5))
+             fabric_duration_ps=None, fabric_seeds=(1, 2, 3, 4, 5),
+             wan_duration_ps=None)
 QUICK = Sizes(bare_events=100_000, kernel_pairs=2, kernel_duration_ps=1 * PS_PER_MS,
               window_hosts=(2,), window_duration_ps=1 * PS_PER_MS, default_duration_ps=PS_PER_MS,
-              fabric_duration_ps=100 * PS_PER_US, fabric_seeds=(1,))
+              fabric_duration_ps=100 * PS_PER_US, fabric_seeds=(1,),
+              wan_duration_ps=2 * PS_PER_MS)
 
 
 # -- scenarios built in code ----------------------------------------------------------------------
@@ -193,6 +201,20 @@ def permutation_share(flows: list[dict[str, Any]]) -> float:
     return sum(f["rx_goodput_bps"] for f in flows) / (len(flows) * LINK_RATE_BPS * share) if flows else 0.0
 
 
+def bench_wan(scenario: Scenario) -> list[dict[str, Any]]:
+    rows = []
+    reference: dict[str, Any] | None = None
+    for partition in ("single", "site"):
+        for backend in BACKENDS:
+            label = f"wan-{partition}-{backend}"
+            row = run_figures(scenario, partition, backend, label)
+            view = deterministic_view(json.loads((OUT_DIR / "runs" / label / "results.json").read_text()))
+            reference = reference if reference is not None else view
+            row["identical"] = view == reference
+            rows.append(row)
+    return rows
+
+
 # -- output ---------------------------------------------------------------------------------------
 Column = tuple[str, str, Callable[[dict[str, Any]], Any]]  # header, format spec ("" = text), value
 NOTE_WALL = ("wall s: coordinator loop only, host start-up excluded; "
@@ -268,10 +290,26 @@ def fabric_table(rows: list[dict[str, Any]]) -> str:
     ], rows)
 
 
+def wan_table(rows: list[dict[str, Any]]) -> str:
+    virtual_ms = rows[0]["virtual_seconds"] * 1000 if rows else 0.0
+    return table(f"5. Wall seconds per virtual second: {WAN_SCENARIO} ({virtual_ms:g} ms virtual)\n"
+                 f"   ({NOTE_WALL}; identical: results equal those of the first row)", [
+        ("partition", "", lambda r: r["partition"]),
+        ("backend", "", lambda r: r["backend"]),
+        ("hosts", "d", lambda r: r["hosts"]),
+        ("lookahead ms", ".3f", lambda r: (r["lookahead_ps"] or 0) / PS_PER_MS),
+        ("windows", ",", lambda r: r["windows"]),
+        ("events", ",", lambda r: r["events"]),
+        ("wall s", ".3f", lambda r: r["wall_seconds"]),
+        ("wall s / virtual s", ",.1f", lambda r: r["wall_per_virtual_s"]),
+        ("identical", "", lambda r: "yes" if r["identical"] else "NO"),
+    ], rows)
+
+
 def report(figures: dict[str, Any]) -> str:
     return "\n\n".join([kernel_table(figures["kernel"], figures["bare_engine"]),
                         windows_table(figures["windows"]), default_table(figures["default"]),
-                        fabric_table(figures["fabric"])])
+                        fabric_table(figures["fabric"]), wan_table(figures["wan"])])
 
 
 def write_json(figures: dict[str, Any]) -> Path:
@@ -285,6 +323,7 @@ def collect(sizes: Sizes, quick: bool) -> dict[str, Any]:
     t0 = time.perf_counter()
     default = load_default(sizes.default_duration_ps)  # first: a bad file fails before any run
     fabric = [load_default(sizes.fabric_duration_ps, path) for path in FABRIC_SCENARIOS]
+    wan = load_default(sizes.wan_duration_ps, WAN_SCENARIO)
     figures: dict[str, Any] = {
         "quick": quick,
         "bare_engine": bench_bare_engine(sizes.bare_events),
@@ -292,6 +331,7 @@ def collect(sizes: Sizes, quick: bool) -> dict[str, Any]:
         "windows": bench_windows(sizes),
         "default": bench_default(default),
         "fabric": bench_fabric(fabric, sizes.fabric_seeds),
+        "wan": bench_wan(wan),
     }
     figures["total_wall_seconds"] = time.perf_counter() - t0
     return figures

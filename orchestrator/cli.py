@@ -96,6 +96,9 @@ def summary(results: dict[str, Any]) -> str:
     lines.extend(_raw_flow_lines(raw))
     lines.extend(_rdma_flow_lines(rdma))
     lines.extend(_switch_lines(results["devices"]))
+    for path in results.get("wan", {}).get("capacity_map", []):
+        lines.append(f"  WAN path {path['a']} - {path['z']} ({path['path']}): {format_rate(path['capacity_bps'])}, "
+                     f"{format_time(path['latency_ps'])} one way")
     for event in results.get("qp_events", []):
         lines.append(f"  {format_time(event['at_ps'])}: {event['kind']} of {event['flow']} at {event['device']} "
                      f"({event['reason']})")
@@ -139,19 +142,25 @@ def _rdma_flow_lines(flows: dict[str, Any]) -> list[str]:
 SWITCH_FIGURES = (("drop_headroom_frames", "headroom drops"), ("drop_lossy_frames", "lossy drops"),
                   ("drop_buffer_frames", "buffer-full drops"), ("no_route_frames", "unroutable"),
                   ("pfc_xoff_sent", "XOFF sent"), ("ecn_marked_frames", "ECN marked"),
-                  ("grants_sent", "grants"), ("reorder_peak_bytes", "reorder peak B"))
+                  ("grants_sent", "grants"), ("reorder_peak_bytes", "reorder peak B"),
+                  ("fast_cnps_sent", "fast CNPs"), ("protection_switches", "protection switches"),
+                  ("protection_gap_frames", "frames lost in switch gaps"))
 
 
 def _switch_lines(devices: dict[str, Any]) -> list[str]:
     lines = []
     for name, device in devices.items():
-        if device["kind"] != "switch":
+        if device["kind"] not in ("switch", "gateway", "otn"):
             continue
         counters = device["counters"]
         figures = ", ".join(f"{counters[key]} {label}" for key, label in SWITCH_FIGURES if counters.get(key))
         peak = format_bytes(counters.get("buffer_peak_bytes", 0))
-        lines.append(f"  switch {name} ({device['settings']['mode']}): buffer peak {peak}"
-                     + (f", {figures}" if figures else ""))
+        kind = device["kind"]
+        what = f"switch {name} ({device['settings']['mode']})" if kind == "switch" else f"{kind} {name}"
+        lines.append(f"  {what}: buffer peak {peak}" + (f", {figures}" if figures else ""))
+        for event in device.get("protection_events", []):
+            lines.append(f"  {format_time(event['at_ps'])}: {name} switched {event['from']} -> {event['to']} "
+                         f"({event['reason']})")
     return lines
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from emulators.otn.node import capacity_map
 from emulators.topology import Scenario
 from orchestrator.partition import Plan
 
@@ -30,6 +31,7 @@ def assemble(scenario: Scenario, plan: Plan, backend: str, host_results: dict[st
             t = in_flight.setdefault(flow, {"frames": 0, "bytes": 0})
             t["frames"] += v["frames"]
             t["bytes"] += v["bytes"]
+    wan = {"capacity_map": capacity_map(scenario)} if any(d.kind == "otn" for d in scenario.devices) else None
     return {
         "schema": RESULTS_SCHEMA,
         "status": "failed" if error else "ok",
@@ -44,6 +46,7 @@ def assemble(scenario: Scenario, plan: Plan, backend: str, host_results: dict[st
             key=lambda e: (e["at_ps"], e["flow"], e["kind"]),
         ),
         "devices": {name: devices[name] for name in sorted(devices)},
+        **({"wan": wan} if wan is not None else {}),
         "timeseries": {name: timeseries[name] for name in sorted(timeseries)},
         "run": {
             "partition": plan.mode,

@@ -117,6 +117,7 @@ class OtnNode(Switch):
         self.line_ports: set[Port] = set()
         self.gateway_ports: list[tuple[Port, int]] = []  # client ports facing a gateway, its address
         self.selectors: list[Selector] = []
+        self._arrival = ""
         self.selector_of: dict[Port, Selector] = {}
         self.route_slots: dict[int, tuple[Port | tuple[Selector, int], ...]] = {}
         self._line_rate: dict[Port, int] = {}
@@ -140,8 +141,10 @@ class OtnNode(Switch):
                 self.gateway_ports.append((port, context.address(peer)))
         for group in self.groups:
             self._build_group(group)
-        if self.selectors:
-            self._build_slots()
+        self._build_slots()
+        # ODUs isolate tenants: a client port's traffic rides only its own ODUs' line links
+        self.odus_of_client: dict[str, frozenset[str]] = {
+            client: frozenset(lines) for client, lines in self.options.get("odus", {}).items()}
 
     def _build_group(self, group: GroupSpec) -> None:
         where = f"{self.name}: protection group {group.index}"
@@ -195,14 +198,20 @@ class OtnNode(Switch):
             self.route_slots[dst] = tuple(slots)
 
     # -- forwarding -------------------------------------------------------------------------------
+    def on_frame(self, port: Port, frame: Frame) -> None:
+        self._arrival = port.name  # the client port a frame came in on decides its ODUs
+        super().on_frame(port, frame)
+
     def route(self, frame: Frame) -> Port | None:
-        """ECMP over the up ungrouped ports and the active members of protection selectors. An
-        active member in its protection gap is still chosen: ``admit`` drops what it gets."""
-        if not self.selectors:
-            return super().route(frame)
+        """ECMP over the up ungrouped ports and the active members of protection selectors (within
+        the arrival client port's ODUs, when it has some). An active member in its protection gap
+        is still chosen: ``admit`` drops what it gets."""
         slots = self.route_slots.get(frame.dst)
         if not slots:
             return None
+        odus = self.odus_of_client.get(self._arrival)
+        if odus is not None:
+            slots = tuple(slot for slot in slots if _slot_ports(slot) & odus)
         members = [slot[0].active_ports[slot[1]] if isinstance(slot, tuple) else slot for slot in slots
                    if isinstance(slot, tuple) or (slot.link is not None and slot.link.up)]
         if len(members) <= 1:
@@ -364,3 +373,11 @@ def _path_entry(a: str, z: str, path: str, links: list[LinkSpec], node_latency_p
             "latency_ps": longest.propagation_ps + node_latency_ps,
             "capacity_bps": sum(link.rate_bps for link in links)}
 
+
+
+def _slot_ports(slot: Port | tuple[Selector, int]) -> set[str]:
+    """The line ports behind an ECMP slot: a plain port, or both sides of a protection position."""
+    if isinstance(slot, tuple):
+        selector, position = slot
+        return {selector.sides[WORKING][position].name, selector.sides[PROTECTION][position].name}
+    return {slot.name}

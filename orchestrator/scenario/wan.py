@@ -47,20 +47,29 @@ class Pair:
     setup_time: Any
     on_demand: bool
     path: KeyPath
+    odus: int = 1
 
     @property
     def name(self) -> str:
         return f"{self.a}-{self.b}"
 
-    def link(self, which: str) -> str:
-        return f"wan-{self.name}" if which == "working" else f"wan-{self.name}-protection"
+    def link(self, which: str, odu: int = 0) -> str:
+        base = f"wan-{self.name}" + (f"-odu{odu}" if self.odus > 1 else "")
+        return base if which == "working" else f"{base}-protection"
 
     def links(self, which: str = "both") -> list[str]:
         if which == "both":
-            return [self.link(p) for p in PATHS if p == "working" or self.protected]
-        if which == "protection" and not self.protected:
+            paths = [p for p in PATHS if p == "working" or self.protected]
+        elif which == "protection" and not self.protected:
             raise WanError(self.path, f"pair {self.name} has no protection path; give it protection first")
-        return [self.link(which)]
+        else:
+            paths = [which]
+        return [self.link(p, k) for p in paths for k in range(self.odus)]
+
+
+def line_port(peer: str, suffix: str, odu: int, odus: int) -> str:
+    """An OTN node's line port toward ``peer``: working (w) or protection (p), per ODU when several."""
+    return f"{peer}-{suffix}{odu}" if odus > 1 else f"{peer}-{suffix}"
 
 
 def gateway(site: str) -> str:
@@ -81,7 +90,11 @@ class WanExpander:
     def expand(self) -> None:
         spec = self.spec
         path: KeyPath = ("wan",)
-        clients = spec.get("clients", 1)
+        odus = spec.get("odus", 1)
+        clients = spec.get("clients", odus)
+        if odus > 1 and clients != odus:
+            raise WanError((*path, "odus"), f"{odus} ODUs need one client port each, and clients is {clients}")
+        self.odus = odus
         client_rate = spec.get("client_rate", spec["line_rate"])
         wan_capacity = clients * _rate(client_rate, (*path, "client_rate"))
         convergence = Fraction(str(spec.get("convergence", 1)))
@@ -90,8 +103,10 @@ class WanExpander:
             for key in ("a", "b"):
                 site = pair[key]
                 if site not in self.x.fabrics:
-                    raise WanError((*path, "pairs", index, key),
-                                   f"no fabric named {shown(site)}; a WAN joins fabrics: {listing(self.x.fabrics)}")
+                    raise WanError(
+                        (*path, "pairs", index, key),
+                        f"no fabric named {shown(site)}; a WAN joins fabrics: {listing(self.x.fabrics)}",
+                    )
                 if site not in sites:
                     sites.append(site)
             if pair["a"] == pair["b"]:
@@ -99,16 +114,24 @@ class WanExpander:
             name = f"{pair['a']}-{pair['b']}"
             if name in self.pairs or f"{pair['b']}-{pair['a']}" in self.pairs:
                 raise WanError((*path, "pairs", index), f"sites {pair['a']} and {pair['b']} are already joined")
-            self.pairs[name] = Pair(pair["a"], pair["b"], "protection" in pair, pair.get("restoration"),
-                                    pair.get("setup_time", DEFAULT_SETUP_TIME), bool(pair.get("on_demand")),
-                                    (*path, "pairs", index))
+            self.pairs[name] = Pair(
+                pair["a"],
+                pair["b"],
+                "protection" in pair,
+                pair.get("restoration"),
+                pair.get("setup_time", DEFAULT_SETUP_TIME),
+                bool(pair.get("on_demand")),
+                (*path, "pairs", index),
+                odus,
+            )
         for site in sites:
             self.add_site(site, clients, client_rate, wan_capacity, convergence, path)
         for index, pair in enumerate(spec["pairs"]):
             self.add_pair(pair, (*path, "pairs", index))
 
-    def add_site(self, site: str, clients: int, client_rate: Any, wan_capacity: int, convergence: Fraction,
-                 path: KeyPath) -> None:
+    def add_site(
+        self, site: str, clients: int, client_rate: Any, wan_capacity: int, convergence: Fraction, path: KeyPath
+    ) -> None:
         fabric = self.x.fabrics[site]
         written = self.x.written["fabrics"][site]
         site_key = {"site": written["site"]} if "site" in written else {"site": site}
@@ -129,19 +152,23 @@ class WanExpander:
         gw_ports = [f"dc{j}" for j in range(len(tops))] + [f"wan{k}" for k in range(clients)]
         gw_options = dict(self.spec.get("gateway_options", {}))
         gw_options["wan_ports"] = [f"wan{k}" for k in range(clients)]
-        self.x.add_device(gateway(site), {"kind": GATEWAY_KIND, **site_key, "ports": gw_ports, "options": gw_options},
-                          self.origin(path))
+        self.x.add_device(
+            gateway(site),
+            {"kind": GATEWAY_KIND, **site_key, "ports": gw_ports, "options": gw_options},
+            self.origin(path),
+        )
         peers = [p.b if p.a == site else p.a for p in self.pairs.values() if site in (p.a, p.b)]
         otn_ports = [f"c{k}" for k in range(clients)]
         groups = []
         for peer in peers:
             pair = self.pair_between(site, peer)
-            otn_ports.append(f"{peer}-w")
+            working = [line_port(peer, "w", k, self.odus) for k in range(self.odus)]
+            otn_ports.extend(working)
             if pair.protected:
-                otn_ports.append(f"{peer}-p")
+                protecting = [line_port(peer, "p", k, self.odus) for k in range(self.odus)]
+                otn_ports.extend(protecting)
                 protection = self.spec["pairs"][pair.path[-1]]["protection"]
-                group = {"kind": protection.get("kind", "1+1"), "working": [f"{peer}-w"],
-                         "protecting": [f"{peer}-p"]}
+                group = {"kind": protection.get("kind", "1+1"), "working": working, "protecting": protecting}
                 for key in ("switch_time", "revertive"):
                     if key in protection:
                         group[key] = protection[key]
@@ -149,28 +176,57 @@ class WanExpander:
         otn_options = dict(self.spec.get("otn_options", {}))
         if groups:
             otn_options["protection"] = groups
-        self.x.add_device(otn(site), {"kind": OTN_KIND, **site_key, "ports": otn_ports, "options": otn_options},
-                          self.origin(path))
+        if self.odus > 1:  # client k rides ODU k toward every peer
+            otn_options["odus"] = {
+                f"c{k}": [line_port(peer, "w", k, self.odus) for peer in peers] for k in range(clients)
+            }
+        self.x.add_device(
+            otn(site), {"kind": OTN_KIND, **site_key, "ports": otn_ports, "options": otn_options}, self.origin(path)
+        )
         for j, top in enumerate(tops):
-            self.x.add_link({"name": f"{gateway(site)}.dc{j}", "a": f"{top}/gw", "z": f"{gateway(site)}/dc{j}",
-                             "rate": dc_rate, "length": DEFAULT_GATEWAY_LINK_LENGTH}, self.origin(path))
+            self.x.add_link(
+                {
+                    "name": f"{gateway(site)}.dc{j}",
+                    "a": f"{top}/gw",
+                    "z": f"{gateway(site)}/dc{j}",
+                    "rate": dc_rate,
+                    "length": DEFAULT_GATEWAY_LINK_LENGTH,
+                },
+                self.origin(path),
+            )
         for k in range(clients):
-            self.x.add_link({"name": f"{gateway(site)}.wan{k}", "a": f"{gateway(site)}/wan{k}",
-                             "z": f"{otn(site)}/c{k}", "rate": client_rate, "length": DEFAULT_CLIENT_LINK_LENGTH},
-                            self.origin(path))
+            self.x.add_link(
+                {
+                    "name": f"{gateway(site)}.wan{k}",
+                    "a": f"{gateway(site)}/wan{k}",
+                    "z": f"{otn(site)}/c{k}",
+                    "rate": client_rate,
+                    "length": DEFAULT_CLIENT_LINK_LENGTH,
+                },
+                self.origin(path),
+            )
 
     def add_pair(self, spec: dict[str, Any], path: KeyPath) -> None:
         pair = self.pairs[f"{spec['a']}-{spec['b']}"]
-        rate = self.spec["line_rate"]
+        rate = f"{_rate(self.spec['line_rate'], ('wan', 'line_rate')) // self.odus}bps"  # ODUs share the line
         ber = spec.get("ber", self.spec.get("ber", 0))
         for which in PATHS:
             if which == "protection" and not pair.protected:
                 continue
             length = spec["length"] if which == "working" else spec["protection"]["length"]
             suffix = "w" if which == "working" else "p"
-            self.x.add_link({"name": pair.link(which), "a": f"{otn(pair.a)}/{pair.b}-{suffix}",
-                             "z": f"{otn(pair.b)}/{pair.a}-{suffix}", "rate": rate, "length": length, "ber": ber},
-                            self.origin(path))
+            for k in range(self.odus):
+                self.x.add_link(
+                    {
+                        "name": pair.link(which, k),
+                        "a": f"{otn(pair.a)}/{line_port(pair.b, suffix, k, self.odus)}",
+                        "z": f"{otn(pair.b)}/{line_port(pair.a, suffix, k, self.odus)}",
+                        "rate": rate,
+                        "length": length,
+                        "ber": ber,
+                    },
+                    self.origin(path),
+                )
 
     def pair_between(self, site: str, peer: str) -> Pair:
         return self.pairs.get(f"{site}-{peer}") or self.pairs[f"{peer}-{site}"]
@@ -178,8 +234,12 @@ class WanExpander:
     # -- faults -----------------------------------------------------------------------------------
     def initial_faults(self) -> list[dict[str, Any]]:
         """On-demand lightpaths start torn down."""
-        return [{"at": "0ps", "link": link, "state": "down"}
-                for pair in self.pairs.values() if pair.on_demand for link in pair.links()]
+        return [
+            {"at": "0ps", "link": link, "state": "down"}
+            for pair in self.pairs.values()
+            if pair.on_demand
+            for link in pair.links()
+        ]
 
     def pair_named(self, name: Any, path: KeyPath) -> Pair:
         pair = self.pairs.get(name)
@@ -203,8 +263,9 @@ class WanExpander:
             return [{"at": at, "link": link, "state": "up"} for link in self._links(pair, spec["repair"], path)]
         if "ber" in spec:
             return [{"at": at, "link": link, "ber": spec["ber"]} for link in pair.links()]
-        if "flexo" in spec:
-            return [{"at": at, "link": link, "rate": f"{spec['flexo'] * FLEXO_STEP_BPS}bps"} for link in pair.links()]
+        if "flexo" in spec:  # the line is resized; its ODUs share it
+            rate = f"{spec['flexo'] * FLEXO_STEP_BPS // pair.odus}bps"
+            return [{"at": at, "link": link, "rate": rate} for link in pair.links()]
         if "lightpath" in spec:
             if spec["lightpath"] == "down":
                 return [{"at": at, "link": link, "state": "down"} for link in pair.links()]
@@ -227,8 +288,11 @@ def device_fault(expander: _Expander, spec: dict[str, Any], path: KeyPath) -> li
         raise WanError((*path, "device"), f"no device named {shown(name)}; devices: {known}")
     if "state" not in spec:
         raise WanError(path, "a device fault changes state only: down or up")
-    return [{"at": spec["at"], "link": link.get("name", f"{link['a']}--{link['z']}"), "state": spec["state"]}
-            for link in expander.links if name in (link["a"].split("/")[0], link["z"].split("/")[0])]
+    return [
+        {"at": spec["at"], "link": link.get("name", f"{link['a']}--{link['z']}"), "state": spec["state"]}
+        for link in expander.links
+        if name in (link["a"].split("/")[0], link["z"].split("/")[0])
+    ]
 
 
 def _rate(value: Any, path: KeyPath) -> int:
@@ -243,4 +307,3 @@ def _time(value: Any, path: KeyPath) -> int:
         return parse_time_ps(value)
     except ValueError as e:
         raise WanError(path, str(e)) from None
-

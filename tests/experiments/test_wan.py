@@ -154,3 +154,25 @@ def test_a_bulk_transfer_over_300_km_is_identical_in_single_and_site_partitions(
     site = run_scenario(scenario, "site")
     assert site["run"]["lookahead_ps"] == 300_000 * FIBER_PS_PER_M and site["run"]["cut_links"] == ["wan-dc1-dc2"]
     assert deterministic_view(single) == deterministic_view(site)
+
+
+def test_cooperative_protection_survives_two_cuts() -> None:
+    results = run("cooperative")
+    write = results["flows"]["write"]
+    assert write["state"] == "complete" and write["undelivered_bytes"] == 0
+    assert not [e for e in results["qp_events"] if e["kind"] == "qp_error"]
+    events = results["devices"]["otn-dc1"]["protection_events"]
+    # 1+1 moves to protection 50 ms after the first cut; after the second cut the restored working
+    # path (up at 300 ms) takes over once its 50 ms hold-off has passed
+    assert [(e["at_ps"], e["to"]) for e in events] == [(55 * PS_PER_MS, "dc2-p"), (255 * PS_PER_MS, "dc2-w")]
+    assert write["protection_switches_told"] == 2
+
+
+def test_an_on_demand_lightpath_carries_traffic_only_after_its_setup_time() -> None:
+    flows = run("lightpath-on-demand")["flows"]
+    early, late = flows["early"], flows["late"]
+    assert early["state"] == late["state"] == "complete"
+    # posted before the path existed: lost, and resent when the timer fired (5 ms + 67.1 ms)
+    assert early["timeouts"] == 1 and early["first_rx_ps"] > 5 * PS_PER_MS + RTO_PS
+    # posted after setup (21 ms): at line rate straight away
+    assert late["timeouts"] == 0 and late["first_rx_ps"] < 25 * PS_PER_MS + PS_PER_MS

@@ -313,3 +313,36 @@ def test_capacity_map_lists_each_path_with_its_latency_and_capacity() -> None:
     assert [(p["path"], p["links"], p["capacity_bps"], p["latency_ps"]) for p in paths] == [
         ("working", ["lw0", "lw1"], 800 * G, km(100) + 2 * NODE_PS),
         ("protection", ["lp0", "lp1"], 800 * G, km(110) + 2 * NODE_PS)]
+
+
+ODU_ISOLATION = """
+name: odus
+duration: 6ms
+devices:
+  ta: {kind: tester, ports: [p0], options: {buffer: 1GiB}}
+  tb: {kind: tester, ports: [p0]}
+  ra: {kind: tester, ports: [p0]}
+  rb: {kind: tester, ports: [p0]}
+  otn-a: {kind: otn, ports: [c0, c1, o0, o1], options: {odus: {c0: [o0], c1: [o1]}}}
+  otn-b: {kind: otn, ports: [c0, c1, o0, o1], options: {odus: {c0: [o0], c1: [o1]}}}
+links:
+  - {name: ca, a: ta/p0, z: otn-a/c0, rate: 400G, length: 10m}
+  - {name: cb, a: tb/p0, z: otn-a/c1, rate: 400G, length: 10m}
+  - {name: odu0, a: otn-a/o0, z: otn-b/o0, rate: 200G, length: 100km}
+  - {name: odu1, a: otn-a/o1, z: otn-b/o1, rate: 200G, length: 100km}
+  - {name: da, a: otn-b/c0, z: ra/p0, rate: 400G, length: 10m}
+  - {name: db, a: otn-b/c1, z: rb/p0, rate: 400G, length: 10m}
+flows:
+  - {name: heavy, src: ta/p0, dst: ra/p0, rate: 300G, frame: 64KiB, for: 4ms, priority: 3}
+  - {name: light, src: tb/p0, dst: rb/p0, rate: 100G, frame: 64KiB, for: 4ms, priority: 3}
+"""
+
+
+def test_odus_isolate_tenants_a_client_over_its_odu_does_not_touch_another() -> None:
+    r = run_text(ODU_ISOLATION)
+    heavy, light = r["flows"]["heavy"], r["flows"]["light"]
+    # the heavy tenant is held to its 200G ODU (paused, not dropped); the light one never waits
+    assert heavy["throughput_bps"] == pytest.approx(200 * G, rel=0.01) and heavy["lost_bytes"] == 0
+    assert light["throughput_bps"] == pytest.approx(100 * G, rel=0.01)
+    assert light["latency_ps"]["max"] == light["latency_ps"]["min"]  # no queueing behind the heavy tenant
+    assert r["devices"]["otn-a"]["ports"]["o1"]["tx_bytes"] == light["tx_bytes"]
