@@ -255,6 +255,8 @@ class Switch(Device):
             yield from self.gse.held_frames()
 
     def on_link_change(self, port: Port) -> None:
+        # headroom follows the link: a restored path may be longer, a resized line faster
+        self.headroom[self.port_index[port.name]] = self._headroom_for(port)
         link = port.link
         if link is not None and not link.up:
             # pause state does not survive the link: the peer forgets our XOFF and we forget its

@@ -104,6 +104,8 @@ class Gateway(Switch):
         self.last_fast_cnp: dict[int, int] = {}  # flow -> when its last fast CNP left
         self.charged_priority: dict[Frame, int] = {}  # frames re-prioritised here -> the priority the MMU charged
         self.last_path_info: dict[str, int] = {}
+        self._last_announced: tuple[int, int, int] = (-1, -1, -1)
+        self.wan_line_peer: dict[int, int] = {}  # WAN port index -> id of the OTN node across its line
 
     # -- set-up -----------------------------------------------------------------------------------
     def configure(self, context: ScenarioContext) -> None:
@@ -117,7 +119,12 @@ class Gateway(Switch):
                              f"its ports: {', '.join(self.ports)}")
         self.is_wan = [p in wan for p in self.ports]
         for pname in wan:
-            self.wan_paths[self.port_index[pname]] = wan_path(context, Endpoint(self.name, pname))
+            index = self.port_index[pname]
+            path = self.wan_paths[index] = wan_path(context, Endpoint(self.name, pname))
+            if len(path) > 2:  # client link, line, ...: the line's far node is whom reports must be about
+                near = context.peer_of[Endpoint(self.name, pname)].device
+                line = path[1]
+                self.wan_line_peer[index] = context.ids[line.z.device if line.a.device == near else line.a.device]
         self.local_nics = sorted(
             addr for addr in context.attachments if scenario.devices[device_of(addr)].site == self.site)
         self.flow_names = {index: spec.name for index, spec in enumerate(scenario.flows)}
@@ -242,6 +249,8 @@ class Gateway(Switch):
     def _on_line_report(self, port_frame: tuple[int, Frame]) -> None:
         index, frame = port_frame
         assert frame.fields is not None
+        if frame.fields.get("peer", -1) != self.wan_line_peer.get(index, -1):
+            return  # about a line this WAN port's path does not take (another site's)
         self.line_reports[index] = dict(frame.fields)
         if self.path_info:
             self._announce_path(int(frame.fields.get("switch", 0)))
@@ -280,6 +289,9 @@ class Gateway(Switch):
             "ber_e18": max((self.wan_ber_e18(i) for i in wan), default=0),
             "switch": int(bool(switched)),
         }
+        if (self.now, info["rtt_ps"], info["ber_e18"]) == self._last_announced:
+            return  # the same news again (a report per client port, or per switched ODU)
+        self._last_announced = (self.now, info["rtt_ps"], info["ber_e18"])
         self.last_path_info = info
         source = address(self.id)
         for nic in self.local_nics:

@@ -116,6 +116,7 @@ class OtnNode(Switch):
         # set in configure
         self.line_ports: set[Port] = set()
         self.gateway_ports: list[tuple[Port, int]] = []  # client ports facing a gateway, its address
+        self.line_peer: dict[str, int] = {}  # port -> id of the device across its link
         self.selectors: list[Selector] = []
         self._arrival = ""
         self.selector_of: dict[Port, Selector] = {}
@@ -139,6 +140,11 @@ class OtnNode(Switch):
                 self._line_optics[port] = (port.link.length_mm, port.link.ber)
             elif peer.device in context.forwarders:
                 self.gateway_ports.append((port, context.address(peer)))
+        self.line_peer = {}
+        for pname in self.ports:
+            far = context.peer_of.get(Endpoint(self.name, pname))
+            if far is not None:
+                self.line_peer[pname] = context.ids[far.device]
         for group in self.groups:
             self._build_group(group)
         self._build_slots()
@@ -230,6 +236,10 @@ class OtnNode(Switch):
     def on_link_change(self, port: Port) -> None:
         super().on_link_change(port)
         if port not in self.line_ports:
+            if port.link is not None and port.link.up and any(port is p for p, _ in self.gateway_ports):
+                for line in self.line_ports:  # a gateway back in touch learns the lines as they are now
+                    if self._in_use(line):
+                        self._send_path_info(line, switch=False)
             return
         link = port.link
         assert link is not None
@@ -314,7 +324,8 @@ class OtnNode(Switch):
         link = line_port.link
         assert link is not None
         fields = {"length_mm": link.length_mm, "ber_e18": round(link.ber * 1e18), "rate_bps": link.rate_bps,
-                  "switch": int(switch), "port": self.port_index[line_port.name]}
+                  "switch": int(switch), "port": self.port_index[line_port.name],
+                  "peer": self.line_peer[line_port.name]}  # the node across: which line this is about
         now = self.engine.now
         self.path_info_log.append({"at_ps": now} | fields)
         for port, peer in self.gateway_ports:

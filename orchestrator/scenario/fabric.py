@@ -358,9 +358,8 @@ class _Expander:
 
     def faults(self) -> list[Any]:
         faults: list[Any] = self.wan.initial_faults() if self.wan is not None else []
-        for fault in faults:
-            self.origins[("faults", faults.index(fault))] = Origin(("wan",))
-        shift = len(faults)
+        for position in range(len(faults)):  # on-demand lightpaths start torn down
+            self.origins[("faults", position)] = Origin(("wan",))
         for index, spec in enumerate(self.written.get("faults", [])):
             path: KeyPath = ("faults", index)
             if "plane" in spec and "fabric" not in spec:
@@ -370,7 +369,7 @@ class _Expander:
                 )
             expanded = self.expand_fault(spec, path)
             for fault in expanded:
-                if len(faults) != index + shift or fault is not spec:
+                if len(faults) != index or fault is not spec:
                     self.origins[("faults", len(faults))] = Origin(path)
                 faults.append(fault)
         return faults

@@ -102,6 +102,10 @@ class WanExpander:
         for index, pair in enumerate(spec["pairs"]):
             for key in ("a", "b"):
                 site = pair[key]
+                if "-" in site:
+                    raise WanError((*path, "pairs", index, key),
+                                   f"site {site!r} has a '-', which separates the sites in WAN names like "
+                                   "wan-A-B and A-B; rename the fabric without it")
                 if site not in self.x.fabrics:
                     raise WanError(
                         (*path, "pairs", index, key),
@@ -248,7 +252,11 @@ class WanExpander:
         return pair
 
     def fault(self, spec: dict[str, Any], path: KeyPath) -> list[dict[str, Any]]:
-        """The link faults one WAN fault stands for."""
+        """The link faults one WAN fault stands for; what it schedules past the run's end is dropped."""
+        end = _time(self.x.written["duration"], ("duration",))
+        return [f for f in self._fault(spec, path) if f is spec or _time(f["at"], path) <= end]
+
+    def _fault(self, spec: dict[str, Any], path: KeyPath) -> list[dict[str, Any]]:
         pair = self.pair_named(spec["wan"], (*path, "wan"))
         at = spec["at"]
         if "cut" in spec:

@@ -15,7 +15,7 @@ from emulators.kernel.vtime import PS_PER_MS, PS_PER_S, PS_PER_US, serialization
 from emulators.rdma.settings import PACKET_OVERHEAD_BYTES, NicSettings
 from orchestrator.results import deterministic_view
 from orchestrator.run import run_scenario
-from orchestrator.scenario.loader import load_scenario
+from orchestrator.scenario.loader import load_scenario, parse_scenario
 
 WAN = Path(__file__).resolve().parents[2] / "scenarios" / "wan"
 GBPS = 10**9
@@ -176,3 +176,33 @@ def test_an_on_demand_lightpath_carries_traffic_only_after_its_setup_time() -> N
     assert early["timeouts"] == 1 and early["first_rx_ps"] > 5 * PS_PER_MS + RTO_PS
     # posted after setup (21 ms): at line rate straight away
     assert late["timeouts"] == 0 and late["first_rx_ps"] < 25 * PS_PER_MS + PS_PER_MS
+
+
+RESTORED_LONGER = """
+name: restored-longer
+duration: 15ms
+fabrics:
+  dc1: {leaves: 1, spines: 0, servers_per_leaf: 1, server_rate: 400G, server_options: {buffer: 4GiB}}
+  dc2: {leaves: 1, spines: 0, servers_per_leaf: 1, server_rate: 100G}
+wan:
+  line_rate: 400G
+  pairs:
+    - {a: dc1, b: dc2, length: 100km, restoration: {after: 1ms, length: 1000km}}
+flows:
+  - {name: bulk, src: dc1-s0/nic, dst: dc2-s0/nic, rate: 400G, frame: 64KiB, for: 10ms, priority: 3, start: 3ms}
+faults:
+  - {at: 1ms, wan: dc1-dc2, cut: working}
+"""
+
+
+def test_pfc_headroom_follows_a_restored_longer_path_so_the_wan_stays_lossless() -> None:
+    """The restored route is ten times longer: its round trip in flight must fit the new headroom."""
+    results = run_scenario(parse_scenario(RESTORED_LONGER, "<restored-longer>"))
+    for node in ("otn-dc1", "otn-dc2", "gw-dc1", "gw-dc2"):
+        counters = results["devices"][node]["counters"]
+        assert not {k: v for k, v in counters.items() if k.startswith("drop_") and v}, node
+    far = results["devices"]["otn-dc2"]
+    round_trip_ps = 2 * 1_000_000 * FIBER_PS_PER_M
+    assert far["settings"]["pfc_headroom_bytes"]["dc1-w"] > 400 * GBPS * round_trip_ps // (8 * PS_PER_S)
+    bulk = results["flows"]["bulk"]
+    assert bulk["unaccounted_bytes"] == 0 and bulk["lost_bytes"] == 0

@@ -345,7 +345,8 @@ def test_path_info_follows_wan_changes_and_the_otn_nodes_reports() -> None:
     port = gw.ports["w0"]
     report = Frame(PATH_INFO, -1, address(host.ids["ra"], 0), address(gw.id, gw.port_index["w0"]),
                    CONTROL_FRAME_BYTES, CONTROL_FRAME_BYTES, priority=CONTROL_PRIORITY,
-                   fields={"length_mm": 300 * KM, "ber_e18": 10**9, "rate_bps": 400 * G, "switch": 1, "port": 1})
+                   fields={"length_mm": 300 * KM, "ber_e18": 10**9, "rate_bps": 400 * G, "switch": 1, "port": 1,
+                           "peer": gw.wan_line_peer[gw.port_index["w0"]]})
     assert port.link is not None
     report.epoch = port.link.epoch
     gw.at(200 * PS_PER_US, port.receive, report)

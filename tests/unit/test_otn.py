@@ -146,8 +146,8 @@ def test_one_plus_one_loses_exactly_the_switch_time_and_moves_to_the_protection_
     # each gateway heard of the new path: 320 km, a switch, line port p (index 2 of [c0, w, p])
     for node, gw in ((a, "gwa"), (b, "gwb")):
         assert node["counters"]["path_info_sent"] == 1 == r["devices"][gw]["counters"]["consumed_frames"]
-        assert node["path_info"] == [{"at_ps": cut + switch, "length_mm": 320_000_000, "ber_e18": 0,
-                                      "rate_bps": 400 * G, "switch": 1, "port": 2}]
+        assert without_peer(node["path_info"]) == [{"at_ps": cut + switch, "length_mm": 320_000_000, "ber_e18": 0,
+                                                    "rate_bps": 400 * G, "switch": 1, "port": 2}]
     # the two ends may run in different hosts: the line is cut between sites
     assert deterministic_view(run_text(text, partition="site")) == deterministic_view(r)
 
@@ -240,8 +240,8 @@ def test_flex_o_resize_below_the_client_rate_pauses_the_client_and_drops_nothing
         assert node["counters"]["line_rate_changes"] == 1
     xoff, headroom = a["settings"]["pfc_xoff_bytes"], a["settings"]["pfc_headroom_bytes"]["c0"]
     assert xoff <= a["counters"]["ingress_peak_bytes"] <= xoff + headroom
-    assert a["path_info"] == [{"at_ps": PS_PER_MS, "length_mm": 100_000_000, "ber_e18": 0, "rate_bps": 200 * G,
-                               "switch": 0, "port": 1}]
+    assert without_peer(a["path_info"]) == [{"at_ps": PS_PER_MS, "length_mm": 100_000_000, "ber_e18": 0,
+                                             "rate_bps": 200 * G, "switch": 0, "port": 1}]
 
     def delivered_bps(first: int, last: int) -> float:  # between two 100 us samples at the receiver
         rx = r["timeseries"]["rx"]["p0.rx_bytes"]
@@ -346,3 +346,8 @@ def test_odus_isolate_tenants_a_client_over_its_odu_does_not_touch_another() -> 
     assert light["throughput_bps"] == pytest.approx(100 * G, rel=0.01)
     assert light["latency_ps"]["max"] == light["latency_ps"]["min"]  # no queueing behind the heavy tenant
     assert r["devices"]["otn-a"]["ports"]["o1"]["tx_bytes"] == light["tx_bytes"]
+
+
+def without_peer(reports: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Path reports without the id of the node across (it depends on device names' order)."""
+    return [{k: v for k, v in report.items() if k != "peer"} for report in reports]

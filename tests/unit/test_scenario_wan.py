@@ -93,3 +93,21 @@ def test_malformed_wan_fails_with_one_line_naming_the_key(pairs: str, faults: st
         parse_scenario(scenario(pairs, faults), SOURCE)
     message = str(caught.value)
     assert "\n" not in message and f"{SOURCE}: {where}" in message and what in message, message
+
+
+def test_restoration_past_the_end_of_the_run_is_left_out() -> None:
+    pairs = "[{a: dc1, b: dc2, length: 300km, restoration: {after: 2s, length: 450km}}]"
+    s = parse_scenario(scenario(pairs, "[{at: 1ms, wan: dc1-dc2, cut: working}]"), SOURCE)
+    assert [(f.link, f.state) for f in s.faults] == [("wan-dc1-dc2", "down")]
+
+
+def test_errors_in_written_faults_name_them_even_after_on_demand_faults() -> None:
+    pairs = "[{a: dc1, b: dc2, length: 300km, on_demand: true}]"
+    with pytest.raises(ScenarioError, match=r"faults\[0\]\.link: no link named 'nope'"):
+        parse_scenario(scenario(pairs, "[{at: 1ms, link: nope, state: down}]"), SOURCE)
+
+
+def test_a_site_name_with_a_hyphen_is_refused_in_a_wan() -> None:
+    text = scenario("[{a: dc-x, b: dc2, length: 1km}]").replace("  dc3:", "  dc-x:")
+    with pytest.raises(ScenarioError, match=r"wan.pairs\[0\].a: site 'dc-x' has a '-'"):
+        parse_scenario(text, SOURCE)
