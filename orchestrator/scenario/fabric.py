@@ -18,7 +18,7 @@ from typing import Any
 
 from emulators.registry import DEVICE_KINDS, DeviceKind
 from orchestrator.scenario.schema_errors import KeyPath, key_path, listing
-from orchestrator.scenario.units import parse_length_mm, parse_rate, shown
+from orchestrator.scenario.units import parse_length_mm, parse_rate, parse_time_ps, shown
 
 PLANES = ("a", "b")
 SWITCH_KIND = "switch"
@@ -372,7 +372,42 @@ class _Expander:
                 if len(faults) != index or fault is not spec:
                     self.origins[("faults", len(faults))] = Origin(path)
                 faults.append(fault)
-        return faults
+        return self.reconcile(faults)
+
+    def reconcile(self, faults: list[Any]) -> list[Any]:
+        """Bring a link up only when nothing else still holds it down (a cut fibre stays cut when the
+        device at its end recovers), and drop an ASON restoration of a fibre repaired before it.
+        Expanded faults say why they change a link (``_cause``); written link faults are "link"."""
+        try:
+            times = [parse_time_ps(f["at"]) for f in faults]
+        except (ValueError, KeyError, TypeError):
+            return faults  # the resolver reports the bad time, at the key that was written
+        down: dict[str, set[str]] = {}
+        keep = [True] * len(faults)
+        for position in sorted(range(len(faults)), key=lambda i: (times[i], i)):
+            fault = faults[position]
+            link, cause = fault.get("link"), fault.get("_cause", "link")
+            causes = down.setdefault(link, set())
+            if fault.get("_restoration") and "cut" not in causes:
+                keep[position] = False  # repaired meanwhile: no new route is set up
+            elif fault.get("state") == "down":
+                causes.add(cause)
+            elif fault.get("state") == "up":
+                causes.discard(cause)
+                keep[position] = not causes
+        kept: list[Any] = []
+        origins = {key: origin for key, origin in self.origins.items() if key[0] != "faults"}
+        for position, fault in enumerate(faults):
+            if not keep[position]:
+                continue
+            origin = self.origins.get(("faults", position))
+            if origin is None and position != len(kept):  # a written fault (at its written index) moved up
+                origin = Origin(("faults", position))
+            if origin is not None:
+                origins[("faults", len(kept))] = origin
+            kept.append({k: v for k, v in fault.items() if not k.startswith("_")})
+        self.origins = origins
+        return kept
 
     def expand_fault(self, spec: dict[str, Any], path: KeyPath) -> list[dict[str, Any]]:
         if "fabric" in spec:
@@ -406,8 +441,10 @@ class _Expander:
                 (*path, "plane"),
                 f"fabric {fabric.name!r} has one plane; plane faults need planes: 2 (name links to fail parts of it)",
             )
+        cause = f"plane:{fabric.name}:{spec['plane']}"
         return [
-            {"at": spec["at"], "link": link, "state": spec["state"]} for link in fabric.plane_link_names(spec["plane"])
+            {"at": spec["at"], "link": link, "state": spec["state"], "_cause": cause}
+            for link in fabric.plane_link_names(spec["plane"])
         ]
 
 

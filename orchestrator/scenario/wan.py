@@ -103,9 +103,11 @@ class WanExpander:
             for key in ("a", "b"):
                 site = pair[key]
                 if "-" in site:
-                    raise WanError((*path, "pairs", index, key),
-                                   f"site {site!r} has a '-', which separates the sites in WAN names like "
-                                   "wan-A-B and A-B; rename the fabric without it")
+                    raise WanError(
+                        (*path, "pairs", index, key),
+                        f"site {site!r} has a '-', which separates the sites in WAN names like "
+                        "wan-A-B and A-B; rename the fabric without it",
+                    )
                 if site not in self.x.fabrics:
                     raise WanError(
                         (*path, "pairs", index, key),
@@ -260,15 +262,25 @@ class WanExpander:
         pair = self.pair_named(spec["wan"], (*path, "wan"))
         at = spec["at"]
         if "cut" in spec:
-            out = [{"at": at, "link": link, "state": "down"} for link in self._links(pair, spec["cut"], path)]
+            out = [
+                {"at": at, "link": link, "state": "down", "_cause": "cut"}
+                for link in self._links(pair, spec["cut"], path)
+            ]
             if pair.restoration is not None:  # ASON/WSON: a new path, set up after a while, with its own length
                 back = f"{_time(at, path) + _time(pair.restoration['after'], (*pair.path, 'restoration', 'after'))}ps"
                 for fault in list(out):
-                    out.append({"at": back, "link": fault["link"], "length": pair.restoration["length"]})
-                    out.append({"at": back, "link": fault["link"], "state": "up"})
+                    out.append(
+                        {"at": back, "link": fault["link"], "length": pair.restoration["length"], "_restoration": True}
+                    )
+                    out.append(
+                        {"at": back, "link": fault["link"], "state": "up", "_cause": "cut", "_restoration": True}
+                    )
             return out
         if "repair" in spec:
-            return [{"at": at, "link": link, "state": "up"} for link in self._links(pair, spec["repair"], path)]
+            return [
+                {"at": at, "link": link, "state": "up", "_cause": "cut"}
+                for link in self._links(pair, spec["repair"], path)
+            ]
         if "ber" in spec:
             return [{"at": at, "link": link, "ber": spec["ber"]} for link in pair.links()]
         if "flexo" in spec:  # the line is resized; its ODUs share it
@@ -276,9 +288,9 @@ class WanExpander:
             return [{"at": at, "link": link, "rate": rate} for link in pair.links()]
         if "lightpath" in spec:
             if spec["lightpath"] == "down":
-                return [{"at": at, "link": link, "state": "down"} for link in pair.links()]
+                return [{"at": at, "link": link, "state": "down", "_cause": "lightpath"} for link in pair.links()]
             up_at = f"{_time(at, path) + _time(pair.setup_time, (*pair.path, 'setup_time'))}ps"
-            return [{"at": up_at, "link": link, "state": "up"} for link in pair.links()]
+            return [{"at": up_at, "link": link, "state": "up", "_cause": "lightpath"} for link in pair.links()]
         raise WanError(path, "a WAN fault needs one of cut, repair, ber, flexo or lightpath")
 
     def _links(self, pair: Pair, which: str, path: KeyPath) -> list[str]:

@@ -111,3 +111,19 @@ def test_a_site_name_with_a_hyphen_is_refused_in_a_wan() -> None:
     text = scenario("[{a: dc-x, b: dc2, length: 1km}]").replace("  dc3:", "  dc-x:")
     with pytest.raises(ScenarioError, match=r"wan.pairs\[0\].a: site 'dc-x' has a '-'"):
         parse_scenario(text, SOURCE)
+
+
+def test_a_recovering_device_does_not_revive_a_cut_fibre_and_a_repair_cancels_restoration() -> None:
+    pairs = "[{a: dc1, b: dc2, length: 300km, restoration: {after: 100ms, length: 450km}}]"
+    faults = ("[{at: 1ms, wan: dc1-dc2, cut: working}, {at: 2ms, device: otn-dc1, state: down},"
+              " {at: 3ms, device: otn-dc1, state: up}, {at: 5ms, wan: dc1-dc2, repair: working},"
+              " {at: 6ms, link: nope, state: down}]")
+    with pytest.raises(ScenarioError, match=r"faults\[4\]\.link: no link named 'nope'"):
+        parse_scenario(scenario(pairs, faults), SOURCE)  # errors still name the written fault
+    s = parse_scenario(scenario(pairs, faults.replace(", {at: 6ms, link: nope, state: down}", "")), SOURCE)
+    line = [(f.at_ps // 10**9, f.state, f.length_mm) for f in s.faults if f.link == "wan-dc1-dc2"]
+    # down at 1 ms (cut) and 2 ms (device); the device's recovery at 3 ms leaves the cut fibre down;
+    # the repair at 5 ms brings it up, and the restoration planned for 101 ms is dropped
+    assert line == [(1, "down", None), (2, "down", None), (5, "up", None)]
+    client = [(f.at_ps // 10**9, f.state) for f in s.faults if f.link == "gw-dc1.wan0"]
+    assert client == [(2, "down"), (3, "up")]  # nothing else held the client link down
