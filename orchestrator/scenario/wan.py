@@ -241,7 +241,7 @@ class WanExpander:
     def initial_faults(self) -> list[dict[str, Any]]:
         """On-demand lightpaths start torn down."""
         return [
-            {"at": "0ps", "link": link, "state": "down"}
+            {"at": "0ps", "link": link, "state": "down", "_cause": "lightpath"}
             for pair in self.pairs.values()
             if pair.on_demand
             for link in pair.links()
@@ -309,7 +309,12 @@ def device_fault(expander: _Expander, spec: dict[str, Any], path: KeyPath) -> li
     if "state" not in spec:
         raise WanError(path, "a device fault changes state only: down or up")
     return [
-        {"at": spec["at"], "link": link.get("name", f"{link['a']}--{link['z']}"), "state": spec["state"]}
+        {
+            "at": spec["at"],
+            "link": link.get("name", f"{link['a']}--{link['z']}"),
+            "state": spec["state"],
+            "_cause": f"device:{name}",
+        }
         for link in expander.links
         if name in (link["a"].split("/")[0], link["z"].split("/")[0])
     ]
