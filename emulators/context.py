@@ -42,9 +42,15 @@ class ScenarioContext:
 
     @cached_property
     def _switch_distances(self) -> dict[str, dict[str, int]]:
-        """Hop counts between forwarding devices, over links whose both ends forward (BFS from each)."""
+        return self._distances_without(frozenset())
+
+    def _distances_without(self, down: frozenset[str]) -> dict[str, dict[str, int]]:
+        """Hop counts between forwarding devices, over links whose both ends forward and that are not
+        ``down`` (BFS from each)."""
         neighbours: dict[str, set[str]] = {name: set() for name in self.forwarders}
         for link in self.scenario.links:
+            if link.name in down:
+                continue
             if link.a.device in self.forwarders and link.z.device in self.forwarders:
                 neighbours[link.a.device].add(link.z.device)
                 neighbours[link.z.device].add(link.a.device)
@@ -71,16 +77,19 @@ class ScenarioContext:
                 found[self.address(near)] = (far.device, far.port)
         return found
 
-    def routes(self, switch: str) -> dict[int, tuple[str, ...]]:
+    def routes(self, switch: str, down: frozenset[str] = frozenset()) -> dict[int, tuple[str, ...]]:
         """For one forwarding device: destination address -> its ports on a shortest path (the ECMP
-        set, in port declaration order). Destinations are attached NIC ports and switches."""
-        dist = self._switch_distances
+        set, in port declaration order), avoiding the links named in ``down`` (what a routing
+        protocol has converged on). Destinations are attached NIC ports and switches."""
+        dist = self._distances_without(down) if down else self._switch_distances
         spec = self.scenario.device(switch)
         # my ports toward each neighbouring switch
         toward: list[tuple[str, str]] = []
         for port in spec.ports:
-            far = self.peer_of.get(Endpoint(switch, port))
-            if far is not None and far.device in self.forwarders:
+            end = Endpoint(switch, port)
+            far = self.peer_of.get(end)
+            link = self.link_at(end)
+            if far is not None and far.device in self.forwarders and (link is None or link.name not in down):
                 toward.append((port, far.device))
 
         def next_hops(target: str) -> tuple[str, ...]:

@@ -126,13 +126,17 @@ SWITCH_OPTIONS_SCHEMA: dict[str, Any] = {
             "description": "marking probability at kmax (default 0.1)",
         },
         "gse_container": _unit("size", "GSE packet container (PDC) size (default 64KiB)", nonzero=True),
+        "reconvergence": _unit(
+            "time", "routes avoid a failed link this long after it fails, e.g. BFD + BGP (default 50ms)"
+        ),
         "gse_credit": _unit("size", "granted-but-not-arrived bytes per destination port (default 1MiB)", nonzero=True),
     },
 }
 
 
 def _switch_like(
-    extra: dict[str, Any], drop: tuple[str, ...] = ("role", "mode", "gse_container", "gse_credit")
+    extra: dict[str, Any],
+    drop: tuple[str, ...] = ("role", "mode", "gse_container", "gse_credit", "reconvergence"),
 ) -> dict[str, Any]:
     """A switch's buffer, PFC and ECN options (without the fabric-role ones) plus a kind's own."""
     properties = {k: v for k, v in SWITCH_OPTIONS_SCHEMA["properties"].items() if k not in drop}

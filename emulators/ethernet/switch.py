@@ -20,7 +20,7 @@ from emulators.kernel.engine import Engine
 from emulators.kernel.frame import CONTROL_PRIORITY, DATA, PFC, Frame, device_of, honour_pfc, pfc_frame
 from emulators.kernel.port import PRIORITIES, Port
 from emulators.kernel.rng import stream_for
-from emulators.kernel.vtime import NEVER
+from emulators.kernel.vtime import NEVER, PS_PER_MS
 from emulators.registry import SWITCH_LATENCY_PS
 from emulators.topology import Endpoint
 
@@ -36,6 +36,7 @@ DEFAULTS: dict[str, Any] = {
     "pfc": True, "lossless_priorities": [3], "pfc_xoff": 512 * KIB, "lossy_alpha": 1.0,
     "ecn": True, "ecn_kmin": 128 * KIB, "ecn_kmax": 1 * MIB, "ecn_pmax": 0.1,
     "gse_container": 64 * KIB, "gse_credit": 1 * MIB,
+    "reconvergence": 50 * PS_PER_MS,
 }
 XON_BELOW_XOFF = 128 * KIB
 # A GSE source leaf holds a request/grant round trip of data per NIC port in its destination queues
@@ -47,7 +48,7 @@ GSE_DEFAULTS = {"pfc_xoff": 2 * MIB, "ecn": False}
 
 COUNTERS = (
     "buffer_bytes", "buffer_peak_bytes", "ingress_peak_bytes",
-    "no_route_frames", "consumed_frames",
+    "no_route_frames", "consumed_frames", "reroutes",
     "drop_headroom_frames", "drop_headroom_bytes",  # lossless, after XOFF, beyond the headroom
     "drop_lossy_frames", "drop_lossy_bytes",  # lossy, over the dynamic threshold or no buffer left
     "drop_buffer_frames", "drop_buffer_bytes",  # lossless, shared buffer full
@@ -85,6 +86,7 @@ class Switch(Device):
         self.ecn_pmax = float(setting["ecn_pmax"])
         self.gse_container = int(setting["gse_container"])
         self.gse_credit = int(setting["gse_credit"])
+        self.reconvergence_ps = int(setting["reconvergence"])
         self.port_buffer_bytes = UNLIMITED
         self.counters.update(dict.fromkeys(COUNTERS, 0))
         self.ecn_marker = EcnMarker(self.ecn_kmin, self.ecn_kmax, self.ecn_pmax, self.rng) if self.ecn else None
@@ -117,6 +119,31 @@ class Switch(Device):
                                 self.headroom, self.lossy_alpha, self.counters, self._send_pfc)
         if self.mode == "gse" and self.role == "leaf":
             self.gse = GseLeaf(self, context, self.gse_container, self.gse_credit)
+        if self.kind == "switch":
+            self._plan_reconvergence(context)
+
+    def _plan_reconvergence(self, context: ScenarioContext) -> None:
+        """Routing converges ``reconvergence`` after each link state change on the timeline: every
+        switch then routes around what is down (it sees its own links at once). The timeline is the
+        same on every host, so every partition reroutes alike."""
+        changes = sorted((f.at_ps, f.index, f.link, f.state) for f in context.scenario.faults if f.state is not None)
+        self._context = context
+        self._state_changes = changes
+        for at_ps in sorted({c[0] for c in changes}):
+            self.at(at_ps + self.reconvergence_ps, self._reroute, at_ps)
+
+    def _reroute(self, as_of_ps: int) -> None:
+        down: set[str] = set()
+        for at_ps, _, link, state in self._state_changes:
+            if at_ps > as_of_ps:
+                break
+            if state == "down":
+                down.add(link)
+            else:
+                down.discard(link)
+        routes = self._context.routes(self.name, frozenset(down))
+        self.routes = {dst: tuple(self.ports[p] for p in names) for dst, names in routes.items()}
+        self.counters["reroutes"] += 1
 
     def _headroom_for(self, port: Port) -> int:
         if self.pfc_headroom_option is not None:

@@ -195,3 +195,34 @@ def test_gse_survives_uplinks_cut_under_load_without_leaking_credit_or_buffer() 
     assert sum(c["grants_expired"] + c["requests_restated"] for c in leaves) > 0
     spines = [results["devices"][f"dc-spine{j}"]["counters"] for j in range(4)]
     assert sum(c["no_route_frames"] for c in spines) > 0  # the cut really lost frames at the spines
+
+
+REMOTE_FAILURE = """
+name: remote-failure
+duration: 150ms
+sample_interval: 10ms
+fabrics:
+  dc:
+    leaves: 2
+    spines: 2
+    servers_per_leaf: 2
+    server_rate: 400G
+    switch_options: {reconvergence: 20ms}
+traffic:
+  - {pattern: permutation, fabric: dc, name: perm, transport: rdma, bytes: 64MiB}
+faults:
+  - {at: 100us, link: dc-leaf1.up0, state: down}
+"""
+
+
+def test_routing_converges_around_a_link_the_source_leaf_cannot_see() -> None:
+    """spine0 loses its link to leaf1: leaf0 still hashes flows onto spine0, which has nowhere to send
+    them, until routing converges (20 ms); go-back-N's timer then resends over spine1."""
+    results = run_scenario(parse_scenario(REMOTE_FAILURE, "<remote-failure>"))
+    flows = [f for name, f in results["flows"].items() if name.startswith("perm-")]
+    assert all(f["state"] == "complete" and f["undelivered_bytes"] == 0 for f in flows)
+    spine0 = results["devices"]["dc-spine0"]["counters"]
+    assert spine0["no_route_frames"] > 0  # blackholed before convergence
+    assert results["devices"]["dc-leaf0"]["counters"]["reroutes"] == 1
+    stuck = [f for f in flows if f["timeouts"]]
+    assert stuck and all(f["fct_ps"] > 20 * PS_PER_MS for f in stuck)  # they waited for convergence
