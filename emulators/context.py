@@ -150,12 +150,11 @@ class ScenarioContext:
                 return link
         return None
 
-    def path_delay(self, src: Endpoint, dst: Endpoint) -> tuple[int, int]:
-        """(store-and-forward hops, round trip without serialisation in ps) from ``src`` to ``dst``
-        and back on idle links: propagation both ways and each switch's forwarding latency both
-        ways. Serialisation is left to the caller, since it depends on the frame and the rate.
-        (0, 0) if there is no path."""
-        links = self.path_links(src, dst)
+    def path_delay(self, links: list[LinkSpec]) -> tuple[int, int]:
+        """(store-and-forward hops, round trip without serialisation in ps) over a path of ``links``
+        (from ``path_links``) and back on idle links: propagation both ways and each switch's
+        forwarding latency both ways. Serialisation is left to the caller, since it depends on the
+        frame and the rate. (0, 0) for no path."""
         total = 0
         for index, link in enumerate(links):
             total += 2 * link.propagation_ps

@@ -45,7 +45,7 @@ CONTROL_FRAME_BYTES = 84
 
 PORT_BITS = 8
 DEVICE_ITSELF = (1 << PORT_BITS) - 1
-MAX_PORTS = DEVICE_ITSELF  # port indices 0..254
+MAX_PORTS = DEVICE_ITSELF  # port indices 0..254: the scenario schema allows no more
 
 
 def address(device_id: int, port_index: int = DEVICE_ITSELF) -> int:

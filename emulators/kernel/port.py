@@ -104,9 +104,6 @@ class Port:
         self.device.on_frame_sent(self, frame)
         self._start_next()
 
-    def queued_bytes(self, priority: int) -> int:
-        return sum(f.nbytes for f in self.queues[priority])
-
     def pause(self, priority: int) -> None:
         self.paused |= 1 << priority
 

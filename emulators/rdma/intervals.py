@@ -52,6 +52,3 @@ class IntervalSet:
             del self.starts[0]
             del self.ends[0]
         return upto
-
-    def total(self) -> int:
-        return sum(e - s for s, e in zip(self.starts, self.ends, strict=True))

@@ -278,11 +278,10 @@ class RdmaNic:
 
     def _accept(self, frame: Frame, flow: FlowReceiver, first: int, last: int, now: int) -> None:
         """Packets [first, last) of ``frame`` arrived intact and in order."""
-        mtu = self.settings.mtu
-        payload = frame.nbytes - frame.packets * PACKET_OVERHEAD_BYTES
-        size = min(last * mtu, payload) - first * mtu
+        settings = self.settings
+        size = settings.payload_of(first, last, frame.nbytes - frame.packets * PACKET_OVERHEAD_BYTES)
         before = flow.payload_bytes
-        flow.deliver(frame.offset + first * mtu, size, now)
+        flow.deliver(frame.offset + first * settings.mtu, size, now)
         self.counters["rdma_rx_payload_bytes"] += flow.payload_bytes - before
 
     def _go_back_n_receive(self, port: Port, frame: Frame, flow: FlowReceiver, path: PathReceiver,

@@ -231,7 +231,7 @@ class QueuePair:
                     break
                 continue
             skip = lo - seg.psn
-            payload = min(seg.payload, (hi - seg.psn) * mtu) - skip * mtu
+            payload = self.settings.payload_of(skip, hi - seg.psn, seg.payload)
             pieces.append(Segment(lo, hi - lo, seg.offset + skip * mtu, payload, seg.resets and skip == 0))
         return pieces
 

@@ -12,7 +12,6 @@ from emulators.kernel.vtime import PS_PER_US
 ROCE_HEADER_BYTES = 62
 WIRE_GAP_BYTES = 20
 PACKET_OVERHEAD_BYTES = ROCE_HEADER_BYTES + WIRE_GAP_BYTES
-ROCE_UDP_PORT = 4791
 FIRST_EPHEMERAL_PORT = 49152
 
 FALLBACK_RTT_PS = 10 * PS_PER_US  # when the topology gives no path (e.g. a peer across a gateway)

@@ -121,9 +121,9 @@ class Tester(Device):
                 if spec.src.device == self.name:
                     dst = context.scenario.device(spec.dst.device)
                     remote = [context.address(dst.name, p) for p in nic_ports(dst.options, spec.dst.port)]
-                    hops, rtt = context.path_delay(spec.src, spec.dst)
-                    crossed = frozenset(context.ids[d] for link in context.path_links(spec.src, spec.dst)
-                                        for d in (link.a.device, link.z.device))
+                    path = context.path_links(spec.src, spec.dst)
+                    hops, rtt = context.path_delay(path)
+                    crossed = frozenset(context.ids[d] for link in path for d in (link.a.device, link.z.device))
                     self.nic_of[spec.src.port].open_qp(index, spec, remote, self.seed, hops, rtt, crossed)
                 if spec.dst.device == self.name:
                     self.nic_of[spec.dst.port].expect(index, spec.name)

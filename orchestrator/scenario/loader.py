@@ -301,6 +301,18 @@ class _Resolver:
             return [self.units(items, item, (*path, index)) for index, item in enumerate(value)]
         return value
 
+    def claim_name(self, index_of_name: dict[str, int], name: str, path: KeyPath) -> None:
+        """Record the name of the entry at ``path`` (("links", 3)), refusing one already taken."""
+        table, index = path[0], path[1]
+        assert isinstance(table, str) and isinstance(index, int)
+        if name in index_of_name:
+            self.fail(
+                (*path, "name"),
+                f"duplicate {table[:-1]} name {name!r} (also {self.where((table, index_of_name[name]))}); "
+                "names must be unique",
+            )
+        index_of_name[name] = index
+
     def endpoint(self, text: str, devices: Mapping[str, DeviceSpec], path: KeyPath) -> Endpoint:
         device_name, port = text.split("/")
         device = devices.get(device_name)
@@ -328,13 +340,7 @@ class _Resolver:
                     )
                 used_at[end] = (*path, key)
             name = spec.get("name", f"{a}--{z}")
-            if name in index_of_name:
-                self.fail(
-                    (*path, "name"),
-                    f"duplicate link name {name!r} (also {self.where(('links', index_of_name[name]))}); "
-                    "names must be unique",
-                )
-            index_of_name[name] = index
+            self.claim_name(index_of_name, name, path)
             links.append(
                 LinkSpec(
                     name=name,
@@ -357,13 +363,7 @@ class _Resolver:
         for index, spec in enumerate(specs):
             path: KeyPath = ("flows", index)
             name = spec["name"]
-            if name in index_of_name:
-                self.fail(
-                    (*path, "name"),
-                    f"duplicate flow name {name!r} (also {self.where(('flows', index_of_name[name]))}); "
-                    "names must be unique",
-                )
-            index_of_name[name] = index
+            self.claim_name(index_of_name, name, path)
             src = self.endpoint(spec["src"], by_name, (*path, "src"))
             if spec.get("transport", RAW) == RDMA:
                 flows.append(self.rdma_flow(spec, src, by_name, linked, path))

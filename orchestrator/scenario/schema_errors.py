@@ -112,6 +112,8 @@ def _explain(error: ValidationError) -> tuple[KeyPath, str]:
             return path, f"{shown(instance)} is too large; the maximum is {rule}"
         case "minItems":
             return path, f"has {len(instance)} entries; at least {rule} needed"
+        case "maxItems":
+            return path, f"has {len(instance)} entries; at most {rule} allowed"
         case "minLength":
             return path, "is empty; write at least one character"
         case "uniqueItems":

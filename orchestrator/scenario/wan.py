@@ -35,7 +35,6 @@ FLEXO_STEP_BPS = 100 * 10**9
 PATHS = ("working", "protection")
 
 
-WanError = ExpansionError
 
 
 @dataclass(frozen=True)
@@ -61,7 +60,7 @@ class Pair:
         if which == "both":
             paths = [p for p in PATHS if p == "working" or self.protected]
         elif which == "protection" and not self.protected:
-            raise WanError(self.path, f"pair {self.name} has no protection path; give it protection first")
+            raise ExpansionError(self.path, f"pair {self.name} has no protection path; give it protection first")
         else:
             paths = [which]
         return [self.link(p, k) for p in paths for k in range(self.odus)]
@@ -84,7 +83,6 @@ class WanExpander:
     def __init__(self, expander: _Expander, spec: dict[str, Any]) -> None:
         self.x = expander
         self.spec = spec
-        self.origin = Origin
         self.pairs: dict[str, Pair] = {}
 
     def expand(self) -> None:
@@ -93,7 +91,7 @@ class WanExpander:
         odus = spec.get("odus", 1)
         clients = spec.get("clients", odus)
         if odus > 1 and clients != odus:
-            raise WanError((*path, "odus"), f"{odus} ODUs need one client port each, and clients is {clients}")
+            raise ExpansionError((*path, "odus"), f"{odus} ODUs need one client port each, and clients is {clients}")
         self.odus = odus
         client_rate = spec.get("client_rate", spec["line_rate"])
         wan_capacity = clients * _rate(client_rate, (*path, "client_rate"))
@@ -103,23 +101,23 @@ class WanExpander:
             for key in ("a", "b"):
                 site = pair[key]
                 if "-" in site:
-                    raise WanError(
+                    raise ExpansionError(
                         (*path, "pairs", index, key),
                         f"site {site!r} has a '-', which separates the sites in WAN names like "
                         "wan-A-B and A-B; rename the fabric without it",
                     )
                 if site not in self.x.fabrics:
-                    raise WanError(
+                    raise ExpansionError(
                         (*path, "pairs", index, key),
                         f"no fabric named {shown(site)}; a WAN joins fabrics: {listing(self.x.fabrics)}",
                     )
                 if site not in sites:
                     sites.append(site)
             if pair["a"] == pair["b"]:
-                raise WanError((*path, "pairs", index, "b"), "joins a site to itself; name two different fabrics")
+                raise ExpansionError((*path, "pairs", index, "b"), "joins a site to itself; name two different fabrics")
             name = f"{pair['a']}-{pair['b']}"
             if name in self.pairs or f"{pair['b']}-{pair['a']}" in self.pairs:
-                raise WanError((*path, "pairs", index), f"sites {pair['a']} and {pair['b']} are already joined")
+                raise ExpansionError((*path, "pairs", index), f"sites {pair['a']} and {pair['b']} are already joined")
             self.pairs[name] = Pair(
                 pair["a"],
                 pair["b"],
@@ -148,20 +146,20 @@ class WanExpander:
                     self.x.devices[device] = dict(self.x.devices[device], site=site)
         # the gateway hangs off every spine (or the single leaf of a spine-less fabric)
         if fabric.planes != 1:
-            raise WanError(path, f"fabric {site!r} has two planes; the WAN block joins single-plane fabrics")
+            raise ExpansionError(path, f"fabric {site!r} has two planes; the WAN block joins single-plane fabrics")
         tops = [fabric.switch("a", "spine", j) for j in range(fabric.spines)] or [fabric.switch("a", "leaf", 0)]
         for top in tops:
             self.x.devices[top] = dict(self.x.devices[top], ports=[*self.x.devices[top]["ports"], "gw"])
         dc_rate = int(convergence * wan_capacity / len(tops))
         if dc_rate < 1:
-            raise WanError((*path, "convergence"), f"{shown(self.spec.get('convergence'))} leaves no capacity")
+            raise ExpansionError((*path, "convergence"), f"{shown(self.spec.get('convergence'))} leaves no capacity")
         gw_ports = [f"dc{j}" for j in range(len(tops))] + [f"wan{k}" for k in range(clients)]
         gw_options = dict(self.spec.get("gateway_options", {}))
         gw_options["wan_ports"] = [f"wan{k}" for k in range(clients)]
         self.x.add_device(
             gateway(site),
             {"kind": GATEWAY_KIND, **site_key, "ports": gw_ports, "options": gw_options},
-            self.origin(path),
+            Origin(path),
         )
         peers = [p.b if p.a == site else p.a for p in self.pairs.values() if site in (p.a, p.b)]
         otn_ports = [f"c{k}" for k in range(clients)]
@@ -187,7 +185,7 @@ class WanExpander:
                 f"c{k}": [line_port(peer, "w", k, self.odus) for peer in peers] for k in range(clients)
             }
         self.x.add_device(
-            otn(site), {"kind": OTN_KIND, **site_key, "ports": otn_ports, "options": otn_options}, self.origin(path)
+            otn(site), {"kind": OTN_KIND, **site_key, "ports": otn_ports, "options": otn_options}, Origin(path)
         )
         for j, top in enumerate(tops):
             self.x.add_link(
@@ -198,7 +196,7 @@ class WanExpander:
                     "rate": dc_rate,
                     "length": DEFAULT_GATEWAY_LINK_LENGTH,
                 },
-                self.origin(path),
+                Origin(path),
             )
         for k in range(clients):
             self.x.add_link(
@@ -209,7 +207,7 @@ class WanExpander:
                     "rate": client_rate,
                     "length": DEFAULT_CLIENT_LINK_LENGTH,
                 },
-                self.origin(path),
+                Origin(path),
             )
 
     def add_pair(self, spec: dict[str, Any], path: KeyPath) -> None:
@@ -231,7 +229,7 @@ class WanExpander:
                         "length": length,
                         "ber": ber,
                     },
-                    self.origin(path),
+                    Origin(path),
                 )
 
     def pair_between(self, site: str, peer: str) -> Pair:
@@ -250,7 +248,7 @@ class WanExpander:
     def pair_named(self, name: Any, path: KeyPath) -> Pair:
         pair = self.pairs.get(name)
         if pair is None:
-            raise WanError(path, f"no WAN pair {shown(name)}; pairs: {listing(self.pairs)}")
+            raise ExpansionError(path, f"no WAN pair {shown(name)}; pairs: {listing(self.pairs)}")
         return pair
 
     def fault(self, spec: dict[str, Any], path: KeyPath) -> list[dict[str, Any]]:
@@ -291,13 +289,13 @@ class WanExpander:
                 return [{"at": at, "link": link, "state": "down", "_cause": "lightpath"} for link in pair.links()]
             up_at = f"{_time(at, path) + _time(pair.setup_time, (*pair.path, 'setup_time'))}ps"
             return [{"at": up_at, "link": link, "state": "up", "_cause": "lightpath"} for link in pair.links()]
-        raise WanError(path, "a WAN fault needs one of cut, repair, ber, flexo or lightpath")
+        raise ExpansionError(path, "a WAN fault needs one of cut, repair, ber, flexo or lightpath")
 
     def _links(self, pair: Pair, which: str, path: KeyPath) -> list[str]:
         try:
             return pair.links(which)
-        except WanError as e:
-            raise WanError(path, e.problem) from None
+        except ExpansionError as e:
+            raise ExpansionError(path, e.problem) from None
 
 
 def device_fault(expander: _Expander, spec: dict[str, Any], path: KeyPath) -> list[dict[str, Any]]:
@@ -305,9 +303,9 @@ def device_fault(expander: _Expander, spec: dict[str, Any], path: KeyPath) -> li
     name = spec["device"]
     if name not in expander.devices:
         known = listing(sorted(expander.devices))
-        raise WanError((*path, "device"), f"no device named {shown(name)}; devices: {known}")
+        raise ExpansionError((*path, "device"), f"no device named {shown(name)}; devices: {known}")
     if "state" not in spec:
-        raise WanError(path, "a device fault changes state only: down or up")
+        raise ExpansionError(path, "a device fault changes state only: down or up")
     return [
         {
             "at": spec["at"],
@@ -324,11 +322,11 @@ def _rate(value: Any, path: KeyPath) -> int:
     try:
         return parse_rate(value)
     except ValueError as e:
-        raise WanError(path, str(e)) from None
+        raise ExpansionError(path, str(e)) from None
 
 
 def _time(value: Any, path: KeyPath) -> int:
     try:
         return parse_time_ps(value)
     except ValueError as e:
-        raise WanError(path, str(e)) from None
+        raise ExpansionError(path, str(e)) from None

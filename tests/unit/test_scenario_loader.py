@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 from jsonschema import Draft202012Validator
 
+from emulators.kernel.frame import MAX_PORTS
 from emulators.registry import DEVICE_KINDS, DeviceKind
 from emulators.topology import RAW as RAW_TRANSPORT
 from emulators.topology import RDMA as RDMA_TRANSPORT
@@ -467,3 +468,10 @@ def test_nic_options_the_schema_cannot_check_fail_with_one_line(options: str, wh
     with pytest.raises(ScenarioError) as caught:
         parse_scenario(NIC_OPTIONS.replace("OPTIONS", options), SOURCE)
     assert f"{SOURCE}: {where}: " in str(caught.value) and what in str(caught.value), str(caught.value)
+
+
+def test_a_device_may_have_no_more_ports_than_an_address_can_name() -> None:
+    assert scenario_schema()["$defs"]["device"]["properties"]["ports"]["maxItems"] == MAX_PORTS
+    ports = ", ".join(f"p{i}" for i in range(MAX_PORTS + 1))
+    with pytest.raises(ScenarioError, match=r"devices\.t\.ports: has 256 entries; at most 255 allowed"):
+        parse_scenario(f"duration: 1ms\ndevices:\n  t: {{kind: tester, ports: [{ports}]}}\n", SOURCE)
