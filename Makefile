@@ -26,8 +26,9 @@ $(STUBS): $(PROTOS) $(STAMP)
 	$(BIN)/python -m grpc_tools.protoc -Iprotos --python_out=gen --pyi_out=gen --grpc_python_out=gen $(PROTOS)
 	touch $@
 
-run: install ## run the default scenario (SCENARIO=... to pick another) and print its summary
+run: install ## run the default scenario (SCENARIO=... to pick another), print its summary, write its report
 	$(BIN)/testbed run $(SCENARIO) --out out/$(basename $(notdir $(SCENARIO)))
+	$(BIN)/testbed report out/$(basename $(notdir $(SCENARIO)))
 
 test: install ## run every test: unit and integration (real processes on loopback)
 	$(BIN)/pytest

@@ -3,24 +3,40 @@
 Every host builds the same context from the same scenario, so routes (and everything derived from
 them) are identical in every partition. Routes are shortest paths over the switch graph as the
 scenario declares it; switches learn of local link failures themselves (see emulators.ethernet).
+
+It is also where a device reaches the job control bus (``post``), which its host supplies.
 """
 
 from __future__ import annotations
 
 from collections import deque
+from collections.abc import Callable
 from functools import cached_property
+from typing import Any
 
 from emulators.kernel.frame import DEVICE_ITSELF, address
 from emulators.registry import DEVICE_KINDS
 from emulators.topology import Endpoint, LinkSpec, Scenario
 
+Post = Callable[[int, int, dict[str, Any]], None]
+
 
 class ScenarioContext:
-    def __init__(self, scenario: Scenario) -> None:
+    def __init__(self, scenario: Scenario, post: Post | None = None) -> None:
         self.scenario = scenario
+        self._post = post
         self.ids = {d.name: i for i, d in enumerate(scenario.devices)}
         self._port_index = {d.name: {p: i for i, p in enumerate(d.ports)} for d in scenario.devices}
         self.forwarders = frozenset(d.name for d in scenario.devices if DEVICE_KINDS[d.kind].forwards)
+
+    def post(self, at_ps: int, key: int, payload: dict[str, Any]) -> None:
+        """Hand ``payload`` (JSON-serialisable) to every device with an ``on_bus(payload)`` hook, on
+        every host, at ``at_ps``, in device-id order. ``key`` (an int >= 0, unique per message, e.g.
+        ``device_id << 32 | counter``) orders messages due at the same time. In a multi-host run
+        ``at_ps`` must be at least the partition's lookahead after now: the job's detect delay is."""
+        if self._post is None:
+            raise RuntimeError("no bus: this ScenarioContext was built without a host runtime to post through")
+        self._post(at_ps, key, payload)
 
     def address(self, end: Endpoint | str, port: str | None = None) -> int:
         """The address of a device's port (a NIC), or of the device itself when ``port`` is None."""
@@ -30,6 +46,12 @@ class ScenarioContext:
         if port is None:
             return address(self.ids[device], DEVICE_ITSELF)
         return address(self.ids[device], self._port_index[device][port])
+
+    @cached_property
+    def largest_chunk(self) -> int:
+        """The largest frame payload any NIC of the scenario emits (its ``rdma.chunk``; 0 if none is
+        set): switches size PFC headroom for it."""
+        return max((int(d.options.get("rdma", {}).get("chunk", 0)) for d in self.scenario.devices), default=0)
 
     @cached_property
     def peer_of(self) -> dict[Endpoint, Endpoint]:

@@ -12,6 +12,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from emulators.gpu_server.gpus import GPU_TYPES
+
 
 @dataclass(frozen=True)
 class DeviceKind:
@@ -262,6 +264,54 @@ def _check_otn_options(options: dict[str, Any], ports: tuple[str, ...]) -> tuple
     return None
 
 
+def _check_gpu_server_options(options: dict[str, Any],
+                              ports: tuple[str, ...]) -> tuple[tuple[str | int, ...], str] | None:
+    problem = _check_nic_options(options, ports)
+    if problem is not None:
+        return problem
+    from emulators.rdma.host import nic_groups
+
+    gpus = options.get("gpus", 8)
+    nics = len(nic_groups(options, list(ports)))
+    if nics and nics != gpus:
+        return ("gpus",), (f"{gpus} GPUs and {nics} NICs; give one NIC per GPU (a port each, or two bonded "
+                           f"with nics for dual plane), or no ports for a server that talks only inside itself")
+    return None
+
+
+_NICS_OPTION: dict[str, Any] = {
+    "type": "object",
+    "x-expect": "a mapping of NIC name to the list of its ports, one per plane",
+    "additionalProperties": {
+        "type": "array",
+        "items": {"type": "string"},
+        "minItems": 1,
+        "maxItems": 2,
+        "uniqueItems": True,
+    },
+    "description": "ports bonded into one dual-plane NIC (default: one NIC per port)",
+}
+
+GPU_SERVER_OPTIONS_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "additionalProperties": False,
+    "properties": {
+        "gpus": {"type": "integer", "minimum": 1, "maximum": 64, "description": "GPUs in the server (default 8)"},
+        "gpu": {"enum": list(GPU_TYPES), "description": "GPU type: peak, MFU, HBM, scale-up (default h100)"},
+        "tflops": {"type": "number", "exclusiveMinimum": 0, "description": "dense BF16 peak TFLOP/s per GPU "
+                   "(default: the GPU type's)"},
+        "mfu": {"type": "number", "exclusiveMinimum": 0, "maximum": 1,
+                "description": "model FLOPs utilisation the GPUs reach (default: the GPU type's)"},
+        "scale_up_bandwidth": _unit("rate", "scale-up mesh bandwidth per GPU and direction (default: the GPU "
+                                    "type's, e.g. 3.6T for NVLink 4)", nonzero=True),
+        "scale_up_latency": _unit("time", "scale-up mesh latency per message (default: the GPU type's)"),
+        "buffer": _unit("size", "egress queue limit per NIC port (default 64MiB)", nonzero=True),
+        "rdma": RDMA_OPTIONS_SCHEMA,
+        "nics": _NICS_OPTION,
+    },
+}
+
+
 DEVICE_KINDS: dict[str, DeviceKind] = {
     "tester": DeviceKind(
         name="tester",
@@ -273,22 +323,18 @@ DEVICE_KINDS: dict[str, DeviceKind] = {
                 "mtu": _unit("size", "bytes per packet on the wire for raw flows (default 4096)", nonzero=True),
                 "buffer": _unit("size", "egress queue limit per port (default 64MiB)", nonzero=True),
                 "rdma": RDMA_OPTIONS_SCHEMA,
-                "nics": {
-                    "type": "object",
-                    "x-expect": "a mapping of NIC name to the list of its ports, one per plane",
-                    "additionalProperties": {
-                        "type": "array",
-                        "items": {"type": "string"},
-                        "minItems": 1,
-                        "maxItems": 2,
-                        "uniqueItems": True,
-                    },
-                    "description": "ports bonded into one dual-plane NIC (default: one NIC per port)",
-                },
+                "nics": _NICS_OPTION,
             },
         },
         class_path="emulators.tester.device:Tester",
         check=_check_nic_options,
+    ),
+    "gpu_server": DeviceKind(
+        name="gpu_server",
+        summary="GPU server: GPUs running a training job's per-rank programs, a scale-up mesh, one RDMA NIC per GPU",
+        options_schema=GPU_SERVER_OPTIONS_SCHEMA,
+        class_path="emulators.gpu_server.device:GpuServer",
+        check=_check_gpu_server_options,
     ),
     "gateway": DeviceKind(
         name="gateway",

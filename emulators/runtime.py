@@ -4,10 +4,18 @@ them, the faults on those links, and the frames it owes to other hosts.
 The same class runs in every deployment. The coordinator (in-process or over gRPC) drives it one
 window at a time: ``deliver`` frames from peers, ``advance`` to the window end, hand the outgoing
 frames to the peers they are for.
+
+It also carries the job control bus: a device posts a message for a time ``at_ps`` (through
+``ScenarioContext.post``) and every device with an ``on_bus(payload)`` hook, on every host, gets the
+payload at ``at_ps``, in device-id order. Each host schedules one event per message under
+``(at_ps, BUS_ORIGIN, key)``: ties are broken by the poster's key, never by when or where the message
+was posted, so every partition delivers alike. Messages reach other hosts through the coordinator,
+so a poster must look at least the partition's lookahead ahead (the job's detect delay bounds it).
 """
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from typing import Any
 
@@ -20,9 +28,14 @@ from emulators.kernel.vtime import NEVER
 from emulators.registry import DEVICE_KINDS
 from emulators.topology import FaultSpec, Scenario
 
+BUS_ORIGIN = -1  # the origin of bus deliveries in the event key: below every device id
+
+BusMessage = tuple[int, int, dict[str, Any]]  # (at_ps, key, payload)
+
 
 class CausalityError(RuntimeError):
-    """A frame arrived for a time this host has already simulated: the partition's lookahead is wrong."""
+    """A frame or bus message arrived for a time this host has already simulated: the partition's
+    lookahead is wrong, or a bus message was posted too close to its delivery time."""
 
 
 class HostRuntime:
@@ -39,6 +52,10 @@ class HostRuntime:
         self.sent_total: dict[str, int] = {}
         self.received_from: dict[str, int] = {}  # peer host -> frames delivered from it (cumulative)
         self.window_end = 0
+        self.bus_out: list[BusMessage] = []  # posted here since the last ``take_bus``
+        self._bus_inbox: list[tuple[int, int, str]] = []  # (at_ps, key, payload JSON) from other hosts
+        self._bus_keys: set[int] = set()  # keys scheduled here: a repeated key would make ties ambiguous
+        self.bus_deliveries = 0
         for spec in scenario.devices:
             if assignment[spec.name] != host:
                 continue
@@ -49,7 +66,9 @@ class HostRuntime:
             self.devices[spec.name] = device
             self.by_id[device.id] = device
         self._wire_links(assignment)
-        self.context = ScenarioContext(scenario)
+        self.context = ScenarioContext(scenario, self.post)
+        self._listeners: list[Callable[[dict[str, Any]], None]] = [
+            hook for i in sorted(self.by_id) if (hook := getattr(self.by_id[i], "on_bus", None)) is not None]
         for device_id in sorted(self.by_id):
             self.by_id[device_id].configure(self.context)
         self._add_faults()
@@ -113,6 +132,56 @@ class HostRuntime:
                     f"before this host's window end {self.window_end} ps")
             push(arrival, origin, seq, self.by_id[device_id].ports[port_name].receive, frame)
         self.inbox.clear()
+        for at_ps, key, text in self._bus_inbox:
+            if at_ps < self.window_end:
+                raise CausalityError(
+                    f"host {self.host}: bus message {key} is due at {at_ps} ps, before this host's window "
+                    f"end {self.window_end} ps: post at least the partition's lookahead ahead (the job's "
+                    f"detect delay)")
+            self._schedule_bus(at_ps, key, text)
+        self._bus_inbox.clear()
+
+    # -- the job control bus ----------------------------------------------------------------------
+    def post(self, at_ps: int, key: int, payload: dict[str, Any]) -> None:
+        """Deliver ``payload`` to every ``on_bus`` hook of the scenario at ``at_ps`` (what
+        ``ScenarioContext.post`` does). Scheduled here at once; ``take_bus`` hands it to the others."""
+        if at_ps < self.engine.now:
+            raise ValueError(f"bus message {key} posted at {self.engine.now} ps for the past ({at_ps} ps)")
+        try:
+            text = bus_json(payload)
+        except (TypeError, ValueError) as e:
+            raise ValueError(f"bus message {key}: the payload is not JSON-serialisable: {e}") from None
+        self._schedule_bus(at_ps, key, text)
+        self.bus_out.append((at_ps, key, json.loads(text)))
+
+    def deliver_bus(self, messages: list[BusMessage]) -> None:
+        """Bus messages posted on other hosts; they join the heap at the start of the next ``advance``."""
+        self._bus_inbox.extend((at, key, bus_json(payload)) for at, key, payload in messages)
+
+    def take_bus(self) -> list[BusMessage]:
+        """The messages posted here since the last call, for the other hosts."""
+        out, self.bus_out = self.bus_out, []
+        return out
+
+    def _schedule_bus(self, at_ps: int, key: int, text: str) -> None:
+        if key < 0:
+            raise ValueError(f"bus message key {key} is negative; keys are ints >= 0")
+        if key in self._bus_keys:
+            raise ValueError(f"host {self.host}: bus message key {key} is already taken; keys are unique per message")
+        self._bus_keys.add(key)
+        self.engine.push(at_ps, BUS_ORIGIN, key, self._on_bus, text)
+
+    def _on_bus(self, text: str) -> None:
+        """One bus message here: each device decodes its own copy, so none sees another's changes."""
+        self.bus_deliveries += 1
+        for listener in self._listeners:
+            listener(json.loads(text))
+
+    @property
+    def events(self) -> int:
+        """Events processed here, bus deliveries left out: every host has one per message, so
+        counting them would make the total depend on the partition."""
+        return self.engine.events - self.bus_deliveries
 
     def advance(self, end_ps: int) -> dict[str, list[Outgoing]]:
         """Run every event before ``end_ps``; return the frames owed to each peer host."""
@@ -167,11 +236,16 @@ class HostRuntime:
             }
         return {
             "host": self.host,
-            "events": self.engine.events,
+            "events": self.events,
             "devices": {name: self.devices[name].results() for name in sorted(self.devices)},
             "timeseries": series,
             "in_flight": self.in_flight(),
         }
+
+
+def bus_json(payload: dict[str, Any]) -> str:
+    """A bus payload as every host sees it: each host decodes this same text."""
+    return json.dumps(payload, separators=(",", ":"))
 
 
 def earliest_arrival(sent: dict[str, list[Outgoing]]) -> int:

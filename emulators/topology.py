@@ -9,6 +9,8 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from emulators.gpu_server.program import JobPlan
+
 FIBER_DELAY_PS_PER_M = 4900  # light in fiber: 4.9 ns per metre
 
 
@@ -98,6 +100,7 @@ class Scenario:
     links: tuple[LinkSpec, ...]
     flows: tuple[FlowSpec, ...]
     faults: tuple[FaultSpec, ...]
+    job: JobPlan | None = None  # a training job the GPU servers run (orchestrator.workload makes it)
 
     def device(self, name: str) -> DeviceSpec:
         for d in self.devices:
@@ -113,7 +116,9 @@ class Scenario:
 
 
 def scenario_to_dict(s: Scenario) -> dict[str, Any]:
-    return asdict(s)
+    out = asdict(s)
+    out["job"] = s.job.to_dict() if s.job is not None else None
+    return out
 
 
 def scenario_from_dict(d: dict[str, Any]) -> Scenario:
@@ -142,4 +147,5 @@ def scenario_from_dict(d: dict[str, Any]) -> Scenario:
             for x in d["flows"]
         ),
         faults=tuple(FaultSpec(**x) for x in d["faults"]),
+        job=JobPlan.from_dict(d["job"]) if d.get("job") else None,
     )

@@ -7,13 +7,16 @@ Three groups of figures:
    kernel sets under any device model;
 2. windows: windows per second of the process backend for 2, 4, 8 and 16 hosts (one tester per
    host in a ring of 1 km links, so a 4.9 us lookahead, with a light flow on every link);
-3. default: wall seconds per virtual second of scenarios/default.yaml in every partition on both
+3. default: wall seconds per virtual second of scenarios/testers.yaml in every partition on both
    backends;
 4. fabric: events per second and wall seconds per virtual millisecond of the permutation experiment
    on a leaf/spine fabric in RoCE and in GSE mode (partition single);
 5. wan: wall seconds per virtual second of scenarios/wan/bulk-300km.yaml (two sites, 300 km, 2 x 400G
    clients) in the single and site partitions on both backends, with windows, and whether the
-   results are identical.
+   results are identical;
+6. job: wall seconds per emulated training iteration, next to the iteration's virtual time, of the
+   Trial A baseline (32 GPUs, LLaMA-2 13B, TP 4 PP 2 DP 4) and of the default two-site scenario, in
+   the single and site partitions (backend inproc), with events per second.
 
 Wall time is measured here with ``time.perf_counter`` only; the emulation itself runs on virtual
 time. The figures are also written to ``out/bench/bench.json``.
@@ -42,8 +45,9 @@ from orchestrator.scenario.loader import load_scenario
 from services.logs import configure_logging
 
 REPO = Path(__file__).resolve().parent.parent
-DEFAULT_SCENARIO = Path("scenarios/default.yaml")  # relative to REPO
+DEFAULT_SCENARIO = Path("scenarios/testers.yaml")  # relative to REPO
 WAN_SCENARIO = Path("scenarios/wan/bulk-300km.yaml")
+JOB_SCENARIOS = (Path("scenarios/trial-a/baseline.yaml"), Path("scenarios/default.yaml"))
 FABRIC_SCENARIOS = (Path("scenarios/fabric/permutation-roce.yaml"), Path("scenarios/fabric/permutation-gse.yaml"))
 OUT_DIR = Path("out/bench")  # relative to the working directory, like ``testbed run --out``
 GBPS = 1_000_000_000
@@ -64,16 +68,17 @@ class Sizes:
     fabric_duration_ps: int | None
     fabric_seeds: tuple[int, ...]
     wan_duration_ps: int | None
+    job_iterations: int | None  # None: the scenario's own
 
 
 FULL = Sizes(bare_events=2_000_000, kernel_pairs=8, kernel_duration_ps=10 * PS_PER_MS,
              window_hosts=(2, 4, 8, 16), window_duration_ps=10 * PS_PER_MS, default_duration_ps=None,
              fabric_duration_ps=None, fabric_seeds=(1, 2, 3, 4, 5),
-             wan_duration_ps=None)
+             wan_duration_ps=None, job_iterations=None)
 QUICK = Sizes(bare_events=100_000, kernel_pairs=2, kernel_duration_ps=1 * PS_PER_MS,
               window_hosts=(2,), window_duration_ps=1 * PS_PER_MS, default_duration_ps=PS_PER_MS,
               fabric_duration_ps=100 * PS_PER_US, fabric_seeds=(1,),
-              wan_duration_ps=2 * PS_PER_MS)
+              wan_duration_ps=2 * PS_PER_MS, job_iterations=1)
 
 
 # -- scenarios built in code ----------------------------------------------------------------------
@@ -215,6 +220,30 @@ def bench_wan(scenario: Scenario) -> list[dict[str, Any]]:
     return rows
 
 
+def bench_job(scenarios: list[Scenario]) -> list[dict[str, Any]]:
+    rows = []
+    for scenario in scenarios:
+        reference: dict[str, Any] | None = None
+        for partition in ("single", "site"):
+            label = f"job-{scenario.name}-{partition}"
+            row = run_figures(scenario, partition, "inproc", label)
+            results = json.loads((OUT_DIR / "runs" / label / "results.json").read_text())
+            view = deterministic_view(results)
+            reference = reference if reference is not None else view
+            job = results["job"]
+            done = len(job["iterations"])
+            row.update(iterations=done, iteration_seconds=job["iteration_time_ps"] / PS_PER_S,
+                       wall_per_iteration=row["wall_seconds"] / done if done else 0.0, identical=view == reference)
+            rows.append(row)
+    return rows
+
+
+def with_iterations(scenario: Scenario, iterations: int | None) -> Scenario:
+    if iterations is None or scenario.job is None:
+        return scenario
+    return replace(scenario, job=replace(scenario.job, iterations=iterations))
+
+
 # -- output ---------------------------------------------------------------------------------------
 Column = tuple[str, str, Callable[[dict[str, Any]], Any]]  # header, format spec ("" = text), value
 NOTE_WALL = ("wall s: coordinator loop only, host start-up excluded; "
@@ -306,10 +335,25 @@ def wan_table(rows: list[dict[str, Any]]) -> str:
     ], rows)
 
 
+def job_table(rows: list[dict[str, Any]]) -> str:
+    return table("6. Training jobs: wall seconds per emulated iteration, backend inproc\n"
+                 f"   ({NOTE_WALL}; identical: results equal those of the single partition)", [
+        ("scenario", "", lambda r: r["scenario"]),
+        ("partition", "", lambda r: r["partition"]),
+        ("hosts", "d", lambda r: r["hosts"]),
+        ("iterations", "d", lambda r: r["iterations"]),
+        ("iteration s (virtual)", ".3f", lambda r: r["iteration_seconds"]),
+        ("wall s / iteration", ".2f", lambda r: r["wall_per_iteration"]),
+        ("events", ",", lambda r: r["events"]),
+        ("events/s", ",.0f", lambda r: r["events_per_s"]),
+        ("identical", "", lambda r: "yes" if r["identical"] else "NO"),
+    ], rows)
+
+
 def report(figures: dict[str, Any]) -> str:
     return "\n\n".join([kernel_table(figures["kernel"], figures["bare_engine"]),
                         windows_table(figures["windows"]), default_table(figures["default"]),
-                        fabric_table(figures["fabric"]), wan_table(figures["wan"])])
+                        fabric_table(figures["fabric"]), wan_table(figures["wan"]), job_table(figures["job"])])
 
 
 def write_json(figures: dict[str, Any]) -> Path:
@@ -324,6 +368,7 @@ def collect(sizes: Sizes, quick: bool) -> dict[str, Any]:
     default = load_default(sizes.default_duration_ps)  # first: a bad file fails before any run
     fabric = [load_default(sizes.fabric_duration_ps, path) for path in FABRIC_SCENARIOS]
     wan = load_default(sizes.wan_duration_ps, WAN_SCENARIO)
+    jobs = [with_iterations(load_default(None, path), sizes.job_iterations) for path in JOB_SCENARIOS]
     figures: dict[str, Any] = {
         "quick": quick,
         "bare_engine": bench_bare_engine(sizes.bare_events),
@@ -332,6 +377,7 @@ def collect(sizes: Sizes, quick: bool) -> dict[str, Any]:
         "default": bench_default(default),
         "fabric": bench_fabric(fabric, sizes.fabric_seeds),
         "wan": bench_wan(wan),
+        "job": bench_job(jobs),
     }
     figures["total_wall_seconds"] = time.perf_counter() - t0
     return figures

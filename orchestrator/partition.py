@@ -3,7 +3,9 @@
 ``single`` puts every device in one host; ``site`` makes one host per site (devices without a site
 go to a host named ``wan``); ``device`` gives every device its own host. The lookahead is the
 smallest propagation delay any cut link will ever have (its length may change on the timeline):
-a frame sent at t cannot reach another host before t + lookahead.
+a frame sent at t cannot reach another host before t + lookahead. A training job's control bus
+(``ScenarioContext.post``) crosses hosts too, a detect delay after what it reports, so with a job
+spread over several hosts the lookahead is at most the job's detect delay.
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ class Plan:
     mode: str
     hosts: dict[str, tuple[str, ...]]  # host -> device names, hosts in sorted order
     assignment: dict[str, str]  # device -> host
-    lookahead_ps: int | None  # None when no link crosses hosts
+    lookahead_ps: int | None  # None when nothing crosses hosts: no cut link, no job spread over hosts
     cut_links: tuple[str, ...]
 
 
@@ -62,4 +64,12 @@ def plan_partition(scenario: Scenario, mode: str) -> Plan:
                 f"of each other; give the link a length > 0 or use a partition that keeps "
                 f"{link.a.device} and {link.z.device} together")
         lookahead = shortest if lookahead is None else min(lookahead, shortest)
+    if scenario.job is not None and len(hosts) > 1:
+        detect = scenario.job.detect_ps
+        if detect <= 0:
+            raise PartitionError(
+                f"partition {mode!r} spreads the scenario over {len(hosts)} hosts, but the job's detect delay "
+                f"is {detect} ps: its control bus needs time to reach the other hosts; give the job a "
+                f"detect delay > 0 or use the single partition")
+        lookahead = detect if lookahead is None else min(lookahead, detect)
     return Plan(mode, {h: tuple(v) for h, v in sorted(hosts.items())}, assignment, lookahead, tuple(cut))

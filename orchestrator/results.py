@@ -10,7 +10,8 @@ from __future__ import annotations
 from typing import Any
 
 from emulators.otn.node import capacity_map
-from emulators.topology import Scenario
+from emulators.topology import FaultSpec, Scenario
+from orchestrator.job_results import job_results
 from orchestrator.partition import Plan
 
 RESULTS_SCHEMA = "aicn-testbed/results/v0"
@@ -32,6 +33,7 @@ def assemble(scenario: Scenario, plan: Plan, backend: str, host_results: dict[st
             t["frames"] += v["frames"]
             t["bytes"] += v["bytes"]
     wan = {"capacity_map": capacity_map(scenario)} if any(d.kind == "otn" for d in scenario.devices) else None
+    job = job_results(scenario, devices)
     return {
         "schema": RESULTS_SCHEMA,
         "status": "failed" if error else "ok",
@@ -45,8 +47,12 @@ def assemble(scenario: Scenario, plan: Plan, backend: str, host_results: dict[st
             ({"device": name} | e for name, d in devices.items() for e in d.get("events", [])),
             key=lambda e: (e["at_ps"], e["flow"], e["kind"]),
         ),
+        **({"job": job} if job is not None else {}),
         "devices": {name: devices[name] for name in sorted(devices)},
         **({"wan": wan} if wan is not None else {}),
+        "links": {link.name: {"a": str(link.a), "z": str(link.z), "rate_bps": link.rate_bps,
+                              "length_mm": link.length_mm} for link in scenario.links},
+        "faults": [_fault(f) for f in scenario.faults],
         "timeseries": {name: timeseries[name] for name in sorted(timeseries)},
         "run": {
             "partition": plan.mode,
@@ -90,6 +96,18 @@ def _flow(name: str, src: str, dst: str, devices: dict[str, Any], in_flight: dic
     flow["unaccounted_bytes"] = tx["tx_bytes"] - (rx["rx_bytes"] + tx["tx_drop_bytes"]
                                                   + rx["lost_in_flight_bytes"] + pending["bytes"])
     return flow
+
+
+def _fault(fault: FaultSpec) -> dict[str, Any]:
+    if fault.state is not None:
+        change = fault.state
+    elif fault.rate_bps is not None:
+        change = f"rate {fault.rate_bps} bps"
+    elif fault.ber is not None:
+        change = f"ber {fault.ber:g}"
+    else:
+        change = f"length {fault.length_mm} mm"
+    return {"at_ps": fault.at_ps, "link": fault.link, "change": change}
 
 
 def deterministic_view(results: dict[str, Any]) -> dict[str, Any]:

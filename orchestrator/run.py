@@ -6,6 +6,7 @@ import asyncio
 import json
 import time
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -31,8 +32,10 @@ class RunFailed(RuntimeError):
 
 
 def run_scenario(scenario: Scenario, partition: str = "single", backend: str = "inproc",
-                 out_dir: Path | None = None, window_timeout_s: float = 60.0) -> dict[str, Any]:
+                 out_dir: Path | None = None, window_timeout_s: float = 60.0,
+                 progress: Callable[[int], None] | None = None) -> dict[str, Any]:
     """Run ``scenario`` and return results.json's content (also written to ``out_dir`` if given).
+    ``progress(end_ps)`` hears of the virtual time reached after every window.
 
     Raises PartitionError for an impossible partition, RunFailed when a host fails mid-run.
     """
@@ -44,10 +47,10 @@ def run_scenario(scenario: Scenario, partition: str = "single", backend: str = "
     log.info("run starting", partition=partition, backend=backend, hosts=len(plan.hosts),
              lookahead_ps=plan.lookahead_ps)
     if backend == "inproc":
-        outcome = asyncio.run(Coordinator(scenario, plan, start_inproc(scenario, plan)).run())
+        outcome = asyncio.run(Coordinator(scenario, plan, start_inproc(scenario, plan), progress).run())
     else:
         log_dir = (out_dir or Path("out")) / "hosts"
-        outcome = asyncio.run(_run_processes(scenario, plan, run_id, log_dir, window_timeout_s))
+        outcome = asyncio.run(_run_processes(scenario, plan, run_id, log_dir, window_timeout_s, progress))
     results = assemble(scenario, plan, backend, outcome.host_results, windows=outcome.windows,
                        wall_seconds=outcome.wall_seconds, end_ps=outcome.end_ps, error=outcome.error,
                        failed_host=outcome.failed_host)
@@ -66,13 +69,13 @@ def write_results(results: dict[str, Any], out_dir: Path) -> Path:
     return path
 
 
-async def _run_processes(scenario: Scenario, plan: Any, run_id: str, log_dir: Path,
-                         window_timeout_s: float) -> RunOutcome:
+async def _run_processes(scenario: Scenario, plan: Any, run_id: str, log_dir: Path, window_timeout_s: float,
+                         progress: Callable[[int], None] | None) -> RunOutcome:
     from orchestrator.backends.process import launch  # needs the generated gRPC stubs
 
     cluster = await launch(scenario, plan, run_id, log_dir, window_timeout_s)
     hosts: list[HostHandle] = list(cluster.hosts)
-    coordinator = Coordinator(scenario, plan, hosts)
+    coordinator = Coordinator(scenario, plan, hosts, progress)
     t0 = time.perf_counter()
     stop_grace_s = 5.0
     try:

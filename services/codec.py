@@ -1,13 +1,20 @@
-"""Frames to and from the wire: the only place kernel frames meet protobuf."""
+"""Frames and bus messages to and from the wire: the only place kernel frames meet protobuf.
+
+Flow ids are 64-bit on the wire (``sint64``; GPU message ids use 63 bits): zigzag varints read the
+same as the ``sint32`` of old, so nothing else changes for frames.
+"""
 
 from __future__ import annotations
 
+import json
+from collections.abc import Iterable
 from typing import Any
 
 from testbed.sync.v1 import sync_pb2
 
 from emulators.kernel.frame import Frame
 from emulators.kernel.link import Outgoing
+from emulators.runtime import BusMessage, bus_json
 
 
 def encode_batch(from_host: str, window: int, frames: list[Outgoing]) -> Any:
@@ -41,3 +48,13 @@ def decode_batch(batch: Any) -> list[Outgoing]:
         f.entropy = w.entropy
         out.append((w.arrival_ps, w.origin, w.origin_seq, w.dst_device, w.dst_port, f))
     return out
+
+
+def encode_bus(messages: Iterable[BusMessage]) -> list[Any]:
+    """Bus messages as ``BusMessage`` protos, for ``Report.bus`` and ``Advance.bus``."""
+    return [sync_pb2.BusMessage(at_ps=at, key=key, payload_json=bus_json(payload)) for at, key, payload in messages]
+
+
+def decode_bus(wire: Iterable[Any]) -> list[BusMessage]:
+    """``BusMessage`` protos back to (at_ps, key, payload)."""
+    return [(m.at_ps, m.key, json.loads(m.payload_json)) for m in wire]

@@ -25,7 +25,7 @@ from testbed.sync.v1 import sync_pb2, sync_pb2_grpc
 from emulators.kernel.vtime import NEVER
 from emulators.runtime import HostRuntime, earliest_arrival
 from emulators.topology import scenario_from_dict
-from services.codec import decode_batch, encode_batch
+from services.codec import decode_batch, decode_bus, encode_batch, encode_bus
 from services.interceptors import LoggingInterceptor
 from services.logs import configure_logging
 
@@ -157,6 +157,7 @@ class HostControl(sync_pb2_grpc.HostControlServicer):
                 state.arrived.clear()
                 await state.arrived.wait()
             state.window = advance.window
+            runtime.deliver_bus(decode_bus(advance.bus))
             try:
                 sent = runtime.advance(advance.end_ps)
             except Exception as e:  # a model bug must reach the coordinator with this host's name
@@ -169,7 +170,7 @@ class HostControl(sync_pb2_grpc.HostControlServicer):
     def _report(self, runtime: HostRuntime, first_arrival: int) -> Any:
         return sync_pb2.Report(window=self.state.window, next_ps=runtime.next_time(),
                                min_sent_arrival_ps=first_arrival, sent_total=runtime.sent_total,
-                               events=runtime.engine.events)
+                               events=runtime.events, bus=encode_bus(runtime.take_bus()))
 
     async def Results(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
         runtime = await self.state.loaded(context)

@@ -25,7 +25,7 @@ if TYPE_CHECKING:
 HEADROOM_FRAME_BYTES = 64 * 1024
 
 
-def default_headroom(rate_bps: int, propagation_ps: int) -> int:
+def default_headroom(rate_bps: int, propagation_ps: int, frame_bytes: int = HEADROOM_FRAME_BYTES) -> int:
     """Bytes that may still arrive on a (port, priority) after it reaches XOFF.
 
     The XOFF may wait behind one frame on our own egress, then takes its serialisation and one
@@ -33,9 +33,10 @@ def default_headroom(rate_bps: int, propagation_ps: int) -> int:
     meanwhile needs another propagation to land. Bytes arriving in that window are at most
     rate x (2 x propagation) + 2 frames + the XOFF itself, plus the part of the frame that crossed
     XOFF: 2 x rate x delay + 3 frames + 2 control frames (the second one is slack for rounding).
+    ``frame_bytes`` is the largest frame in the scenario (the largest NIC chunk).
     """
     in_flight = 2 * rate_bps * propagation_ps // (8 * PS_PER_S)
-    return in_flight + 3 * HEADROOM_FRAME_BYTES + 2 * CONTROL_FRAME_BYTES
+    return in_flight + 3 * frame_bytes + 2 * CONTROL_FRAME_BYTES
 
 
 class EgressQueue:

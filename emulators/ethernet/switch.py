@@ -14,7 +14,7 @@ from hashlib import blake2b
 from typing import TYPE_CHECKING, Any
 
 from emulators.ethernet.gse import GseLeaf
-from emulators.ethernet.mmu import EcnMarker, SharedBuffer, default_headroom
+from emulators.ethernet.mmu import HEADROOM_FRAME_BYTES, EcnMarker, SharedBuffer, default_headroom
 from emulators.kernel.device import Device
 from emulators.kernel.engine import Engine
 from emulators.kernel.frame import CONTROL_PRIORITY, DATA, PFC, Frame, device_of, honour_pfc, pfc_frame
@@ -105,6 +105,7 @@ class Switch(Device):
 
     # -- set-up -----------------------------------------------------------------------------------
     def configure(self, context: ScenarioContext) -> None:
+        self.largest_frame = max(HEADROOM_FRAME_BYTES, context.largest_chunk)
         for index, (pname, port) in enumerate(self.ports.items()):
             port.buffer_bytes = UNLIMITED
             self.port_index[pname] = index
@@ -149,7 +150,7 @@ class Switch(Device):
         if self.pfc_headroom_option is not None:
             return int(self.pfc_headroom_option)
         link = port.link
-        return default_headroom(link.rate_bps, link.propagation_ps) if link is not None else 0
+        return default_headroom(link.rate_bps, link.propagation_ps, self.largest_frame) if link is not None else 0
 
     # -- ingress ----------------------------------------------------------------------------------
     def on_frame(self, port: Port, frame: Frame) -> None:

@@ -47,6 +47,9 @@ class NicOwner(Protocol):
 
     def on_qp_complete(self, qp: QueuePair) -> None: ...
 
+    def on_delivered(self, receiver: FlowReceiver) -> None: ...
+
+
 NIC_COUNTERS = ("rdma_tx_payload_bytes", "rdma_retx_bytes", "rdma_rx_payload_bytes", "rdma_qp_errors")
 
 
@@ -69,22 +72,36 @@ class RdmaNic:
         self.receivers: dict[int, FlowReceiver] = {}
         self.path_receivers: dict[tuple[int, int], PathReceiver] = {}
         self.flow_names: dict[int, str] = {}
+        self.finished: set[int] = set()  # flows whose receiver was let go: data for them is only ACKed
+        self.wan_reference: dict[int, int] = {}  # gateway id -> the first WAN round trip it reported
+        self.wan_told: dict[int, dict[str, int]] = {}  # gateway id -> its latest report
         self.events: list[dict[str, Any]] = []
         self._go_back_n = settings.recovery == GO_BACK_N
 
     # -- set-up -----------------------------------------------------------------------------------
     def open_qp(self, flow: int, spec: FlowSpec, remote: list[int], seed: int, hops: int, rtt_ps: int,
-                path_devices: frozenset[int] = frozenset()) -> QueuePair:
+                path_devices: frozenset[int] = frozenset(), entropy: int | None = None) -> QueuePair:
         """A QP for ``spec`` toward the far NIC's port addresses ``remote`` (one per plane), over a path
-        of ``hops`` links and round trip ``rtt_ps`` (serialisation aside; the settings may fix it)."""
-        rng = stream_for(seed, f"qp:{spec.name}")
+        of ``hops`` links and round trip ``rtt_ps`` (serialisation aside; the settings may fix it).
+        Each path's UDP source port (what ECMP hashes) is drawn from the seed and the flow's name,
+        or derived from ``entropy`` when the caller has one (cheaper for many short-lived QPs)."""
+        if entropy is None:
+            rng = stream_for(seed, f"qp:{spec.name}")
+            ports = [int(rng.integers(0, 1 << 14)) for _ in self.ports]
+        else:
+            ports = [(entropy >> (14 * index)) & 0x3FFF for index in range(len(self.ports))]
         paths = []
         for index, port in enumerate(self.ports):
-            entropy = FIRST_EPHEMERAL_PORT + int(rng.integers(0, 1 << 14))  # the QP's UDP source port
-            paths.append(Path(index, port, self.addresses[index], remote[index % len(remote)], entropy))
+            paths.append(Path(index, port, self.addresses[index], remote[index % len(remote)],
+                              FIRST_EPHEMERAL_PORT + ports[index]))
         qp = QueuePair(self, flow, spec.name, spec.message_bytes, spec.start_ps, spec.rate_bps, spec.priority, paths,
                        self.settings.rtt_ps or rtt_ps or FALLBACK_RTT_PS, max(1, hops))
         qp.path_devices = path_devices
+        for via, info in self.wan_told.items():  # what gateways on its path said before it existed
+            if via in path_devices:
+                if via in self.wan_reference:
+                    qp.wan_reference[via] = self.wan_reference[via]
+                qp.told(info)
         self.qps.append(qp)
         for path in paths:
             self.on_port[path.port.name].append((qp, path))
@@ -98,6 +115,28 @@ class RdmaNic:
     def start(self) -> None:
         for qp in self.qps:
             self.owner.at(qp.start_ps, self._begin, qp)
+
+    def send_now(self, qp: QueuePair) -> None:
+        """Start a QP opened while the run is going (a message posted by a program)."""
+        self._begin(qp)
+
+    def retire(self, qp: QueuePair) -> None:
+        """Let go of a QP that is finished (or abandoned): the NIC no longer offers it to its ports,
+        and feedback still on its way for it is ignored. Its results are the owner's to keep."""
+        if qp.state == ACTIVE:
+            qp.fail(self.owner.now, "abandoned")
+        self.qps.remove(qp)
+        for path in qp.paths:
+            self.on_port[path.port.name].remove((qp, path))
+            self.by_source.pop((qp.flow, path.src), None)
+
+    def finish_flow(self, flow: int) -> None:
+        """Forget what arrived for ``flow``: its message is complete (or abandoned). Late copies of its
+        data are acknowledged so a sender that missed the last ACK can finish."""
+        self.receivers.pop(flow, None)
+        for address in self.addresses:
+            self.path_receivers.pop((flow, address), None)
+        self.finished.add(flow)
 
     def _begin(self, qp: QueuePair) -> None:
         if qp.state == IDLE:
@@ -235,6 +274,10 @@ class RdmaNic:
         round trip is the gateway's WAN part: the QP adds its change to the path's own round trip.
         Without, ``rtt_ps`` is the whole round trip toward ``device`` (every QP when -1)."""
         via = info.get("via", -1)
+        if via >= 0:
+            self.wan_told[via] = info
+            if "rtt_ps" in info:
+                self.wan_reference.setdefault(via, info["rtt_ps"])
         for qp in self.qps:
             if via >= 0:
                 if via not in qp.path_devices:
@@ -252,6 +295,9 @@ class RdmaNic:
 
     def _on_data(self, port: Port, frame: Frame) -> None:
         flow = self.receivers.get(frame.flow)
+        if flow is None and frame.flow in self.finished:
+            self._reply(port, frame, ACK, frame.seq + frame.packets)
+            return
         if flow is None:
             flow = self.expect(frame.flow, str(frame.flow))
         now = self.owner.now
@@ -282,7 +328,9 @@ class RdmaNic:
         size = settings.payload_of(first, last, frame.nbytes - frame.packets * PACKET_OVERHEAD_BYTES)
         before = flow.payload_bytes
         flow.deliver(frame.offset + first * settings.mtu, size, now)
-        self.counters["rdma_rx_payload_bytes"] += flow.payload_bytes - before
+        if flow.payload_bytes > before:
+            self.counters["rdma_rx_payload_bytes"] += flow.payload_bytes - before
+            self.owner.on_delivered(flow)
 
     def _go_back_n_receive(self, port: Port, frame: Frame, flow: FlowReceiver, path: PathReceiver,
                            now: int) -> None:

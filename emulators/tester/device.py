@@ -16,9 +16,10 @@ from emulators.kernel.engine import Engine
 from emulators.kernel.frame import DATA, PATH_INFO, PFC, Frame, device_of, honour_pfc
 from emulators.kernel.port import Port
 from emulators.kernel.vtime import emission_ps
+from emulators.rdma.host import build_nics, nic_ports
 from emulators.rdma.nic import RdmaNic
 from emulators.rdma.qp import QueuePair
-from emulators.rdma.settings import NicSettings
+from emulators.rdma.receiver import FlowReceiver
 from emulators.topology import RDMA, FlowSpec
 
 if TYPE_CHECKING:
@@ -137,22 +138,17 @@ class Tester(Device):
 
     def _build_nics(self, context: ScenarioContext) -> None:
         """One RDMA NIC per port, or per group of ports the ``nics`` option bonds (dual plane)."""
-        settings = NicSettings.from_options(self.options.get("rdma", {}))
-        groups = dict(self.options.get("nics", {}))
-        grouped = {p for ports in groups.values() for p in ports}
-        groups.update({p: [p] for p in self.ports if p not in grouped})
-        for name, ports in groups.items():
-            nic = RdmaNic(self, name, [self.ports[p] for p in ports], [context.address(self.name, p) for p in ports],
-                          settings)
-            self.nics.append(nic)
-            for p in ports:
-                self.nic_of[p] = nic
+        self.nics = build_nics(self, self.name, self.options, self.ports, context)
+        self.nic_of = {port.name: nic for nic in self.nics for port in nic.ports}
 
     def on_qp_error(self, qp: QueuePair) -> None:
         """A queue pair gave up: the job layer treats this as an interruption (see results ``events``)."""
 
     def on_qp_complete(self, qp: QueuePair) -> None:
         """A message was delivered and acknowledged in full."""
+
+    def on_delivered(self, receiver: FlowReceiver) -> None:
+        """New bytes of an RDMA flow arrived here (the receiver's results count them)."""
 
     def start(self) -> None:
         for nic in self.nics:
@@ -251,10 +247,3 @@ class Tester(Device):
             out["events"] = events
         return out
 
-
-def nic_ports(options: dict[str, Any], port: str) -> list[str]:
-    """The ports of the NIC that owns ``port`` on a device with these options, in plane order."""
-    for ports in options.get("nics", {}).values():
-        if port in ports:
-            return list(ports)
-    return [port]

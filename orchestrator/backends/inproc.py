@@ -1,13 +1,14 @@
 """The in-process backend: every host's runtime lives in this process and frames move by reference.
 
-Same protocol as the process backend (reports, cumulative counts), minus the wire.
+Same protocol as the process backend (reports, cumulative counts, bus messages through the
+coordinator), minus the wire.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from emulators.runtime import HostRuntime, earliest_arrival
+from emulators.runtime import BusMessage, HostRuntime, earliest_arrival
 from emulators.topology import Scenario
 from orchestrator.coordinator import HostHandle, Report
 from orchestrator.partition import Plan
@@ -20,15 +21,17 @@ class InprocHost:
         self._peers = peers
 
     def _report(self, sent: dict[str, list[Any]]) -> Report:
-        return Report(self.runtime.next_time(), earliest_arrival(sent), dict(self.runtime.sent_total))
+        return Report(self.runtime.next_time(), earliest_arrival(sent), dict(self.runtime.sent_total),
+                      self.runtime.take_bus())
 
     async def start(self) -> Report:
         self.runtime.start()
         return self._report({})
 
-    async def advance(self, end_ps: int, expect_from: dict[str, int]) -> Report:
+    async def advance(self, end_ps: int, expect_from: dict[str, int], bus: list[BusMessage]) -> Report:
         # delivery is immediate here, so a host may already hold frames of the window after this one
         assert self.runtime.holds_all(expect_from)
+        self.runtime.deliver_bus(bus)
         sent = self.runtime.advance(end_ps)
         for peer, frames in sent.items():
             self._peers[peer].runtime.deliver(self.name, frames)

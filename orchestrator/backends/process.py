@@ -18,14 +18,17 @@ import grpc
 import structlog
 from testbed.sync.v1 import sync_pb2, sync_pb2_grpc
 
+from emulators.runtime import BusMessage
 from emulators.topology import Scenario, scenario_to_dict
 from orchestrator.coordinator import HostFailed, Report
 from orchestrator.partition import Plan
+from services.codec import decode_bus, encode_bus
 from services.host import GRPC_OPTIONS, KEEPALIVE_OPTIONS
 
 log = structlog.get_logger("process-backend")
 
 STARTUP_TIMEOUT_S = 30.0
+HOST_COMMAND = (sys.executable, "-m", "services.host")
 
 
 class ProcessHost:
@@ -60,16 +63,16 @@ class ProcessHost:
         reply = await self._call("Sync", self._sync.read())
         if reply is grpc.aio.EOF:
             raise HostFailed(self.name, "closed its Sync stream")
-        return Report(reply.next_ps, reply.min_sent_arrival_ps, dict(reply.sent_total))
+        return Report(reply.next_ps, reply.min_sent_arrival_ps, dict(reply.sent_total), decode_bus(reply.bus))
 
     async def start(self) -> Report:
         self._sync = self.control.Sync()
         return await self._exchange(sync_pb2.Advance(start=True))
 
-    async def advance(self, end_ps: int, expect_from: dict[str, int]) -> Report:
+    async def advance(self, end_ps: int, expect_from: dict[str, int], bus: list[BusMessage]) -> Report:
         self._window += 1
         return await self._exchange(sync_pb2.Advance(window=self._window, end_ps=end_ps,
-                                                     expect_from=expect_from))
+                                                     expect_from=expect_from, bus=encode_bus(bus)))
 
     async def close(self) -> None:
         """End the Sync stream: the host is done with this run."""
@@ -119,15 +122,17 @@ class ProcessCluster:
                 await h.channel.close()
 
 
-async def launch(scenario: Scenario, plan: Plan, run_id: str, log_dir: Path,
-                 window_timeout_s: float) -> ProcessCluster:
+async def launch(scenario: Scenario, plan: Plan, run_id: str, log_dir: Path, window_timeout_s: float,
+                 host_command: tuple[str, ...] = HOST_COMMAND) -> ProcessCluster:
+    """Start one host process per host of ``plan``, load and connect them. ``host_command`` starts a
+    host (services.host's command line follows it): a test may start hosts that know more device kinds."""
     log_dir.mkdir(parents=True, exist_ok=True)
     hosts: list[ProcessHost] = []
     for name in plan.hosts:
         log_path = log_dir / f"{name}.log"
         with open(log_path, "wb") as log_file:
             proc = await asyncio.create_subprocess_exec(
-                sys.executable, "-m", "services.host", "--name", name, "--listen", "127.0.0.1:0",
+                *host_command, "--name", name, "--listen", "127.0.0.1:0",
                 "--exit-with-parent", stdout=asyncio.subprocess.PIPE, stderr=log_file,
                 stdin=asyncio.subprocess.DEVNULL)
         hosts.append(ProcessHost(name, proc, log_path, window_timeout_s))

@@ -24,6 +24,8 @@ PLANES = ("a", "b")
 SWITCH_KIND = "switch"
 DEFAULT_MODE = "roce"
 DEFAULT_SERVER_KIND = "tester"
+GPU_SERVER_KIND = "gpu_server"  # one NIC (and leaf port) per GPU
+DEFAULT_GPUS = 8
 DEFAULT_SERVER_LINK_LENGTH = "3m"
 DEFAULT_UPLINK_LENGTH = "30m"
 NIC = "nic"  # the dual-plane NIC's name in a server's nics option
@@ -100,6 +102,7 @@ class Fabric:
     leaves: int
     spines: int
     servers_per_leaf: int
+    nics: int = 1  # NICs per server: one per GPU for GPU servers
 
     @property
     def servers(self) -> list[str]:
@@ -109,28 +112,34 @@ class Fabric:
     def plane_names(self) -> tuple[str, ...]:
         return PLANES[: self.planes]
 
+    @property
+    def leaf_downlinks(self) -> int:
+        return self.servers_per_leaf * self.nics
+
     def switch(self, plane: str, role: str, index: int) -> str:
         prefix = self.name if self.planes == 1 else f"{self.name}-{plane}"
         return f"{prefix}-{role}{index}"
 
-    def server_port(self, plane: str) -> str:
-        return NIC if self.planes == 1 else f"{NIC}-{plane}"
+    def nic_name(self, nic: int) -> str:
+        return NIC if self.nics == 1 else f"{NIC}{nic}"
+
+    def server_port(self, plane: str, nic: int = 0) -> str:
+        return self.nic_name(nic) if self.planes == 1 else f"{self.nic_name(nic)}-{plane}"
 
     def nic_endpoint(self, server: str) -> str:
-        """Where flows to or from a server start and end: its NIC's (first) port."""
+        """Where flows to or from a server start and end: its (first) NIC's (first) port."""
         return f"{server}/{self.server_port(PLANES[0])}"
 
     def server_links(self, plane: str) -> list[tuple[str, str, str]]:
-        """(name, a, z) of the plane's links from each server to its leaf, in server order."""
-        port = self.server_port(plane)
-        return [
-            (
-                f"{server}.{port}",
-                f"{server}/{port}",
-                f"{self.switch(plane, 'leaf', n // self.servers_per_leaf)}/down{n % self.servers_per_leaf}",
-            )
-            for n, server in enumerate(self.servers)
-        ]
+        """(name, a, z) of the plane's links from each server's NICs to its leaf, in server order."""
+        links = []
+        for n, server in enumerate(self.servers):
+            leaf = self.switch(plane, "leaf", n // self.servers_per_leaf)
+            for nic in range(self.nics):
+                port = self.server_port(plane, nic)
+                down = (n % self.servers_per_leaf) * self.nics + nic
+                links.append((f"{server}.{port}", f"{server}/{port}", f"{leaf}/down{down}"))
+        return links
 
     def uplinks(self, plane: str) -> list[tuple[str, str, str]]:
         """(name, a, z) of the plane's links from each leaf to each spine, leaf by leaf."""
@@ -190,17 +199,20 @@ class _Expander:
         uplink_length = self.length(spec, "uplink_length", DEFAULT_UPLINK_LENGTH, path)
         site = {"site": spec["site"]} if "site" in spec else {}
 
-        ports = [fabric.server_port(plane) for plane in fabric.plane_names]
+        ports = [fabric.server_port(plane, nic) for nic in range(fabric.nics) for plane in fabric.plane_names]
         for server in fabric.servers:
             options = copy.deepcopy(spec.get("server_options", {}))
             if fabric.planes == 2:
-                options["nics"] = {NIC: list(ports)}
+                options["nics"] = {
+                    fabric.nic_name(nic): [fabric.server_port(plane, nic) for plane in fabric.plane_names]
+                    for nic in range(fabric.nics)
+                }
             server_spec = {"kind": spec.get("server_kind", DEFAULT_SERVER_KIND), **site, "ports": list(ports)}
             if options:
                 server_spec["options"] = options
             self.add_device(server, server_spec, Origin(path, _SERVER_KEYS))
         for plane in fabric.plane_names:
-            leaf_ports = [f"down{k}" for k in range(fabric.servers_per_leaf)] + [f"up{j}" for j in range(fabric.spines)]
+            leaf_ports = [f"down{k}" for k in range(fabric.leaf_downlinks)] + [f"up{j}" for j in range(fabric.spines)]
             for i in range(fabric.leaves):
                 leaf = self.switch_spec(spec, site, "leaf", leaf_ports)
                 self.add_device(fabric.switch(plane, "leaf", i), leaf, Origin(path, _SWITCH_KEYS))
@@ -218,7 +230,10 @@ class _Expander:
                 self.add_link(link, Origin(path, _UPLINK_KEYS))
 
     def shape(self, name: str, spec: dict[str, Any], path: KeyPath) -> Fabric:
-        fabric = Fabric(name, spec.get("planes", 1), spec["leaves"], spec["spines"], spec["servers_per_leaf"])
+        kind = spec.get("server_kind", DEFAULT_SERVER_KIND)
+        gpus = spec.get("server_options", {}).get("gpus", DEFAULT_GPUS) if kind == GPU_SERVER_KIND else 1
+        nics = gpus if isinstance(gpus, int) and gpus > 0 else 1  # a bad count is the resolver's to report
+        fabric = Fabric(name, spec.get("planes", 1), spec["leaves"], spec["spines"], spec["servers_per_leaf"], nics)
         if fabric.spines == 0 and fabric.leaves > 1:
             raise ExpansionError(
                 (*path, "spines"),
@@ -258,7 +273,7 @@ class _Expander:
         if fabric.spines == 0:
             return None
         oversubscription = Fraction(str(spec.get("oversubscription", 1)))  # str: 1.1 is 11/10, as written
-        rate = math.floor(server_rate * fabric.servers_per_leaf / (oversubscription * fabric.spines))
+        rate = math.floor(server_rate * fabric.leaf_downlinks / (oversubscription * fabric.spines))
         if rate < 1:
             raise ExpansionError(
                 (*path, "oversubscription"),

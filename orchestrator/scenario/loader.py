@@ -21,6 +21,7 @@ import yaml
 from jsonschema import Draft202012Validator
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
+from emulators.gpu_server.program import JobPlan
 from emulators.registry import DEVICE_KINDS, DeviceKind
 from emulators.topology import RAW, RDMA, RDMA_PRIORITY
 from orchestrator.scenario.fabric import RAW_FLOW_NEEDS_RATE, Expansion, ExpansionError, expand
@@ -37,6 +38,7 @@ from orchestrator.scenario.units import (
     parse_time_ps,
     shown,
 )
+from orchestrator.workload.job import JobError, build_job
 
 Quantity = TypeVar("Quantity", int, float)
 
@@ -204,6 +206,8 @@ def _owns_nics(kind: DeviceKind) -> bool:
     return "rdma" in kind.options_schema.get("properties", {})
 
 
+FLOW_KIND = "tester"  # flows are the tester's; GPU servers run a job's programs
+
 class _Resolver:
     """Turns a schema-valid, expanded document into model objects, checking what the schema cannot."""
 
@@ -255,7 +259,16 @@ class _Resolver:
             links=links,
             flows=self.flows(doc.get("flows", []), devices, links),
             faults=self.faults(doc.get("faults", []), links, duration_ps),
+            job=self.job(doc["job"], devices, sites) if "job" in doc else None,
         )
+
+    def job(self, spec: dict[str, Any], devices: tuple[DeviceSpec, ...], sites: list[str]) -> JobPlan:
+        """The training job's per-rank programs (orchestrator.workload), its times converted first."""
+        resolved = self.units(scenario_schema()["properties"]["job"], spec, ("job",))
+        try:
+            return build_job(resolved, devices, sites)
+        except JobError as e:
+            self.fail(("job", *e.path), e.problem)
 
     def devices(self, specs: Mapping[str, Any]) -> tuple[DeviceSpec, ...]:
         sites = self.document.get("sites")
@@ -269,6 +282,9 @@ class _Resolver:
             site = spec.get("site")
             if site is not None and sites is not None and site not in sites:
                 self.fail((*path, "site"), f"site {site!r} is not in sites; sites: {listing(sites)}")
+            if not spec["ports"] and kind.name != "gpu_server":
+                self.fail((*path, "ports"), f"has 0 entries; a {kind.name} needs at least 1 (only a GPU server "
+                                            "that talks only inside itself goes without)")
             options = self.options(kind, spec.get("options", {}), (*path, "options"))
             self.check_options(kind, options, tuple(spec["ports"]), (*path, "options"))
             devices.append(DeviceSpec(name, kind.name, site, tuple(spec["ports"]), options))
@@ -375,7 +391,7 @@ class _Resolver:
         self, spec: dict[str, Any], src: Endpoint, by_name: Mapping[str, DeviceSpec], linked: set[Endpoint],
         path: KeyPath,
     ) -> FlowSpec:
-        if by_name[src.device].kind != "tester":
+        if by_name[src.device].kind != FLOW_KIND:
             self.fail(
                 (*path, "src"),
                 f"device {src.device!r} is a {by_name[src.device].kind}, not a tester; flows are sent by testers",
@@ -412,12 +428,11 @@ class _Resolver:
         dst = self.endpoint(spec["dst"], by_name, (*path, "dst"))
         for end, key in ((src, "src"), (dst, "dst")):
             kind = DEVICE_KINDS[by_name[end.device].kind]
-            if not _owns_nics(kind):
-                with_nics = listing(sorted(k.name for k in DEVICE_KINDS.values() if _owns_nics(k)))
+            if kind.name != FLOW_KIND:
+                what = "runs a training job's programs" if _owns_nics(kind) else "has no RDMA NIC"
                 self.fail(
                     (*path, key),
-                    f"device {end.device!r} is a {kind.name}, which has no RDMA NIC; "
-                    f"rdma flows run between ports of: {with_nics}",
+                    f"device {end.device!r} is a {kind.name}, which {what}; rdma flows run between testers' NICs",
                 )
             if end not in linked:
                 self.fail((*path, key), f"port {end} is not connected by any link; both ends of an rdma flow must be")

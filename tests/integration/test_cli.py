@@ -18,7 +18,7 @@ def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
 
 
 def test_default_scenario_prints_the_wan_latency_and_writes_results(tmp_path):
-    done = run_cli("run", "scenarios/default.yaml", "--out", str(tmp_path))
+    done = run_cli("run", "scenarios/testers.yaml", "--out", str(tmp_path))
     assert done.returncode == 0, done.stderr
     # 300 km x 4.9 ns/m + 64 KiB at 400 Gb/s = 1.470 ms + 1.31 µs
     assert "1.471 ms" in done.stdout and "wan-a-to-b" in done.stdout
@@ -35,7 +35,7 @@ def test_default_scenario_prints_the_wan_latency_and_writes_results(tmp_path):
 def test_seed_flag_changes_only_the_random_outcome(tmp_path):
     runs = {}
     for seed in ("1", "5"):
-        done = run_cli("run", "scenarios/default.yaml", "--seed", seed, "--out", str(tmp_path / seed))
+        done = run_cli("run", "scenarios/testers.yaml", "--seed", seed, "--out", str(tmp_path / seed))
         assert done.returncode == 0, done.stderr
         runs[seed] = json.loads((tmp_path / seed / "results.json").read_text())
     assert runs["5"]["scenario"]["seed"] == 5
@@ -46,7 +46,7 @@ def test_seed_flag_changes_only_the_random_outcome(tmp_path):
 
 
 def test_validate_accepts_the_shipped_scenarios():
-    for name in ("default", "cross-traffic"):
+    for name in ("default", "testers", "cross-traffic"):
         done = run_cli("validate", f"scenarios/{name}.yaml")
         assert done.returncode == 0 and "ok" in done.stdout
 
@@ -72,9 +72,9 @@ def test_bad_scenarios_give_one_line_errors_without_traceback(tmp_path, text, wo
 def test_missing_file_and_bad_flags_are_clear(tmp_path):
     done = run_cli("validate", str(tmp_path / "nope.yaml"))
     assert done.returncode == 2 and "nope.yaml" in done.stderr and "Traceback" not in done.stderr
-    done = run_cli("run", "scenarios/default.yaml", "--partition", "rack")
+    done = run_cli("run", "scenarios/testers.yaml", "--partition", "rack")
     assert done.returncode == 2 and "invalid choice: 'rack'" in done.stderr
-    done = run_cli("run", "scenarios/default.yaml", "--seed", "-3")
+    done = run_cli("run", "scenarios/testers.yaml", "--seed", "-3")
     assert done.returncode == 2 and "seed must be >= 0" in done.stderr
 
 
@@ -89,7 +89,7 @@ def test_zero_latency_cut_is_refused_before_anything_starts(tmp_path):
 
 def test_output_piped_into_a_reader_that_stops_early_is_not_an_error(tmp_path):
     # `true` exits without reading, so every write of the summary meets a closed pipe
-    command = (f"{sys.executable} -m orchestrator.cli run scenarios/default.yaml --out {tmp_path} | true; "
+    command = (f"{sys.executable} -m orchestrator.cli run scenarios/testers.yaml --out {tmp_path} | true; "
                "echo exit=${PIPESTATUS[0]}")
     done = subprocess.run(["bash", "-c", command], capture_output=True, text=True, timeout=120)
     assert "exit=0" in done.stdout and "Traceback" not in done.stderr, done.stderr

@@ -35,7 +35,7 @@ def host():
 
 
 def _load_request(host: str = "tester-a", **overrides):
-    scenario = load_scenario("scenarios/default.yaml")
+    scenario = load_scenario("scenarios/testers.yaml")
     fields = {
         "run_id": "t", "host": host, "scenario_json": json.dumps(scenario_to_dict(scenario)),
         "assignment": {d.name: d.name for d in scenario.devices},

@@ -64,7 +64,7 @@ def test_lost_host_fails_the_run_quickly_naming_it_and_keeps_partial_results(tmp
     stderr_path = tmp_path / "stderr.log"
     with open(stderr_path, "w") as err:
         proc = subprocess.Popen(
-            [*TESTBED, "--log-level", "info", "run", "scenarios/default.yaml", "--partition", "device",
+            [*TESTBED, "--log-level", "info", "run", "scenarios/testers.yaml", "--partition", "device",
              "--backend", "process", "--out", str(tmp_path / "out")],
             stdout=subprocess.PIPE, stderr=err, text=True)
     try:

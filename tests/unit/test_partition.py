@@ -59,7 +59,7 @@ def test_unknown_partition_lists_the_choices():
 
 @pytest.mark.parametrize("partition", ["site", "device"])
 def test_default_scenario_is_identical_in_every_partition_in_process(partition):
-    scenario = load_scenario("scenarios/default.yaml")
+    scenario = load_scenario("scenarios/testers.yaml")
     from orchestrator.run import run_scenario
 
     single = run_scenario(scenario, "single")

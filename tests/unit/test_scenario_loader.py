@@ -408,7 +408,7 @@ RDMA_MALFORMED = [
     pytest.param(
         rdma_broken("dst: tb/p0, transport: rdma", "dst: sw/p0, transport: rdma"),
         "flows[0].dst",
-        "device 'sw' is a switch, which has no RDMA NIC; rdma flows run between ports of: tester",
+        "device 'sw' is a switch, which has no RDMA NIC; rdma flows run between testers' NICs",
         id="rdma-to-a-switch",
     ),
     pytest.param(

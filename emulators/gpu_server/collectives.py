@@ -1,0 +1,190 @@
+"""The collective library: one rank's part of a collective, decomposed into messages.
+
+- All members on one server: the scale-up mesh in closed form. A ring over g GPUs moves
+  ceil(S/g) bytes per step: all-reduce 2(g-1) steps, reduce-scatter and all-gather g-1, each step
+  one serialisation at the mesh's per-GPU bandwidth plus its latency; all-to-all sends g-1 pieces
+  back to back and pays the latency once. The members' scale-up egress is busy for that long.
+- Otherwise a ring in group order: step k sends piece k to the next member and waits for the
+  previous member's piece k before step k+1 (reduce-scatter n-1 steps, then all-gather n-1 for an
+  all-reduce). Each hop rides the scale-up mesh or the NICs, whichever joins the two GPUs.
+- ``hierarchical`` (every server holding the same number g > 1 of members): reduce-scatter inside
+  each server, a ring among the members at the same position on each server over S/g, then
+  all-gather inside each server.
+- All-to-all: every member sends S/n to every other member at once.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+from emulators.gpu_server.program import (
+    ALL_GATHER,
+    ALL_REDUCE,
+    ALL_TO_ALL,
+    HIERARCHICAL,
+    REDUCE_SCATTER,
+    Op,
+)
+from emulators.kernel.vtime import serialization_ps
+
+if TYPE_CHECKING:
+    from emulators.gpu_server.device import GpuServer, Rank
+
+Done = Callable[[], None]
+
+
+def ring_steps(collective: str, members: int) -> int:
+    return 2 * (members - 1) if collective == ALL_REDUCE else members - 1
+
+
+def mesh_time_ps(collective: str, nbytes: int, members: int, bandwidth_bps: int, latency_ps: int) -> int:
+    """A collective of buffer ``nbytes`` among ``members`` GPUs of one server's scale-up mesh."""
+    step = serialization_ps(-(-nbytes // members), bandwidth_bps)
+    if collective == ALL_TO_ALL:
+        return (members - 1) * step + latency_ps
+    return ring_steps(collective, members) * (step + latency_ps)
+
+
+def bytes_sent(collective: str, nbytes: int, members: int) -> int:
+    """What one member sends in a collective of buffer ``nbytes`` (ring pieces of ceil(S/n))."""
+    piece = -(-nbytes // members)
+    return (members - 1) * piece if collective == ALL_TO_ALL else ring_steps(collective, members) * piece
+
+
+class CollectiveRun:
+    """One rank's part of one collective op."""
+
+    def __init__(self, server: GpuServer, rank: Rank, op: Op, members: tuple[int, ...], done: Done) -> None:
+        self.server = server
+        self.rank = rank
+        self.op = op
+        self.members = members
+        self.done = done
+        self.epoch = rank.epoch
+        self.outstanding = 0  # messages sent and not yet delivered/acknowledged
+        self.phases_left = 0
+        self.finished = False
+
+    def start(self) -> None:
+        server, op, members = self.server, self.op, self.members
+        assert server.plan is not None
+        plan = server.plan
+        me = self.rank.rank
+        if len(members) == 1:
+            self.done()
+            return
+        local = [m for m in members if plan.ranks[m].device == server.name]
+        if len(local) == len(members):
+            self.phases_left = 1
+            self.mesh(op.collective, op.nbytes, local, 0)
+            return
+        if op.collective == ALL_TO_ALL:
+            self.all_to_all()
+            return
+        servers: dict[str, list[int]] = {}
+        for m in members:
+            servers.setdefault(plan.ranks[m].device, []).append(m)
+        sizes = {len(v) for v in servers.values()}
+        g = len(local)
+        if plan.algorithm == HIERARCHICAL and sizes == {g} and g > 1:
+            position = local.index(me)
+            across = [on_server[position] for on_server in servers.values()]
+            piece = -(-op.nbytes // g)
+            if op.collective == ALL_REDUCE:
+                self.phases_left = 3
+                self.mesh(REDUCE_SCATTER, op.nbytes, local, 0,
+                          then=lambda: self.ring(ALL_REDUCE, piece, across,
+                                                 then=lambda: self.mesh(ALL_GATHER, op.nbytes, local, 2)))
+            elif op.collective == REDUCE_SCATTER:
+                self.phases_left = 2
+                self.mesh(REDUCE_SCATTER, op.nbytes, local, 0, then=lambda: self.ring(REDUCE_SCATTER, piece, across))
+            else:
+                self.phases_left = 2
+                self.ring(ALL_GATHER, piece, across, then=lambda: self.mesh(ALL_GATHER, op.nbytes, local, 2))
+            return
+        self.phases_left = 1
+        self.ring(op.collective, op.nbytes, list(members))
+
+    # -- phases -----------------------------------------------------------------------------------
+    def mesh(self, collective: str, nbytes: int, local: list[int], phase: int, then: Done | None = None) -> None:
+        """A collective among ``local`` GPUs of this server in closed form, once all of them joined."""
+        server = self.server
+        key = (self.rank.serial, self.op.cid, phase)
+        joined = server.joins.setdefault(key, [])
+        joined.append((self.rank.rank, self.phase_done(then)))
+        if len(joined) < len(local):
+            return
+        del server.joins[key]
+        gpus = [server.ranks[r].gpu for r, _ in joined]
+        start = max(server.now, *(server.egress_free[g] for g in gpus))
+        end = start + mesh_time_ps(collective, nbytes, len(local), server.scale_up_bps, server.scale_up_latency_ps)
+        sent = bytes_sent(collective, nbytes, len(local))
+        for gpu in gpus:
+            server.egress_free[gpu] = end
+        for r, _ in joined:
+            server.account(server.ranks[r], self.op.dim, "scale_up", sent)
+        for _, done in joined:
+            server.at(end, call, done)
+
+    def ring(self, collective: str, nbytes: int, ring: list[int], then: Done | None = None) -> None:
+        n = len(ring)
+        position = ring.index(self.rank.rank)
+        after, before = ring[(position + 1) % n], ring[position - 1]
+        piece = -(-nbytes // n)
+        steps = ring_steps(collective, n)
+        finish = self.phase_done(then)
+        server, rank, cid = self.server, self.rank, self.op.cid
+
+        def step(k: int) -> None:
+            if k == steps:
+                finish()
+                return
+            self.send(after, piece, server.message(rank, cid=cid, step=k))
+            server.receive(rank, piece, server.message(rank, src=before, cid=cid, step=k), lambda: step(k + 1))
+
+        step(0)
+
+    def all_to_all(self) -> None:
+        members = self.members
+        server, rank, cid = self.server, self.rank, self.op.cid
+        piece = -(-self.op.nbytes // len(members))
+        me = members.index(rank.rank)
+        self.phases_left = len(members) - 1  # one per incoming piece
+        arrived = self.phase_done(None)
+        for index, member in enumerate(members):
+            if member != rank.rank:
+                self.send(member, piece, server.message(rank, cid=cid, step=index))
+                server.receive(rank, piece, server.message(rank, src=member, cid=cid, step=me), arrived)
+
+    # -- completion -------------------------------------------------------------------------------
+    def send(self, peer: int, nbytes: int, uid: int) -> None:
+        self.outstanding += 1
+        self.server.transfer(self.rank, peer, nbytes, uid, self.op.dim, self.sent)
+
+    def sent(self) -> None:
+        self.outstanding -= 1
+        self.check()
+
+    def phase_done(self, then: Done | None) -> Done:
+        epoch = self.epoch
+
+        def finish() -> None:
+            if self.rank.epoch != epoch:
+                return
+            self.phases_left -= 1
+            if then is not None:
+                then()
+            self.check()
+
+        return finish
+
+    def check(self) -> None:
+        if not self.finished and self.phases_left == 0 and self.outstanding == 0:
+            self.finished = True
+            self.done()
+
+
+def call(done: Done) -> None:
+    """An event handler that runs a continuation."""
+    done()

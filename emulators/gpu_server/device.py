@@ -1,0 +1,488 @@
+"""A GPU server: G GPUs that run a training job's per-rank programs, an internal scale-up mesh, and
+one RDMA NIC per GPU (dual-plane when the ``nics`` option bonds two ports).
+
+Each rank runs its program (see :mod:`emulators.gpu_server.program`) one iteration at a time on
+CUDA-like streams. Compute takes flops / (peak x MFU). Messages between GPUs of this server cross the
+scale-up mesh in closed form (each GPU's egress serialises what it sends at the mesh's per-GPU
+bandwidth, plus its latency); messages to other servers are RDMA messages on the GPUs' NICs, one
+queue pair per message, frame by frame through the emulated network. Collectives are decomposed
+into those messages (:mod:`emulators.gpu_server.collectives`).
+
+The job's control plane (failure detection, checkpoints, restart) runs over the testbed's bus: every
+GPU server keeps the same replica of the job's state, updated only by bus messages, so every host
+sees the same interruption at the same virtual time.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from emulators.gpu_server.collectives import CollectiveRun, call
+from emulators.gpu_server.gpus import TERA, compute_ps, hardware_of
+from emulators.gpu_server.program import (
+    COLLECTIVE,
+    COMPUTE,
+    DIMENSIONS,
+    MAX_SERIALS,
+    RECV,
+    SEND,
+    JobPlan,
+    Op,
+    message_id,
+)
+from emulators.kernel.device import Device
+from emulators.kernel.engine import Engine
+from emulators.kernel.frame import PFC, Frame, honour_pfc
+from emulators.kernel.port import Port
+from emulators.kernel.vtime import serialization_ps
+from emulators.rdma.host import build_nics
+from emulators.rdma.nic import RdmaNic
+from emulators.rdma.qp import QueuePair
+from emulators.rdma.receiver import FlowReceiver
+from emulators.topology import RDMA, RDMA_PRIORITY, Endpoint, FlowSpec
+
+if TYPE_CHECKING:
+    from emulators.context import ScenarioContext
+
+SCALE_UP, FABRIC, WAN = "scale_up", "fabric", "wan"  # link classes traffic is accounted to
+LINK_CLASSES = (SCALE_UP, FABRIC, WAN)
+COMM_KINDS = (SEND, COLLECTIVE)  # what counts as communication time (a recv only waits)
+
+Done = Callable[[], None]
+
+
+class Rank:
+    """One GPU's share of the job: its program, where it is in it, and what it measured."""
+
+    def __init__(self, rank: int, gpu: int, program: tuple[Op, ...], nic: RdmaNic | None) -> None:
+        self.rank = rank
+        self.gpu = gpu
+        self.program = program
+        self.nic = nic
+        self.dependents: list[list[int]] = [[] for _ in program]
+        for index, op in enumerate(program):
+            for dep in op.deps:
+                self.dependents[dep].append(index)
+        self.stream_order: dict[str, list[int]] = {}
+        for index, op in enumerate(program):
+            self.stream_order.setdefault(op.stream, []).append(index)
+        # where the rank is
+        self.epoch = 0  # bumped on abort: callbacks of an older epoch do nothing
+        self.iteration = 0
+        self.serial = 0
+        self.running = False
+        self.pending: list[int] = []
+        self.queues: dict[str, deque[int]] = {}
+        self.busy: set[str] = set()
+        self.finished_ops = 0
+        self.started_ps = 0
+        self.op_start: list[int] = [0] * len(program)
+        # activity: compute and communication in progress, and the time each was busy
+        self.computing = 0
+        self.communicating = 0
+        self.since = 0
+        self.compute_ps = 0
+        self.comm_ps = 0
+        self.exposed_ps = 0  # communicating while not computing
+        self.iterations: list[list[int]] = []  # [iteration, attempt, start_ps, end_ps]
+        self.timeline: list[list[Any]] = []  # [label, kind, dim, start_ps, end_ps] of one iteration
+
+
+class GpuServer(Device):
+    kind = "gpu_server"
+
+    def __init__(self, name: str, device_id: int, engine: Engine, seed: int,
+                 options: dict[str, Any] | None = None) -> None:
+        super().__init__(name, device_id, engine, seed, options)
+        self.gpus = int(self.options.get("gpus", 8))
+        self.peak_flops_per_s, self.mfu, self.scale_up_bps, self.scale_up_latency_ps = hardware_of(self.options)
+        self.nics: list[RdmaNic] = []
+        self.nic_of: dict[str, RdmaNic] = {}
+        self.plan: JobPlan | None = None
+        self.ranks: dict[int, Rank] = {}
+        self.egress_free: list[int] = [0] * self.gpus  # each GPU's scale-up egress is busy until
+        self.sending: dict[int, tuple[RdmaNic, Done]] = {}  # message id -> its NIC and what to do when acked
+        self.waiting: dict[int, tuple[int, RdmaNic | None, Done]] = {}  # message id -> (bytes, NIC, done)
+        self.arrived_locally: set[int] = set()  # scale-up messages that came before their receive
+        self.joins: dict[tuple[int, int, int], list[tuple[int, Done]]] = {}  # local parts of collectives
+        self.bytes = {dim: dict.fromkeys(LINK_CLASSES, 0) for dim in DIMENSIONS}  # the whole run
+        self.iteration_bytes = {dim: dict.fromkeys(LINK_CLASSES, 0) for dim in DIMENSIONS}  # the timeline's
+        self.bus_seq = 0
+        self.counters.update(gpu_compute_ps=0, iterations_done=0, messages_sent=0, job_interruptions=0)
+        # the job's replica of its control-plane state
+        self.attempt = 0
+        self.aborted = False  # between an abort and the restart (or for good, without restart)
+        self.saved: dict[int, tuple[int, int]] = {}  # rank -> (last checkpointed iteration, when)
+        self.checkpoints: list[dict[str, int]] = []
+        self.interruptions: list[dict[str, Any]] = []
+
+    # -- set-up -----------------------------------------------------------------------------------
+    def configure(self, context: ScenarioContext) -> None:
+        self.context = context
+        self.nics = build_nics(self, self.name, self.options, self.ports, context)
+        self.nic_of = {port.name: nic for nic in self.nics for port in nic.ports}
+        plan = context.scenario.job
+        if plan is None:
+            return
+        self.plan = plan
+        self.saved = {rank: (-1, plan.start_ps) for rank in range(len(plan.ranks))}
+        self.site_of = {d.name: d.site for d in context.scenario.devices}
+        self.nic_ports_of: dict[str, list[list[str]]] = {}  # server -> per GPU, its NIC's ports
+        self.paths: dict[tuple[int, int], tuple[list[int], int, int, frozenset[int]]] = {}
+        for rank in plan.ranks_on(self.name):
+            gpu = plan.ranks[rank].gpu
+            nic = self.nics[gpu] if gpu < len(self.nics) else None
+            self.ranks[rank] = Rank(rank, gpu, plan.programs[rank], nic)
+
+    def start(self) -> None:
+        if self.plan is not None:
+            for rank in self.ranks.values():
+                self.at(self.plan.start_ps, self._begin_iteration, (rank, rank.epoch))
+
+    # -- iterations -------------------------------------------------------------------------------
+    def _begin_iteration(self, rank_epoch: tuple[Rank, int]) -> None:
+        rank, epoch = rank_epoch
+        if epoch != rank.epoch:
+            return
+        assert self.plan is not None
+        rank.running = True
+        rank.serial = (self.attempt * self.plan.iterations + rank.iteration) % MAX_SERIALS
+        rank.pending = [len(op.deps) for op in rank.program]
+        rank.queues = {stream: deque(ops) for stream, ops in rank.stream_order.items()}
+        rank.busy = set()
+        rank.finished_ops = 0
+        rank.started_ps = self.now
+        if rank.iteration == self._timeline_iteration():
+            rank.timeline = []  # the latest attempt at it is the one shown
+        for stream in rank.queues:
+            self._try_start(rank, stream)
+
+    def _try_start(self, rank: Rank, stream: str) -> None:
+        if stream in rank.busy:
+            return
+        queue = rank.queues[stream]
+        if not queue or rank.pending[queue[0]]:
+            return
+        index = queue.popleft()
+        rank.busy.add(stream)
+        self._start_op(rank, index)
+
+    def _start_op(self, rank: Rank, index: int) -> None:
+        op = rank.program[index]
+        rank.op_start[index] = self.now
+        epoch = rank.epoch
+
+        def done() -> None:
+            if rank.epoch == epoch:
+                self._finish_op(rank, index)
+
+        kind = op.kind
+        if kind == COMPUTE:
+            self._activity(rank, compute=1)
+            duration = compute_ps(op.flops, self.peak_flops_per_s, self.mfu)
+            self.counters["gpu_compute_ps"] += duration
+            self.at(self.now + duration, call, done)
+        elif kind == SEND:
+            self._activity(rank, comm=1)
+            self.transfer(rank, op.peer, op.nbytes, self.message(rank, tag=op.tag), op.dim, done)
+        elif kind == RECV:
+            self.receive(rank, op.nbytes, self.message(rank, src=op.peer, tag=op.tag), done)
+        else:
+            assert self.plan is not None
+            self._activity(rank, comm=1)
+            CollectiveRun(self, rank, op, self.plan.groups[op.group], done).start()
+
+    def _finish_op(self, rank: Rank, index: int) -> None:
+        op = rank.program[index]
+        if op.kind == COMPUTE:
+            self._activity(rank, compute=-1)
+        elif op.kind in COMM_KINDS:
+            self._activity(rank, comm=-1)
+        if rank.iteration == self._timeline_iteration():
+            rank.timeline.append([op.label or op.kind, op.kind, op.dim, rank.op_start[index], self.now])
+        rank.busy.discard(op.stream)
+        rank.finished_ops += 1
+        pending = rank.pending
+        program = rank.program
+        for dependent in rank.dependents[index]:
+            pending[dependent] -= 1
+            if not pending[dependent]:
+                self._try_start(rank, program[dependent].stream)
+        self._try_start(rank, op.stream)
+        if rank.finished_ops == len(program):
+            self._end_iteration(rank)
+
+    def _timeline_iteration(self) -> int:
+        assert self.plan is not None
+        return min(1, self.plan.iterations - 1)
+
+    def _end_iteration(self, rank: Rank) -> None:
+        assert self.plan is not None
+        plan = self.plan
+        rank.running = False
+        rank.iterations.append([rank.iteration, self.attempt, rank.started_ps, self.now])
+        self.counters["iterations_done"] += 1
+        finished = rank.iteration
+        rank.iteration += 1
+        if plan.checkpoint_every and (finished + 1) % plan.checkpoint_every == 0:
+            self.at(self.now + plan.checkpoint_save_ps, self._saved, (rank, rank.epoch, finished))
+        elif rank.iteration < plan.iterations:
+            self._begin_iteration((rank, rank.epoch))
+
+    def _saved(self, args: tuple[Rank, int, int]) -> None:
+        rank, epoch, iteration = args
+        if epoch != rank.epoch:
+            return
+        assert self.plan is not None
+        self.post({"type": "checkpoint", "rank": rank.rank, "iteration": iteration, "attempt": self.attempt,
+                   "at_ps": self.now})
+        if rank.iteration < self.plan.iterations:
+            self._begin_iteration((rank, rank.epoch))
+
+    def _activity(self, rank: Rank, compute: int = 0, comm: int = 0) -> None:
+        """Account the time since the last change to what was going on, then apply the change."""
+        elapsed = self.now - rank.since
+        if elapsed:
+            if rank.computing:
+                rank.compute_ps += elapsed
+            if rank.communicating:
+                rank.comm_ps += elapsed
+                if not rank.computing:
+                    rank.exposed_ps += elapsed
+        rank.since = self.now
+        rank.computing += compute
+        rank.communicating += comm
+
+    # -- messages ---------------------------------------------------------------------------------
+    def message(self, rank: Rank, *, src: int = -1, tag: int = -1, cid: int = -1, step: int = 0) -> int:
+        """The id of a message of ``rank``'s current iteration sent by ``src`` (default: the rank)."""
+        return message_id(rank.serial, rank.rank if src < 0 else src, tag=tag, cid=cid, step=step)
+
+    def link_class(self, peer: int) -> str:
+        assert self.plan is not None
+        device = self.plan.ranks[peer].device
+        if device == self.name:
+            return SCALE_UP
+        return FABRIC if self.site_of[device] == self.site_of[self.name] else WAN
+
+    def account(self, rank: Rank, dim: str, link_class: str, nbytes: int) -> None:
+        """Count bytes ``rank`` sends: over the run, and in the iteration whose timeline is kept."""
+        self.bytes[dim][link_class] += nbytes
+        if rank.iteration == self._timeline_iteration():
+            self.iteration_bytes[dim][link_class] += nbytes
+
+    def transfer(self, rank: Rank, peer: int, nbytes: int, uid: int, dim: str, done: Done) -> None:
+        """Send ``nbytes`` from ``rank`` to rank ``peer``; ``done`` once the data is there (scale-up)
+        or acknowledged (RDMA)."""
+        assert self.plan is not None
+        link_class = self.link_class(peer)
+        self.account(rank, dim, link_class, nbytes)
+        self.counters["messages_sent"] += 1
+        if link_class == SCALE_UP:
+            start = max(self.now, self.egress_free[rank.gpu])
+            end = start + serialization_ps(nbytes, self.scale_up_bps)
+            self.egress_free[rank.gpu] = end
+            self.at(end + self.scale_up_latency_ps, self._arrive_locally, (uid, rank.epoch, peer, done))
+            return
+        nic = rank.nic
+        if nic is None:
+            raise RuntimeError(f"{self.name}: GPU {rank.gpu} has no NIC, and rank {rank.rank} sends to "
+                               f"rank {peer} on {self.plan.ranks[peer].device}")
+        remote, hops, rtt, crossed = self._path(rank.gpu, peer)
+        spec = FlowSpec(f"m{uid:x}", Endpoint(self.name, nic.ports[0].name), Endpoint(self.plan.ranks[peer].device, ""),
+                        0, 0, self.now, 0, RDMA_PRIORITY, RDMA, max(1, nbytes))
+        entropy = (uid * 0x9E3779B97F4A7C15 + self.seed) >> 17
+        qp = nic.open_qp(uid, spec, remote, self.seed, hops, rtt, crossed, entropy=entropy)
+        self.sending[uid] = (nic, done)
+        nic.send_now(qp)
+
+    def _arrive_locally(self, args: tuple[int, int, int, Done]) -> None:
+        uid, epoch, peer, done = args
+        target = self.ranks[peer]
+        if target.epoch != epoch:
+            return
+        done()
+        waiting = self.waiting.pop(uid, None)
+        if waiting is not None:
+            waiting[2]()
+        else:
+            self.arrived_locally.add(uid)
+
+    def receive(self, rank: Rank, nbytes: int, uid: int, done: Done) -> None:
+        """``done`` once message ``uid`` of ``nbytes`` has arrived at ``rank`` (now, if it already has)."""
+        if uid in self.arrived_locally:
+            self.arrived_locally.discard(uid)
+            done()
+            return
+        nic = rank.nic
+        size = max(1, nbytes)
+        if nic is not None:
+            receiver = nic.receivers.get(uid)
+            if receiver is not None and receiver.payload_bytes >= size:
+                nic.finish_flow(uid)
+                done()
+                return
+        self.waiting[uid] = (size, nic, done)
+
+    def _path(self, gpu: int, peer: int) -> tuple[list[int], int, int, frozenset[int]]:
+        """The far NIC's port addresses, hops, round trip and devices crossed from our GPU ``gpu``'s
+        NIC to rank ``peer``'s (computed once per pair from the topology)."""
+        assert self.plan is not None
+        place = self.plan.ranks[peer]
+        key = (gpu, peer)
+        found = self.paths.get(key)
+        if found is None:
+            context = self.context
+            far = context.scenario.device(place.device)
+            far_ports = self._nic_ports(far.name, far.options, list(far.ports))[place.gpu]
+            near = self.nics[gpu].ports[0].name
+            links = context.path_links(Endpoint(self.name, near), Endpoint(far.name, far_ports[0]))
+            hops, rtt = context.path_delay(links)
+            crossed = frozenset(context.ids[d] for link in links for d in (link.a.device, link.z.device))
+            found = ([context.address(far.name, p) for p in far_ports], hops, rtt, crossed)
+            self.paths[key] = found
+        return found
+
+    def _nic_ports(self, name: str, options: dict[str, Any], ports: list[str]) -> list[list[str]]:
+        from emulators.rdma.host import nic_groups
+
+        found = self.nic_ports_of.get(name)
+        if found is None:
+            found = self.nic_ports_of[name] = [members for _, members in nic_groups(options, ports)]
+        return found
+
+    # -- NIC hooks --------------------------------------------------------------------------------
+    def on_qp_complete(self, qp: QueuePair) -> None:
+        nic, done = self.sending.pop(qp.flow)
+        nic.retire(qp)
+        done()
+
+    def on_qp_error(self, qp: QueuePair) -> None:
+        entry = self.sending.pop(qp.flow, None)
+        if entry is not None:
+            entry[0].retire(qp)
+        if self.aborted or self.plan is None:
+            return
+        reason = qp.error["reason"] if qp.error else "error"
+        self.post({"type": "abort", "attempt": self.attempt, "at_ps": self.now, "device": self.name,
+                   "cause": f"qp error on {qp.nic.name}: {reason}"})
+
+    def on_delivered(self, receiver: FlowReceiver) -> None:
+        waiting = self.waiting.get(receiver.flow)
+        if waiting is not None and receiver.payload_bytes >= waiting[0]:
+            del self.waiting[receiver.flow]
+            if waiting[1] is not None:
+                waiting[1].finish_flow(receiver.flow)
+            waiting[2]()
+
+    def on_frame(self, port: Port, frame: Frame) -> None:
+        if frame.kind == PFC:
+            honour_pfc(port, frame)
+            return
+        self.nic_of[port.name].on_frame(port, frame)
+
+    def on_port_idle(self, port: Port) -> None:
+        self.nic_of[port.name].pump(port)
+
+    def on_link_change(self, port: Port) -> None:
+        if port.link is not None and not port.link.up:
+            port.paused = 0
+        self.nic_of[port.name].on_link_change(port)
+
+    def on_frame_dropped(self, port: Port, frame: Frame) -> None:
+        self.nic_of[port.name].on_frame_dropped(frame)
+
+    # -- the job's control plane ------------------------------------------------------------------
+    def post(self, payload: dict[str, Any]) -> None:
+        """Tell every GPU server (this one too), ``detect`` from now."""
+        assert self.plan is not None
+        self.bus_seq += 1
+        self.context.post(self.now + self.plan.detect_ps, (self.id << 32) | self.bus_seq, payload)
+
+    def on_bus(self, payload: dict[str, Any]) -> None:
+        if self.plan is None:
+            return
+        if payload["type"] == "checkpoint":
+            self._checkpointed(payload)
+        elif payload["type"] == "abort" and payload["attempt"] == self.attempt and not self.aborted:
+            self._abort(payload)
+
+    def _checkpointed(self, payload: dict[str, Any]) -> None:
+        iteration = payload["iteration"]
+        self.saved[payload["rank"]] = (iteration, payload["at_ps"])
+        if all(saved == iteration for saved, _ in self.saved.values()):
+            self.checkpoints.append({"iteration": iteration, "end_ps": max(at for _, at in self.saved.values())})
+
+    def _abort(self, payload: dict[str, Any]) -> None:
+        """Every rank stops where it is; with restart on, the job resumes after the restart time from
+        the last checkpoint every rank had saved before the failure was known."""
+        assert self.plan is not None
+        plan = self.plan
+        self.aborted = True
+        self.counters["job_interruptions"] += 1
+        restart_iteration = min(saved for saved, _ in self.saved.values()) + 1
+        if restart_iteration <= self._timeline_iteration():  # it will run again: count it afresh
+            self.iteration_bytes = {dim: dict.fromkeys(LINK_CLASSES, 0) for dim in DIMENSIONS}
+        checkpoint_ps = max(at for saved, at in self.saved.values())
+        resumed = self.now + plan.restart_ps if plan.restart else None
+        self.interruptions.append({
+            "at_ps": payload["at_ps"], "device": payload["device"], "cause": payload["cause"],
+            "aborted_ps": self.now, "resumed_ps": resumed, "restart_iteration": restart_iteration,
+            "lost_ps": (resumed - checkpoint_ps) if resumed is not None else None,
+        })
+        for rank in self.ranks.values():
+            self._activity(rank)
+            rank.epoch += 1
+            rank.running = False
+            rank.computing = rank.communicating = 0
+            rank.iteration = restart_iteration
+        for uid, (nic, _) in list(self.sending.items()):
+            for qp in nic.qps:
+                if qp.flow == uid:
+                    nic.retire(qp)
+                    break
+        self.sending.clear()
+        self.waiting.clear()
+        self.arrived_locally.clear()
+        self.joins.clear()
+        for nic in self.nics:
+            for flow in list(nic.receivers):
+                nic.finish_flow(flow)
+        back = resumed if resumed is not None else self.now  # when the job is back at its checkpoint
+        self.saved = {rank: (restart_iteration - 1, back) for rank in self.saved}
+        if resumed is not None:
+            self.at(resumed, self._restart, None)
+
+    def _restart(self, _: Any) -> None:
+        self.attempt += 1
+        self.aborted = False
+        self.egress_free = [max(t, self.now) for t in self.egress_free]
+        for rank in self.ranks.values():
+            rank.since = self.now
+            self._begin_iteration((rank, rank.epoch))
+
+    # -- results ----------------------------------------------------------------------------------
+    def results(self) -> dict[str, Any]:
+        out = super().results()
+        if self.plan is None or not self.ranks:
+            return out
+        for rank in self.ranks.values():
+            self._activity(rank)
+        out["job"] = {
+            "ranks": {
+                str(r.rank): {
+                    "gpu": r.gpu, "iterations": r.iterations, "compute_ps": r.compute_ps, "comm_ps": r.comm_ps,
+                    "exposed_ps": r.exposed_ps, "timeline": r.timeline,
+                }
+                for r in self.ranks.values()
+            },
+            "bytes": self.bytes,
+            "iteration_bytes": self.iteration_bytes,
+            "peak_tflops": self.peak_flops_per_s / TERA, "mfu": self.mfu,
+            "checkpoints": self.checkpoints,
+            "interruptions": self.interruptions,
+            "stopped": self.aborted and not self.plan.restart,
+        }
+        return out

@@ -1,0 +1,126 @@
+"""Per-rank programs: what a training job asks of each GPU, one iteration at a time.
+
+The orchestrator's workload generator (orchestrator.workload) writes a :class:`JobPlan`; GPU servers
+run it. A program is a list of :class:`Op`; an op's id is its index. Ops on one stream run in program
+order, one at a time (a CUDA stream); an op starts when it is at the head of its stream and every op
+in ``deps`` has finished. So communication on its own stream overlaps computation wherever the
+dependencies allow, and nowhere else.
+
+Sizes: ``nbytes`` of a send/recv is the message; of a collective it is the whole buffer S (the input
+of an all-reduce or reduce-scatter, the output of an all-gather, everything one rank sends in an
+all-to-all, its own share included).
+
+Messages that cross a NIC carry an id (the RDMA flow) that both ends compute alike
+(:func:`message_id`): the run-wide iteration serial, the sending rank, then the p2p tag or the
+collective's id and step.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+COMPUTE, SEND, RECV, COLLECTIVE = "compute", "send", "recv", "collective"
+OP_KINDS = (COMPUTE, SEND, RECV, COLLECTIVE)
+ALL_REDUCE, REDUCE_SCATTER, ALL_GATHER, ALL_TO_ALL = "all-reduce", "reduce-scatter", "all-gather", "all-to-all"
+COLLECTIVES = (ALL_REDUCE, REDUCE_SCATTER, ALL_GATHER, ALL_TO_ALL)
+TP, PP, DP, EP = "tp", "pp", "dp", "ep"
+DIMENSIONS = (TP, PP, DP, EP)
+RING, HIERARCHICAL = "ring", "hierarchical"
+ALGORITHMS = (RING, HIERARCHICAL)
+
+# message ids: serial (16 bits) | sending rank (16) | kind (1) | p2p tag (30) or collective id (18) + step (12)
+SERIAL_BITS, RANK_BITS, CID_BITS, STEP_BITS, TAG_BITS = 16, 16, 18, 12, 30
+MAX_RANKS = 1 << RANK_BITS
+MAX_COLLECTIVES = 1 << CID_BITS  # per iteration, job-wide
+MAX_STEPS = 1 << STEP_BITS
+MAX_TAGS = 1 << TAG_BITS  # p2p sends per sending rank per iteration
+MAX_SERIALS = 1 << SERIAL_BITS
+
+
+@dataclass(frozen=True)
+class Op:
+    kind: str  # compute | send | recv | collective
+    stream: str  # ops on one stream run in order, one at a time
+    deps: tuple[int, ...] = ()  # ids (indices) of earlier ops of this program
+    flops: int = 0  # compute: floating-point operations
+    nbytes: int = 0  # send/recv: the message; collective: the buffer S
+    peer: int = -1  # send/recv: the other rank
+    tag: int = 0  # send/recv: equal on both ends, unique per sending rank in an iteration
+    collective: str = ""  # all-reduce | reduce-scatter | all-gather | all-to-all
+    group: int = -1  # collective: index into JobPlan.groups
+    cid: int = -1  # collective: the instance's id, equal on every member, unique in the iteration
+    dim: str = ""  # tp | pp | dp | ep: what the traffic is accounted to
+    label: str = ""  # shown on timelines, e.g. "F3" (forward of micro-batch 3), "B3", "dp-ar"
+
+
+@dataclass(frozen=True)
+class RankPlace:
+    device: str  # the GPU server
+    gpu: int  # GPU index on it (its NIC is the server's NIC of that index)
+
+
+@dataclass(frozen=True)
+class JobPlan:
+    """Everything a GPU server needs to run its ranks, identical on every host."""
+
+    model: str
+    parallel: dict[str, int]  # tp, pp, dp, ep
+    ranks: tuple[RankPlace, ...]  # rank -> where it runs
+    groups: tuple[tuple[int, ...], ...]  # collective groups: member ranks in ring order
+    programs: tuple[tuple[Op, ...], ...]  # per rank: one iteration
+    iterations: int
+    tokens_per_iteration: int
+    flops_per_iteration: int  # the whole job's, forward and backward
+    start_ps: int = 0
+    algorithm: str = RING  # inter-server collectives: ring, or hierarchical (intra-server, then across)
+    checkpoint_every: int = 0  # iterations between checkpoints; 0: none
+    checkpoint_save_ps: int = 0  # each rank's save blocks its streams this long
+    restart: bool = True  # after an interruption, restart from the last checkpoint (else stop)
+    restart_ps: int = 0  # from the abort to the first iteration of the restarted job
+    detect_ps: int = 0  # from a failure to every rank aborting (the job's control plane)
+    info: dict[str, Any] = field(default_factory=dict)  # what the generator derived (for results)
+
+    def to_dict(self) -> dict[str, Any]:
+        out = asdict(self)
+        out["programs"] = [[_op_row(op) for op in program] for program in self.programs]
+        return out
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> JobPlan:
+        return cls(
+            **{k: v for k, v in d.items() if k not in ("ranks", "groups", "programs")},
+            ranks=tuple(RankPlace(**r) for r in d["ranks"]),
+            groups=tuple(tuple(g) for g in d["groups"]),
+            programs=tuple(tuple(_op_from_row(row) for row in program) for program in d["programs"]),
+        )
+
+    def ranks_on(self, device: str) -> list[int]:
+        return [r for r, place in enumerate(self.ranks) if place.device == device]
+
+
+_OP_FIELDS = tuple(Op.__dataclass_fields__)
+_OP_DEFAULTS = Op(COMPUTE, "")
+
+
+def _op_row(op: Op) -> dict[str, Any]:
+    """An op as a mapping of its non-default fields (programs are long: keep them compact)."""
+    row = {}
+    for name in _OP_FIELDS:
+        value = getattr(op, name)
+        if name in ("kind", "stream") or value != getattr(_OP_DEFAULTS, name):
+            row[name] = list(value) if isinstance(value, tuple) else value
+    return row
+
+
+def _op_from_row(row: dict[str, Any]) -> Op:
+    fields: dict[str, Any] = {k: tuple(v) if k == "deps" else v for k, v in row.items()}
+    return Op(**fields)
+
+
+def message_id(serial: int, src_rank: int, *, tag: int = -1, cid: int = -1, step: int = 0) -> int:
+    """The RDMA flow id of one message: a p2p send (``tag``) or one step of a collective (``cid``)."""
+    head = (serial << (RANK_BITS + 1 + TAG_BITS)) | (src_rank << (1 + TAG_BITS))
+    if cid >= 0:
+        return head | (1 << TAG_BITS) | (cid << STEP_BITS) | step
+    return head | tag

@@ -1,0 +1,38 @@
+"""The NICs of a device that owns ports: one RDMA NIC per port, or per group of ports the ``nics``
+option bonds (dual plane), in a fixed order: the groups as written, then the other ports."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from emulators.rdma.nic import NicOwner, RdmaNic
+from emulators.rdma.settings import NicSettings
+
+if TYPE_CHECKING:
+    from emulators.context import ScenarioContext
+    from emulators.kernel.port import Port
+
+
+def nic_groups(options: dict[str, Any], ports: list[str]) -> list[tuple[str, list[str]]]:
+    """(NIC name, its ports in plane order) for every NIC of a device with these options and ports."""
+    groups = [(name, list(members)) for name, members in options.get("nics", {}).items()]
+    grouped = {p for _, members in groups for p in members}
+    return groups + [(p, [p]) for p in ports if p not in grouped]
+
+
+def nic_ports(options: dict[str, Any], port: str) -> list[str]:
+    """The ports of the NIC that owns ``port`` on a device with these options, in plane order."""
+    for ports in options.get("nics", {}).values():
+        if port in ports:
+            return list(ports)
+    return [port]
+
+
+def build_nics(owner: NicOwner, name: str, options: dict[str, Any], ports: dict[str, Port],
+               context: ScenarioContext) -> list[RdmaNic]:
+    """The device's NICs, in :func:`nic_groups` order, with the settings of its ``rdma`` option."""
+    settings = NicSettings.from_options(options.get("rdma", {}))
+    return [
+        RdmaNic(owner, nic, [ports[p] for p in members], [context.address(name, p) for p in members], settings)
+        for nic, members in nic_groups(options, list(ports))
+    ]

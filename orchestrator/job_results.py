@@ -1,0 +1,127 @@
+"""The training job's figures of merit, from what the GPU servers measured (results.json ``job``).
+
+Every GPU server keeps the same replica of the job's control-plane state (interruptions,
+checkpoints), so any one of them speaks for the job; each reports the ranks it ran.
+"""
+
+from __future__ import annotations
+
+import statistics
+from typing import Any
+
+from emulators.gpu_server.program import DIMENSIONS
+from emulators.topology import Scenario
+from orchestrator.workload.estimate import estimate
+
+LINK_CLASSES = ("scale_up", "fabric", "wan")
+
+
+def job_results(scenario: Scenario, devices: dict[str, Any]) -> dict[str, Any] | None:
+    plan = scenario.job
+    if plan is None:
+        return None
+    ranks: dict[str, Any] = {}
+    bound_flops = 0.0  # the pooled GPUs' FLOP/s at their MFU: what no schedule can beat
+    volumes = {dim: dict.fromkeys(LINK_CLASSES, 0) for dim in DIMENSIONS}
+    per_iteration = {dim: dict.fromkeys(LINK_CLASSES, 0) for dim in DIMENSIONS}
+    replica: dict[str, Any] | None = None
+    for name in sorted(devices):
+        measured = devices[name].get("job")
+        if not measured:
+            continue
+        ranks.update(measured["ranks"])
+        bound_flops += len(measured["ranks"]) * measured["peak_tflops"] * measured["mfu"] * 1e12
+        for totals, counted in ((volumes, measured["bytes"]), (per_iteration, measured["iteration_bytes"])):
+            for dim, by_class in counted.items():
+                for link_class, n in by_class.items():
+                    totals[dim][link_class] += n
+        replica = replica or measured
+    gpus = len(plan.ranks)
+    interruptions = replica["interruptions"] if replica else []
+    iterations = _iterations(ranks, gpus, plan.start_ps, interruptions)
+    times = [it["time_ps"] for it in iterations]
+    median = int(statistics.median(times)) if times else 0
+    last_attempt = len(interruptions)
+    finished = any(it["attempt"] == last_attempt and it["iteration"] == plan.iterations - 1 for it in iterations)
+    if replica and replica["stopped"]:
+        status = "stopped"
+    elif len(ranks) == gpus and finished:
+        status = "completed"
+    else:
+        status = "incomplete"
+    span = (iterations[-1]["end_ps"] - plan.start_ps) if iterations else 0
+    comm = [r["comm_ps"] for r in ranks.values()]
+    exposed = [r["exposed_ps"] for r in ranks.values()]
+    timeline_iteration = min(1, plan.iterations - 1)
+    return {
+        "model": plan.model,
+        "parallel": plan.parallel,
+        "gpus": gpus,
+        "iterations_planned": plan.iterations,
+        "status": status,
+        "iterations": iterations,
+        # the median: a checkpoint save or a restart in one iteration does not skew it
+        "iteration_time_ps": median,
+        "tokens_per_gpu_per_s": plan.tokens_per_iteration * 10**12 / (median * gpus) if median else 0.0,
+        # throughput over the pooled GPUs' upper bound (Trial C's figure of merit)
+        "pool_efficiency": plan.flops_per_iteration * 1e12 / (median * bound_flops) if median and bound_flops else 0.0,
+        "communication_share": sum(comm) / (len(comm) * span) if comm and span else 0.0,
+        "exposed_communication_ps": sum(exposed) // (len(exposed) * len(iterations)) if exposed and iterations else 0,
+        "bytes": volumes,  # over the whole run
+        "bytes_per_iteration": per_iteration,  # in the timeline's iteration
+        "interruptions": interruptions,
+        "lost_ps": sum(i["lost_ps"] or 0 for i in interruptions),
+        "checkpoints": replica["checkpoints"] if replica else [],
+        "timeline": {
+            "iteration": timeline_iteration,
+            "ranks": {r: ranks[r]["timeline"] for r in sorted(ranks, key=int)},
+        },
+        "estimate": _estimate(scenario),
+        "info": plan.info,
+    }
+
+
+def _estimate(scenario: Scenario) -> dict[str, Any]:
+    """The closed form's headline figures, printed beside the emulated ones (none for a plan written by
+    hand rather than generated from a job block)."""
+    try:
+        result = estimate(scenario)
+    except ValueError:
+        return {}
+    keys = ("iteration_time_ps", "compute_ps", "bubble_ps", "dp_tail_ps", "tokens_per_gpu_per_s", "mfu_effective",
+            "comm_ps")
+    return {key: result[key] for key in keys if key in result}
+
+
+def equivalent_compute(results: dict[str, Any], baseline: dict[str, Any], source: str) -> None:
+    """Add to ``results`` the equivalent compute against ``baseline`` (another run's results): its
+    iteration time over this one's."""
+    job, reference = results.get("job"), baseline.get("job")
+    if not job or not reference or not job["iteration_time_ps"] or not reference["iteration_time_ps"]:
+        raise ValueError(f"{source}: no completed iteration of a training job to compare with")
+    job["baseline"] = {"source": source, "iteration_time_ps": reference["iteration_time_ps"]}
+    job["equivalent_compute"] = reference["iteration_time_ps"] / job["iteration_time_ps"]
+
+
+def _iterations(ranks: dict[str, Any], gpus: int, start_ps: int,
+                interruptions: list[dict[str, Any]]) -> list[dict[str, int]]:
+    """Iterations every rank completed, in the order they ended: an iteration ends when its last rank
+    finishes it, and starts when the one before it ended (or when its attempt began), as a training
+    loop's log counts time per step."""
+    ends: dict[tuple[int, int], list[int]] = {}
+    for record in ranks.values():
+        for iteration, attempt, _, end in record["iterations"]:
+            ends.setdefault((attempt, iteration), []).append(end)
+    attempt_start: dict[int, int] = {0: start_ps}
+    for k, interruption in enumerate(interruptions):
+        if interruption.get("resumed_ps") is not None:
+            attempt_start[k + 1] = interruption["resumed_ps"]
+    complete = sorted(((max(v), a, i) for (a, i), v in ends.items() if len(v) == gpus))
+    out: list[dict[str, int]] = []
+    previous: dict[int, int] = {}
+    for end, attempt, iteration in complete:
+        start = previous.get(attempt, attempt_start.get(attempt, start_ps))
+        out.append({"iteration": iteration, "attempt": attempt, "start_ps": start, "end_ps": end,
+                    "time_ps": end - start})
+        previous[attempt] = end
+    return out

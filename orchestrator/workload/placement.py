@@ -1,0 +1,133 @@
+"""Where ranks run and which ranks talk: the Megatron rank layout, rank -> GPU, and the groups.
+
+A rank's coordinates are (t, d, p): its TP index, DP replica and PP stage. The layout numbers ranks
+with t fastest; ``pp-across-sites`` then d, then p (each stage fills consecutive GPUs, so with servers
+in site order the stages fall in different sites); ``dp-across-sites`` then p, then d (each replica
+fills consecutive GPUs). Rank r runs on the r-th GPU, GPUs counted server by server, unless a
+rank_map says where each rank runs (it keeps the Megatron order t, d, p).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from functools import cached_property
+
+from emulators.gpu_server.program import DP, EP, PP, TP, RankPlace
+from emulators.topology import DeviceSpec
+from orchestrator.workload.hardware import GPU_SERVER_KIND, gpus_of
+
+PP_ACROSS_SITES, DP_ACROSS_SITES, RANK_MAP = "pp-across-sites", "dp-across-sites", "rank_map"
+PLACEMENTS = (PP_ACROSS_SITES, DP_ACROSS_SITES)
+# the order of the coordinates in a rank number, fastest first
+RANK_ORDERS: dict[str, tuple[str, str, str]] = {
+    PP_ACROSS_SITES: (TP, DP, PP),
+    DP_ACROSS_SITES: (TP, PP, DP),
+    RANK_MAP: (TP, DP, PP),
+}
+EDP = "edp"  # expert-data-parallel groups: the DP replicas holding the same experts
+
+
+@dataclass(frozen=True)
+class Layout:
+    """Rank numbers <-> (t, d, p) coordinates, and the collective groups that follow from them."""
+
+    tp: int
+    pp: int
+    dp: int
+    ep: int
+    order: tuple[str, str, str]  # fastest first
+    moe: bool = False  # the model has experts: their gradients sync over the expert-DP groups
+
+    @property
+    def size(self) -> int:
+        return self.tp * self.pp * self.dp
+
+    def _extent(self, dim: str) -> int:
+        return {TP: self.tp, PP: self.pp, DP: self.dp}[dim]
+
+    def rank(self, t: int, d: int, p: int) -> int:
+        at = {TP: t, DP: d, PP: p}
+        rank, stride = 0, 1
+        for dim in self.order:
+            rank += at[dim] * stride
+            stride *= self._extent(dim)
+        return rank
+
+    def coordinates(self, rank: int) -> tuple[int, int, int]:
+        """(t, d, p) of a rank."""
+        at = {}
+        for dim in self.order:
+            rank, at[dim] = divmod(rank, self._extent(dim))
+        return at[TP], at[DP], at[PP]
+
+    @cached_property
+    def groups(self) -> dict[str, tuple[tuple[int, ...], ...]]:
+        """Each dimension's groups, members in ring order (increasing rank). Only groups that carry
+        traffic: TP if tp > 1, DP if dp > 1, EP if ep > 1, expert-DP if the model has experts, ep > 1
+        and dp / ep > 1 (with ep = 1 the experts' gradients ride in the DP group's all-reduce)."""
+        tp, pp, dp, ep = self.tp, self.pp, self.dp, self.ep
+        found: dict[str, list[tuple[int, ...]]] = {TP: [], DP: [], EP: [], EDP: []}
+        for p in range(pp):
+            for d in range(dp):
+                if tp > 1:
+                    found[TP].append(tuple(sorted(self.rank(t, d, p) for t in range(tp))))
+            for t in range(tp):
+                if dp > 1:
+                    found[DP].append(tuple(sorted(self.rank(t, d, p) for d in range(dp))))
+                for block in range(dp // ep):
+                    if ep > 1:
+                        found[EP].append(tuple(sorted(self.rank(t, block * ep + e, p) for e in range(ep))))
+                for e in range(ep):
+                    if self.moe and ep > 1 and dp // ep > 1:
+                        found[EDP].append(tuple(sorted(self.rank(t, k * ep + e, p) for k in range(dp // ep))))
+        return {dim: tuple(sorted(members)) for dim, members in found.items()}
+
+    @cached_property
+    def group_list(self) -> tuple[tuple[int, ...], ...]:
+        """Every group, as JobPlan.groups lists them: TP groups, then DP, EP and expert-DP."""
+        return tuple(g for dim in (TP, DP, EP, EDP) for g in self.groups[dim])
+
+    @cached_property
+    def group_ranges(self) -> dict[str, tuple[int, int]]:
+        """Dimension -> (index of its first group in group_list, how many)."""
+        ranges, start = {}, 0
+        for dim in (TP, DP, EP, EDP):
+            ranges[dim] = (start, len(self.groups[dim]))
+            start += len(self.groups[dim])
+        return ranges
+
+    @cached_property
+    def _group_of(self) -> dict[tuple[str, int], int]:
+        index: dict[tuple[str, int], int] = {}
+        for dim, (start, count) in self.group_ranges.items():
+            for g in range(start, start + count):
+                for rank in self.group_list[g]:
+                    index[(dim, rank)] = g
+        return index
+
+    def group_of(self, dim: str, rank: int) -> int:
+        """The index (in group_list) of the rank's group of a dimension; -1 if that dimension has none."""
+        return self._group_of.get((dim, rank), -1)
+
+
+def ordered_servers(devices: Sequence[DeviceSpec], sites: Sequence[str]) -> list[DeviceSpec]:
+    """Every GPU server, ordered by site (as the scenario lists sites, servers without one last), then name."""
+    position = {site: i for i, site in enumerate(sites)}
+
+    def key(device: DeviceSpec) -> tuple[int, str]:
+        return (position.get(device.site, len(position)) if device.site is not None else len(position) + 1,
+                device.name)
+
+    return sorted((d for d in devices if d.kind == GPU_SERVER_KIND), key=key)
+
+
+def gpu_slots(servers: Sequence[DeviceSpec]) -> list[RankPlace]:
+    """The servers' GPUs in rank order: server by server, GPU index within."""
+    return [RankPlace(server.name, g) for server in servers for g in range(gpus_of(server))]
+
+
+def parse_slot(text: str) -> tuple[str, int]:
+    """``"server:gpu"`` -> (server, gpu); the schema has checked the form."""
+    server, _, gpu = text.rpartition(":")
+    return server, int(gpu)
