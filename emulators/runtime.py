@@ -205,8 +205,10 @@ class HostRuntime:
         """Data still queued or on the wire (per flow name): what the conservation balance needs."""
         totals: dict[int, list[int]] = {}
 
-        def add(frame: Frame) -> None:
-            if frame.kind == DATA and frame.flow >= 0:
+        flows = self.scenario.flows
+
+        def add(frame: Frame) -> None:  # scenario flows only: a job's messages are the GPU servers' to count
+            if frame.kind == DATA and 0 <= frame.flow < len(flows):
                 t = totals.setdefault(frame.flow, [0, 0])
                 t[0] += 1
                 t[1] += frame.nbytes
@@ -223,7 +225,6 @@ class HostRuntime:
                 add(event[4])
         for *_, frame in self.inbox:
             add(frame)
-        flows = self.scenario.flows
         return {flows[i].name: {"frames": v[0], "bytes": v[1]} for i, v in sorted(totals.items())}
 
     def results(self) -> dict[str, Any]:

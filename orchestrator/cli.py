@@ -212,7 +212,8 @@ def _job_lines(job: dict[str, Any] | None) -> list[str]:
     estimate = job.get("estimate", {})
     lines.append(f"    iteration {format_time(job['iteration_time_ps'])} (median; estimate "
                  f"{format_time(estimate.get('iteration_time_ps', 0))}), {job['tokens_per_gpu_per_s']:.0f} tokens "
-                 f"per GPU per s, communication {100 * job['communication_share']:.1f} % of the time, exposed "
+                 f"per GPU per s ({100 * job['pool_efficiency']:.1f} % of the GPUs' peak x MFU), communication "
+                 f"{100 * job['communication_share']:.1f} % of the time, exposed "
                  f"{format_time(job['exposed_communication_ps'])} per iteration")
     if "equivalent_compute" in job:
         lines.append(f"    equivalent compute {job['equivalent_compute']:.3f} (baseline iteration "

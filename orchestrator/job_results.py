@@ -97,8 +97,10 @@ def equivalent_compute(results: dict[str, Any], baseline: dict[str, Any], source
     """Add to ``results`` the equivalent compute against ``baseline`` (another run's results): its
     iteration time over this one's."""
     job, reference = results.get("job"), baseline.get("job")
-    if not job or not reference or not job["iteration_time_ps"] or not reference["iteration_time_ps"]:
+    if not reference or not reference["iteration_time_ps"]:
         raise ValueError(f"{source}: no completed iteration of a training job to compare with")
+    if not job or not job["iteration_time_ps"]:
+        raise ValueError(f"{source}: this run completed no iteration of a training job to compare")
     job["baseline"] = {"source": source, "iteration_time_ps": reference["iteration_time_ps"]}
     job["equivalent_compute"] = reference["iteration_time_ps"] / job["iteration_time_ps"]
 

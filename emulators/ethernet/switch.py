@@ -39,6 +39,11 @@ DEFAULTS: dict[str, Any] = {
     "reconvergence": 50 * PS_PER_MS,
 }
 XON_BELOW_XOFF = 128 * KIB
+# Default thresholds in bytes were set for 64 KiB frames (the NIC's default chunk). A frame is the
+# emulation's grain: queues move a frame at a time, so with larger chunks (``rdma.chunk``) each
+# default grows to span as many frames as it does at 64 KiB — otherwise one 1 MiB frame in a queue
+# would pass XOFF and Kmax at once and PFC and ECN would fire on every frame. Written values stay.
+REFERENCE_FRAME_BYTES = 64 * KIB
 # A GSE source leaf holds a request/grant round trip of data per NIC port in its destination queues
 # before it may send: XOFF toward the NIC must sit above that, or PFC throttles a flow the grants
 # would carry at line rate.
@@ -76,6 +81,7 @@ class Switch(Device):
         self.latency_ps = int(setting["latency"])
         self.pfc = bool(setting["pfc"])
         self.lossless = frozenset(int(p) for p in setting["lossless_priorities"]) if self.pfc else frozenset()
+        self.setting = setting
         self.pfc_xoff = int(setting["pfc_xoff"])
         self.pfc_xon = int(setting.get("pfc_xon", max(0, self.pfc_xoff - XON_BELOW_XOFF)))
         self.pfc_headroom_option: int | None = setting.get("pfc_headroom")
@@ -106,6 +112,8 @@ class Switch(Device):
     # -- set-up -----------------------------------------------------------------------------------
     def configure(self, context: ScenarioContext) -> None:
         self.largest_frame = max(HEADROOM_FRAME_BYTES, context.largest_chunk)
+        if self.kind == "switch":  # a gateway's or OTN node's thresholds follow the WAN, not the frame
+            self._scale_thresholds(self.largest_frame // REFERENCE_FRAME_BYTES)
         for index, (pname, port) in enumerate(self.ports.items()):
             port.buffer_bytes = UNLIMITED
             self.port_index[pname] = index
@@ -122,6 +130,23 @@ class Switch(Device):
             self.gse = GseLeaf(self, context, self.gse_container, self.gse_credit)
         if self.kind == "switch":
             self._plan_reconvergence(context)
+
+    def _scale_thresholds(self, frames: int) -> None:
+        """Defaults (not written options) spanning ``frames`` times as many bytes: see
+        REFERENCE_FRAME_BYTES."""
+        if frames <= 1:
+            return
+        written = self.options
+        if "pfc_xoff" not in written:
+            self.pfc_xoff = int(self.setting["pfc_xoff"]) * frames
+        if "pfc_xon" not in written and "pfc_xoff" not in written:
+            self.pfc_xon = max(0, self.pfc_xoff - XON_BELOW_XOFF * frames)
+        if "ecn_kmin" not in written:
+            self.ecn_kmin = int(self.setting["ecn_kmin"]) * frames
+        if "ecn_kmax" not in written:
+            self.ecn_kmax = int(self.setting["ecn_kmax"]) * frames
+        if self.ecn:
+            self.ecn_marker = EcnMarker(self.ecn_kmin, self.ecn_kmax, self.ecn_pmax, self.rng)
 
     def _plan_reconvergence(self, context: ScenarioContext) -> None:
         """Routing converges ``reconvergence`` after each link state change on the timeline: every

@@ -350,3 +350,28 @@ def test_gse_results_are_identical_in_every_partition() -> None:
     text = two_tier(2, 2, "mode: gse", flows, duration="300us", spine_lengths=["100m", "10m"])
     views = [deterministic_view(run_text(text, partition=p)) for p in ("single", "device")]
     assert views[0] == views[1]
+
+
+def test_default_thresholds_span_as_many_frames_with_larger_chunks():
+    text = """version: 0
+name: grain
+duration: 1ms
+devices:
+  ta: {kind: tester, ports: [p0], options: {rdma: {chunk: 1MiB}}}
+  tb: {kind: tester, ports: [p0]}
+  sw: {kind: switch, ports: [a, b]}
+  written: {kind: switch, ports: [a, b], options: {pfc_xoff: 256KiB, ecn_kmax: 2MiB}}
+links:
+  - {name: la, a: ta/p0, z: sw/a, rate: 400G, length: 3m}
+  - {name: lb, a: tb/p0, z: sw/b, rate: 400G, length: 3m}
+  - {name: lc, a: written/a, z: written/b, rate: 400G, length: 3m}
+"""
+    devices = runtime(text).devices
+    switch, written = devices["sw"], devices["written"]
+    assert isinstance(switch, Switch) and isinstance(written, Switch)
+    frames = 16  # 1 MiB chunks: the 64 KiB defaults span 16 times the bytes
+    assert (switch.pfc_xoff, switch.pfc_xon) == (frames * 512 * 1024, frames * (512 - 128) * 1024)
+    assert (switch.ecn_kmin, switch.ecn_kmax) == (frames * 128 * 1024, frames * 1024 * 1024)
+    # written thresholds stay; the ones left out still scale
+    assert (written.pfc_xoff, written.pfc_xon) == (256 * 1024, 128 * 1024)
+    assert (written.ecn_kmax, written.ecn_kmin) == (2 * 1024 * 1024, frames * 128 * 1024)
