@@ -16,6 +16,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from functools import partial
 from typing import TYPE_CHECKING
 
 from emulators.gpu_server.program import (
@@ -137,11 +138,14 @@ class CollectiveRun:
         server, rank, cid = self.server, self.rank, self.op.cid
 
         def step(k: int) -> None:
-            if k == steps:
-                finish()
-                return
-            self.send(after, piece, server.message(rank, cid=cid, step=k))
-            server.receive(rank, piece, server.message(rank, src=before, cid=cid, step=k), lambda: step(k + 1))
+            # a loop, not recursion: a late rank may find many of its pieces already there
+            while k < steps:
+                self.send(after, piece, server.message(rank, cid=cid, step=k))
+                k += 1
+                if not server.receive(rank, piece, server.message(rank, src=before, cid=cid, step=k - 1),
+                                      partial(step, k)):
+                    return
+            finish()
 
         step(0)
 
@@ -155,7 +159,8 @@ class CollectiveRun:
         for index, member in enumerate(members):
             if member != rank.rank:
                 self.send(member, piece, server.message(rank, cid=cid, step=index))
-                server.receive(rank, piece, server.message(rank, src=member, cid=cid, step=me), arrived)
+                if server.receive(rank, piece, server.message(rank, src=member, cid=cid, step=me), arrived):
+                    arrived()
 
     # -- completion -------------------------------------------------------------------------------
     def send(self, peer: int, nbytes: int, uid: int) -> None:

@@ -25,11 +25,12 @@ from emulators.gpu_server.program import (
     COLLECTIVE,
     COMPUTE,
     DIMENSIONS,
-    MAX_SERIALS,
     RECV,
     SEND,
+    SERIAL_SHIFT,
     JobPlan,
     Op,
+    iteration_serial,
     message_id,
 )
 from emulators.kernel.device import Device
@@ -114,9 +115,12 @@ class GpuServer(Device):
         # the job's replica of its control-plane state
         self.attempt = 0
         self.aborted = False  # between an abort and the restart (or for good, without restart)
-        self.saved: dict[int, tuple[int, int]] = {}  # rank -> (last checkpointed iteration, when)
+        self.saved: dict[int, tuple[int, int]] = {}  # rank -> (last iteration it saved, when)
+        self.saves: dict[int, int] = {}  # iteration -> ranks that saved it (until all have)
+        self.checkpoint = (-1, 0)  # the last iteration every rank saved, and when the last save ended
         self.checkpoints: list[dict[str, int]] = []
         self.interruptions: list[dict[str, Any]] = []
+        self.dead_serials: set[int] = set()  # iteration serials of aborted attempts
 
     # -- set-up -----------------------------------------------------------------------------------
     def configure(self, context: ScenarioContext) -> None:
@@ -128,6 +132,7 @@ class GpuServer(Device):
             return
         self.plan = plan
         self.saved = {rank: (-1, plan.start_ps) for rank in range(len(plan.ranks))}
+        self.checkpoint = (-1, plan.start_ps)
         self.site_of = {d.name: d.site for d in context.scenario.devices}
         self.nic_ports_of: dict[str, list[list[str]]] = {}  # server -> per GPU, its NIC's ports
         self.paths: dict[tuple[int, int], tuple[list[int], int, int, frozenset[int]]] = {}
@@ -148,7 +153,7 @@ class GpuServer(Device):
             return
         assert self.plan is not None
         rank.running = True
-        rank.serial = (self.attempt * self.plan.iterations + rank.iteration) % MAX_SERIALS
+        rank.serial = iteration_serial(self.attempt, rank.iteration, self.plan.iterations)
         rank.pending = [len(op.deps) for op in rank.program]
         rank.queues = {stream: deque(ops) for stream, ops in rank.stream_order.items()}
         rank.busy = set()
@@ -188,7 +193,8 @@ class GpuServer(Device):
             self._activity(rank, comm=1)
             self.transfer(rank, op.peer, op.nbytes, self.message(rank, tag=op.tag), op.dim, done)
         elif kind == RECV:
-            self.receive(rank, op.nbytes, self.message(rank, src=op.peer, tag=op.tag), done)
+            if self.receive(rank, op.nbytes, self.message(rank, src=op.peer, tag=op.tag), done):
+                self.at(self.now, call, done)  # an event, not a nested call: chains of ready ops stay flat
         else:
             assert self.plan is not None
             self._activity(rank, comm=1)
@@ -229,7 +235,7 @@ class GpuServer(Device):
         if plan.checkpoint_every and (finished + 1) % plan.checkpoint_every == 0:
             self.at(self.now + plan.checkpoint_save_ps, self._saved, (rank, rank.epoch, finished))
         elif rank.iteration < plan.iterations:
-            self._begin_iteration((rank, rank.epoch))
+            self.at(self.now, self._begin_iteration, (rank, rank.epoch))
 
     def _saved(self, args: tuple[Rank, int, int]) -> None:
         rank, epoch, iteration = args
@@ -293,7 +299,7 @@ class GpuServer(Device):
         remote, hops, rtt, crossed = self._path(rank.gpu, peer)
         spec = FlowSpec(f"m{uid:x}", Endpoint(self.name, nic.ports[0].name), Endpoint(self.plan.ranks[peer].device, ""),
                         0, 0, self.now, 0, RDMA_PRIORITY, RDMA, max(1, nbytes))
-        entropy = (uid * 0x9E3779B97F4A7C15 + self.seed) >> 17
+        entropy = _mix(uid ^ self.seed)
         qp = nic.open_qp(uid, spec, remote, self.seed, hops, rtt, crossed, entropy=entropy)
         self.sending[uid] = (nic, done)
         nic.send_now(qp)
@@ -310,21 +316,21 @@ class GpuServer(Device):
         else:
             self.arrived_locally.add(uid)
 
-    def receive(self, rank: Rank, nbytes: int, uid: int, done: Done) -> None:
-        """``done`` once message ``uid`` of ``nbytes`` has arrived at ``rank`` (now, if it already has)."""
+    def receive(self, rank: Rank, nbytes: int, uid: int, done: Done) -> bool:
+        """Whether message ``uid`` of ``nbytes`` has already arrived at ``rank`` (then ``done`` is not
+        called: the caller goes on); otherwise ``done`` is called when it has."""
         if uid in self.arrived_locally:
             self.arrived_locally.discard(uid)
-            done()
-            return
+            return True
         nic = rank.nic
         size = max(1, nbytes)
         if nic is not None:
             receiver = nic.receivers.get(uid)
             if receiver is not None and receiver.payload_bytes >= size:
                 nic.finish_flow(uid)
-                done()
-                return
+                return True
         self.waiting[uid] = (size, nic, done)
+        return False
 
     def _path(self, gpu: int, peer: int) -> tuple[list[int], int, int, frozenset[int]]:
         """The far NIC's port addresses, hops, round trip and devices crossed from our GPU ``gpu``'s
@@ -369,6 +375,10 @@ class GpuServer(Device):
         self.post({"type": "abort", "attempt": self.attempt, "at_ps": self.now, "device": self.name,
                    "cause": f"qp error on {qp.nic.name}: {reason}"})
 
+    def accepts(self, flow: int) -> bool:
+        """Data for a message of an aborted attempt is only acknowledged, never kept."""
+        return (flow >> SERIAL_SHIFT) not in self.dead_serials
+
     def on_delivered(self, receiver: FlowReceiver) -> None:
         waiting = self.waiting.get(receiver.flow)
         if waiting is not None and receiver.payload_bytes >= waiting[0]:
@@ -402,18 +412,23 @@ class GpuServer(Device):
         self.context.post(self.now + self.plan.detect_ps, (self.id << 32) | self.bus_seq, payload)
 
     def on_bus(self, payload: dict[str, Any]) -> None:
-        if self.plan is None:
-            return
+        if self.plan is None or payload["attempt"] != self.attempt or self.aborted:
+            return  # news of an attempt that is over
         if payload["type"] == "checkpoint":
             self._checkpointed(payload)
-        elif payload["type"] == "abort" and payload["attempt"] == self.attempt and not self.aborted:
+        elif payload["type"] == "abort":
             self._abort(payload)
 
     def _checkpointed(self, payload: dict[str, Any]) -> None:
+        """A rank saved an iteration; once every rank has saved it, the checkpoint exists."""
         iteration = payload["iteration"]
         self.saved[payload["rank"]] = (iteration, payload["at_ps"])
-        if all(saved == iteration for saved, _ in self.saved.values()):
-            self.checkpoints.append({"iteration": iteration, "end_ps": max(at for _, at in self.saved.values())})
+        count = self.saves.get(iteration, 0) + 1
+        self.saves[iteration] = count
+        if count == len(self.saved):
+            del self.saves[iteration]
+            self.checkpoints.append({"iteration": iteration, "end_ps": payload["at_ps"]})
+            self.checkpoint = (iteration, payload["at_ps"])
 
     def _abort(self, payload: dict[str, Any]) -> None:
         """Every rank stops where it is; with restart on, the job resumes after the restart time from
@@ -422,16 +437,16 @@ class GpuServer(Device):
         plan = self.plan
         self.aborted = True
         self.counters["job_interruptions"] += 1
-        restart_iteration = min(saved for saved, _ in self.saved.values()) + 1
+        restart_iteration, checkpoint_ps = self.checkpoint[0] + 1, self.checkpoint[1]
         if restart_iteration <= self._timeline_iteration():  # it will run again: count it afresh
             self.iteration_bytes = {dim: dict.fromkeys(LINK_CLASSES, 0) for dim in DIMENSIONS}
-        checkpoint_ps = max(at for saved, at in self.saved.values())
         resumed = self.now + plan.restart_ps if plan.restart else None
         self.interruptions.append({
             "at_ps": payload["at_ps"], "device": payload["device"], "cause": payload["cause"],
             "aborted_ps": self.now, "resumed_ps": resumed, "restart_iteration": restart_iteration,
             "lost_ps": (resumed - checkpoint_ps) if resumed is not None else None,
         })
+        self.dead_serials.update(iteration_serial(self.attempt, i, plan.iterations) for i in range(plan.iterations))
         for rank in self.ranks.values():
             self._activity(rank)
             rank.epoch += 1
@@ -450,8 +465,11 @@ class GpuServer(Device):
         for nic in self.nics:
             for flow in list(nic.receivers):
                 nic.finish_flow(flow)
+            nic.finished.clear()  # its flows are all of the dead attempt now
         back = resumed if resumed is not None else self.now  # when the job is back at its checkpoint
         self.saved = {rank: (restart_iteration - 1, back) for rank in self.saved}
+        self.saves.clear()
+        self.checkpoint = (restart_iteration - 1, back)
         if resumed is not None:
             self.at(resumed, self._restart, None)
 
@@ -486,3 +504,12 @@ class GpuServer(Device):
             "stopped": self.aborted and not self.plan.restart,
         }
         return out
+
+
+def _mix(value: int) -> int:
+    """splitmix64's finaliser: every bit of a message id (serial, rank, collective, step) moves the
+    QP's UDP source ports, so ECMP spreads messages like it spreads a collective library's QPs."""
+    value = (value + 0x9E3779B97F4A7C15) & 0xFFFFFFFFFFFFFFFF
+    value = ((value ^ (value >> 30)) * 0xBF58476D1CE4E5B9) & 0xFFFFFFFFFFFFFFFF
+    value = ((value ^ (value >> 27)) * 0x94D049BB133111EB) & 0xFFFFFFFFFFFFFFFF
+    return value ^ (value >> 31)

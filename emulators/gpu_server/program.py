@@ -118,9 +118,18 @@ def _op_from_row(row: dict[str, Any]) -> Op:
     return Op(**fields)
 
 
+SERIAL_SHIFT = RANK_BITS + 1 + TAG_BITS  # a message id's serial is its bits from here up
+
+
+def iteration_serial(attempt: int, iteration: int, iterations: int) -> int:
+    """The run-wide number of an iteration of an attempt, from 1 (so a job's message ids never collide
+    with a scenario's flow indices), wrapping after MAX_SERIALS - 1."""
+    return 1 + (attempt * iterations + iteration) % (MAX_SERIALS - 1)
+
+
 def message_id(serial: int, src_rank: int, *, tag: int = -1, cid: int = -1, step: int = 0) -> int:
     """The RDMA flow id of one message: a p2p send (``tag``) or one step of a collective (``cid``)."""
-    head = (serial << (RANK_BITS + 1 + TAG_BITS)) | (src_rank << (1 + TAG_BITS))
+    head = (serial << SERIAL_SHIFT) | (src_rank << (1 + TAG_BITS))
     if cid >= 0:
         return head | (1 << TAG_BITS) | (cid << STEP_BITS) | step
     return head | tag

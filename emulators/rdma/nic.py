@@ -49,6 +49,8 @@ class NicOwner(Protocol):
 
     def on_delivered(self, receiver: FlowReceiver) -> None: ...
 
+    def accepts(self, flow: int) -> bool: ...
+
 
 NIC_COUNTERS = ("rdma_tx_payload_bytes", "rdma_retx_bytes", "rdma_rx_payload_bytes", "rdma_qp_errors")
 
@@ -125,6 +127,8 @@ class RdmaNic:
         and feedback still on its way for it is ignored. Its results are the owner's to keep."""
         if qp.state == ACTIVE:
             qp.fail(self.owner.now, "abandoned")
+        qp.rate.limited = False  # its rate timers stop at their next tick
+        qp.rate.generation += 1
         self.qps.remove(qp)
         for path in qp.paths:
             self.on_port[path.port.name].remove((qp, path))
@@ -132,7 +136,8 @@ class RdmaNic:
 
     def finish_flow(self, flow: int) -> None:
         """Forget what arrived for ``flow``: its message is complete (or abandoned). Late copies of its
-        data are acknowledged so a sender that missed the last ACK can finish."""
+        data are acknowledged so a sender that missed the last ACK can finish. (Data for a flow the
+        owner no longer ``accepts`` is treated alike, so ``finished`` may be pruned.)"""
         self.receivers.pop(flow, None)
         for address in self.addresses:
             self.path_receivers.pop((flow, address), None)
@@ -295,7 +300,7 @@ class RdmaNic:
 
     def _on_data(self, port: Port, frame: Frame) -> None:
         flow = self.receivers.get(frame.flow)
-        if flow is None and frame.flow in self.finished:
+        if flow is None and (frame.flow in self.finished or not self.owner.accepts(frame.flow)):
             self._reply(port, frame, ACK, frame.seq + frame.packets)
             return
         if flow is None:

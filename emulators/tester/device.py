@@ -150,6 +150,10 @@ class Tester(Device):
     def on_delivered(self, receiver: FlowReceiver) -> None:
         """New bytes of an RDMA flow arrived here (the receiver's results count them)."""
 
+    def accepts(self, flow: int) -> bool:
+        """Every flow of the scenario is wanted for as long as the run lasts."""
+        return True
+
     def start(self) -> None:
         for nic in self.nics:
             if nic.qps:

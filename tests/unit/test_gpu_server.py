@@ -167,3 +167,38 @@ def test_interruption_and_restart_are_the_same_in_every_partition(partition):
     scenario = pipeline()
     assert deterministic_view(run_scenario(scenario, partition=partition)) == deterministic_view(
         run_scenario(scenario))
+
+
+def test_checkpoints_and_lost_time_when_ranks_run_at_different_paces():
+    # rank 2 only computes and runs far ahead; rank 1 waits on rank 0, whose link fails
+    text = cluster(3, 1, extra=", tflops: 1000, mfu: 0.4, rdma: {rto: 200us, retries: 3}", duration="60ms",
+                   faults="faults:\n  - {at: 5ms, link: s0.0, state: down}\n  - {at: 9ms, link: s0.0, state: up}\n")
+    flops = 400 * 10**9
+    first = (Op(COMPUTE, "compute", flops=flops // 2, label="F"),
+             Op(SEND, "send", deps=(0,), nbytes=MiB, peer=1, tag=0, dim="pp", label="send"))
+    second = (Op(RECV, "recv", nbytes=MiB, peer=0, tag=0, dim="pp", label="recv"),
+              Op(COMPUTE, "compute", deps=(0,), flops=flops, label="F"))
+    third = (Op(COMPUTE, "compute", flops=flops // 10, label="F"),)
+    scenario = job(text, [("s0", 0), ("s1", 0), ("s2", 0)], [], [first, second, third], iterations=40,
+                   checkpoint_every=1, checkpoint_save_ps=100_000_000, restart_ps=3 * 10**9)
+    run = run_scenario(scenario)["job"]
+    [stop] = run["interruptions"]
+    # a checkpoint exists once the slowest rank saved it, each in turn, whatever the others did
+    before = [c for c in run["checkpoints"] if c["end_ps"] < stop["aborted_ps"]]
+    assert [c["iteration"] for c in before] == list(range(len(before)))
+    assert stop["restart_iteration"] == len(before)
+    assert stop["lost_ps"] == stop["resumed_ps"] - before[-1]["end_ps"]
+    assert run["status"] == "completed"
+
+
+def test_job_messages_stay_out_of_a_tester_flow_s_balance():
+    text = cluster(2, 1, duration="5ms").replace("devices:\n", (
+        "devices:\n  t1: {kind: tester, ports: [p0]}\n  t2: {kind: tester, ports: [p0]}\n"))
+    text = text.replace("links:\n", "links:\n  - {name: t, a: t1/p0, z: t2/p0, rate: 100G, length: 10m}\n")
+    text += "flows:\n  - {name: f0, src: t1/p0, dst: t2/p0, rate: 10G, frame: 4KiB, for: 5ms}\n"
+    size = 512 * MiB  # still on the wire when the run ends; rank 0's first message is its tag 0
+    send = Op(SEND, "send", nbytes=size, peer=1, tag=0, dim="pp")
+    recv = Op(RECV, "recv", nbytes=size, peer=0, tag=0, dim="pp")
+    scenario = job(text, [("s0", 0), ("s1", 0)], [], [(send,), (recv,)])
+    flow = run_scenario(scenario)["flows"]["f0"]
+    assert flow["in_flight_bytes"] == flow["unaccounted_bytes"] == flow["lost_bytes"] == 0
