@@ -2,10 +2,19 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from typing import Any
 
 from orchestrator.run import run_scenario
 from orchestrator.scenario.loader import parse_scenario
+
+TESTBED = [sys.executable, "-m", "orchestrator.cli"]
+
+
+def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
+    """The `testbed` command, as a user runs it, with its output captured."""
+    return subprocess.run([*TESTBED, *args], capture_output=True, text=True, timeout=300)
 
 
 def two_testers(*, rate: str = "400G", length: str = "1km", ber: float | str = 0, flows: str = "",

@@ -222,11 +222,8 @@ def buffer_depth(buffers: list[Series], queues: list[Series], faults: Sequence[d
         ax.set_ylabel(f"{label} ({b_unit})")
         ax.set_ylim(bottom=0)
         ax.legend(loc="upper left", bbox_to_anchor=(1.0, 1.0), fontsize=7)
-    axes[0].set_title(title)
-    axes[-1].set_xlim(0, end_ps / scale)
-    axes[-1].set_xlabel(f"virtual time ({unit}); levels at each sample, the peak of each bucket when thinned")
-    fig.tight_layout()
-    return Plot(title, _png(fig))
+    return _stacked(fig, axes, title, end_ps / scale,
+                    f"virtual time ({unit}); levels at each sample, the peak of each bucket when thinned")
 
 
 # -- 5. pauses and retransmits --------------------------------------------------------------------
@@ -260,8 +257,13 @@ def pauses_and_retransmits(panels: list[tuple[str, list[Series], bool]], faults:
         ax.set_ylabel(f"{label}{unit_text}\nper {format_time(interval)}", fontsize=8)
         ax.set_ylim(bottom=0)
         ax.legend(loc="upper left", bbox_to_anchor=(1.0, 1.0), fontsize=7)
+    return _stacked(fig, axes, title, end_ps / scale, f"virtual time ({unit})")
+
+
+def _stacked(fig: Figure, axes: Any, title: str, end: float, xlabel: str) -> Plot:
+    """Finish panels stacked over one time axis: the title on top, the axis at the bottom."""
     axes[0].set_title(title)
-    axes[-1].set_xlim(0, end_ps / scale)
-    axes[-1].set_xlabel(f"virtual time ({unit})")
+    axes[-1].set_xlim(0, end)
+    axes[-1].set_xlabel(xlabel)
     fig.tight_layout()
     return Plot(title, _png(fig))

@@ -8,13 +8,9 @@ import sys
 
 import pytest
 
+from tests.helpers import run_cli
+
 pytestmark = pytest.mark.integration
-
-TESTBED = [sys.executable, "-m", "orchestrator.cli"]
-
-
-def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([*TESTBED, *args], capture_output=True, text=True, timeout=300)
 
 
 def test_default_scenario_prints_the_wan_latency_and_writes_results(tmp_path):

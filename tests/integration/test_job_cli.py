@@ -4,17 +4,15 @@ the same results from host processes as from one process."""
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 from orchestrator.results import deterministic_view
+from tests.helpers import run_cli
 
 pytestmark = pytest.mark.integration
 
-TESTBED = [sys.executable, "-m", "orchestrator.cli"]
 
 JOB = """version: 0
 name: {name}
@@ -38,10 +36,6 @@ job:
   iterations: 2
   placement: dp-across-sites
 """
-
-
-def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([*TESTBED, *args], capture_output=True, text=True, timeout=300)
 
 
 def write(tmp_path: Path, name: str, line: str) -> Path:

@@ -4,21 +4,14 @@ from __future__ import annotations
 
 import csv
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 from orchestrator.results import RESULTS_SCHEMA
+from tests.helpers import run_cli
 
 pytestmark = pytest.mark.integration
-
-TESTBED = [sys.executable, "-m", "orchestrator.cli"]
-
-
-def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([*TESTBED, *args], capture_output=True, text=True, timeout=300)
 
 
 def test_report_of_a_real_incast_run(tmp_path):
