@@ -66,7 +66,9 @@ def job_results(scenario: Scenario, devices: dict[str, Any]) -> dict[str, Any] |
         # throughput over the pooled GPUs' upper bound (Trial C's figure of merit)
         "pool_efficiency": plan.flops_per_iteration * 1e12 / (median * bound_flops) if median and bound_flops else 0.0,
         "communication_share": sum(comm) / (len(comm) * span) if comm and span else 0.0,
-        "exposed_communication_ps": sum(exposed) // (len(exposed) * len(iterations)) if exposed and iterations else 0,
+        # the share of time a rank communicates with nothing to compute, in a median iteration (the
+        # run's time, aborted attempts included, is the denominator, so interruptions do not inflate it)
+        "exposed_communication_ps": round(sum(exposed) * median / (len(exposed) * span)) if exposed and span else 0,
         "bytes": volumes,  # over the whole run
         "bytes_per_iteration": per_iteration,  # in the timeline's iteration
         "interruptions": interruptions,

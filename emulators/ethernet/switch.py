@@ -39,10 +39,11 @@ DEFAULTS: dict[str, Any] = {
     "reconvergence": 50 * PS_PER_MS,
 }
 XON_BELOW_XOFF = 128 * KIB
-# Default thresholds in bytes were set for 64 KiB frames (the NIC's default chunk). A frame is the
-# emulation's grain: queues move a frame at a time, so with larger chunks (``rdma.chunk``) each
-# default grows to span as many frames as it does at 64 KiB — otherwise one 1 MiB frame in a queue
-# would pass XOFF and Kmax at once and PFC and ECN would fire on every frame. Written values stay.
+# Default sizes in bytes were set for 64 KiB frames (the NIC's default chunk). A frame is the
+# emulation's grain: queues move a frame at a time, so with larger chunks (``rdma.chunk``) the
+# buffer and the PFC and ECN thresholds grow to span as many frames as at 64 KiB — otherwise one
+# 1 MiB frame in a queue would pass XOFF and Kmax at once and PFC and ECN would fire on every
+# frame, and per-port reservations would outgrow the buffer. Written values stay.
 REFERENCE_FRAME_BYTES = 64 * KIB
 # A GSE source leaf holds a request/grant round trip of data per NIC port in its destination queues
 # before it may send: XOFF toward the NIC must sit above that, or PFC throttles a flow the grants
@@ -137,6 +138,8 @@ class Switch(Device):
         if frames <= 1:
             return
         written = self.options
+        if "buffer" not in written:  # room for as many frames, and for the scaled reservations
+            self.buffer_size = int(self.setting["buffer"]) * frames
         if "pfc_xoff" not in written:
             self.pfc_xoff = int(self.setting["pfc_xoff"]) * frames
         if "pfc_xon" not in written and "pfc_xoff" not in written:

@@ -21,7 +21,9 @@ import yaml
 from jsonschema import Draft202012Validator
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
-from emulators.gpu_server.program import JobPlan
+from emulators.context import ScenarioContext
+from emulators.gpu_server.program import ALL_TO_ALL, JobPlan
+from emulators.rdma.host import nic_groups
 from emulators.registry import DEVICE_KINDS, DeviceKind
 from emulators.topology import RAW, RDMA, RDMA_PRIORITY
 from orchestrator.scenario.fabric import RAW_FLOW_NEEDS_RATE, Expansion, ExpansionError, expand
@@ -201,6 +203,23 @@ def _expand(document: dict[str, Any], source: str) -> Expansion:
 # --- pass 3: references and units ----------------------------------------------------------------
 
 
+def _talking_pairs(plan: JobPlan) -> set[tuple[int, int]]:
+    """(rank, rank) pairs the programs make exchange messages: p2p peers, ring neighbours, and every
+    pair of an all-to-all."""
+    pairs: set[tuple[int, int]] = set()
+    for rank, program in enumerate(plan.programs):
+        for op in program:
+            if op.peer >= 0:
+                pairs.add((rank, op.peer))
+            elif op.group >= 0:
+                members = plan.groups[op.group]
+                if op.collective == ALL_TO_ALL:
+                    pairs.update((rank, m) for m in members if m != rank)
+                else:
+                    pairs.update(zip(members, members[1:] + members[:1], strict=True))
+    return pairs
+
+
 def _owns_nics(kind: DeviceKind) -> bool:
     """Kinds with RDMA NICs are those that take the NIC transport's settings (the rdma option)."""
     return "rdma" in kind.options_schema.get("properties", {})
@@ -248,7 +267,7 @@ class _Resolver:
         devices = self.devices(doc.get("devices", {}))
         links = self.links(doc.get("links", []), {device.name: device for device in devices})
         sites = doc["sites"] if "sites" in doc else sorted({d.site for d in devices if d.site is not None})
-        return Scenario(
+        scenario = Scenario(
             name=doc.get("name", _default_name(self.source)),
             source=self.source,
             seed=seed,
@@ -261,6 +280,39 @@ class _Resolver:
             faults=self.faults(doc.get("faults", []), links, duration_ps),
             job=self.job(doc["job"], devices, sites) if "job" in doc else None,
         )
+        if scenario.job is not None:
+            self.check_reach(scenario)
+        return scenario
+
+    def check_reach(self, scenario: Scenario) -> None:
+        """Every pair of GPUs on different servers that the job's programs make talk must have NICs
+        and a path between them, or the run would wait forever."""
+        plan = scenario.job
+        assert plan is not None
+        context = ScenarioContext(scenario)
+        devices = {d.name: d for d in scenario.devices}
+        nics = {name: [members for _, members in nic_groups(d.options, list(d.ports))] for name, d in devices.items()}
+        checked: set[tuple[str, str]] = set()
+        for a, b in _talking_pairs(plan):
+            here, there = plan.ranks[a], plan.ranks[b]
+            if here.device == there.device:
+                continue
+            for place, rank in ((here, a), (there, b)):
+                ports = nics[place.device]
+                if place.gpu >= len(ports) or context.link_at(Endpoint(place.device, ports[place.gpu][0])) is None:
+                    self.fail(("job", "placement"), (
+                        f"rank {rank} on {place.device} GPU {place.gpu} talks to another server, but that GPU has no "
+                        f"linked NIC port; link one, or place the ranks that talk on one server"))
+            pair = (here.device, there.device)
+            if pair in checked:
+                continue
+            checked.add(pair)
+            near = Endpoint(here.device, nics[here.device][here.gpu][0])
+            far = Endpoint(there.device, nics[there.device][there.gpu][0])
+            if not context.path_links(near, far):
+                self.fail(("job", "placement"), (
+                    f"rank {a} on {here.device} talks to rank {b} on {there.device}, but no path joins them; "
+                    f"link the servers through switches, or place those ranks together"))
 
     def job(self, spec: dict[str, Any], devices: tuple[DeviceSpec, ...], sites: list[str]) -> JobPlan:
         """The training job's per-rank programs (orchestrator.workload), its times converted first."""

@@ -60,7 +60,8 @@ ASSUMPTIONS = (
     "communication, a send stream's time per message, the round trip from a stage to the last one over the "
     "P-s micro-batches in flight)",
     "DP starts after each stage's last backward (all stages at once, sharing the WAN); staggered: reduce-"
-    "scatters stage after stage (last stage first), all-gather pieces before the first forwards",
+    "scatters stage after stage (last stage first), then at the next iteration's start all-gathers stage after "
+    "stage (first stage first), in pieces paced with the chunks of the first forward",
     "checkpoint saves are reported per iteration but not added to the iteration time",
 )
 
@@ -115,6 +116,7 @@ class Hop:
     bps: float
     latency_ps: float
     crossing: tuple[str, str] | None = None
+    ack_ps: float = 0.0  # an RDMA send completes when the last ACK is back: this much after delivery
 
 
 class _Network:
@@ -150,7 +152,7 @@ class _Network:
                                  f"sends to rank {dst} on another server; give the server one NIC port per GPU")
         settings = nic_settings_of(server)
         chunk_bits = settings.wire_bytes(settings.chunk) * 8
-        bps, latency = 0.0, 0.0
+        bps, latency, ack = 0.0, 0.0, 0.0
         for plane, port in enumerate(ports):
             end = Endpoint(z.device, far[min(plane, len(far) - 1)])
             links = self.context.path_links(Endpoint(a.device, port), end)
@@ -159,11 +161,12 @@ class _Network:
                                  "link the GPU servers' NICs through the fabric")
             bps += min(link.rate_bps for link in links)
             one_way = self.context.path_delay(links)[1] / 2
+            ack = max(ack, one_way)
             latency = max(latency, one_way + sum(chunk_bits * PS_PER_S / link.rate_bps for link in links))
         bps *= goodput_fraction(server) / self.nic_users[(a.device, ports)]
         here, there = self.server[a.device].site, self.server[z.device].site
         crossing = (here, there) if here is not None and there is not None and here != there else None
-        return Hop(bps, latency, crossing)
+        return Hop(bps, latency, crossing, ack)
 
     def capacity_bps(self, crossing: tuple[str, str]) -> float:
         if crossing not in self.capacities:
@@ -176,8 +179,11 @@ class _Network:
         senders = {name for name, spec in self.server.items() if spec.site == crossing[0]}
         receivers = {name for name, spec in self.server.items() if spec.site == crossing[1]}
         forwarders = self.context.forwarders
+        standby = _protecting_ports(self.scenario)
         graph = nx.DiGraph()
         for link in self.scenario.links:
+            if link.a in standby or link.z in standby:
+                continue  # a 1+1 protection path carries a copy of the working path's traffic, no more
             for u, v in ((link.a.device, link.z.device), (link.z.device, link.a.device)):
                 if (u in forwarders or u in senders) and (v in forwarders or v in receivers):
                     capacity = graph.get_edge_data(u, v, {"capacity": 0})["capacity"] + link.rate_bps
@@ -200,6 +206,12 @@ class _Network:
         if hop.crossing is None or hop.crossing not in share:
             return hop
         return Hop(min(hop.bps, share[hop.crossing]), hop.latency_ps, hop.crossing)
+
+
+def _protecting_ports(scenario: Scenario) -> set[Endpoint]:
+    """The OTN nodes' protection-path line ports: no capacity of their own while the working path is up."""
+    return {Endpoint(d.name, port) for d in scenario.devices for group in d.options.get("protection", [])
+            for port in group["protecting"]}
 
 
 def _ring(group: Sequence[int]) -> list[tuple[int, int]]:
@@ -279,6 +291,10 @@ class _Collectives:
         hop = self.network.effective(self.network.hop(src, dst), share)
         return p2p_ps(nbytes, hop.bps, hop.latency_ps)
 
+    def p2p_held(self, nbytes: float, src: int, dst: int, share: dict[tuple[str, str], float]) -> float:
+        """How long a send holds its stream: until the data is there, and over a NIC until it is acked."""
+        return self.p2p(nbytes, src, dst, share) + self.network.hop(src, dst).ack_ps
+
 
 # --- the iteration -------------------------------------------------------------------------------
 
@@ -291,8 +307,10 @@ class StageTimes:
     backward_ps: float = 0.0
     tp_ps: float = 0.0  # one TP all-reduce (after F, and again after B)
     ep_ps: float = 0.0  # one EP all-to-all (after F, and again after B)
-    send_forward_ps: float = 0.0  # to the next stage
+    send_forward_ps: float = 0.0  # to the next stage: until the data is there
     send_backward_ps: float = 0.0  # to the previous stage
+    hold_forward_ps: float = 0.0  # the same sends, until they complete (acked) and free their stream
+    hold_backward_ps: float = 0.0
 
 
 def estimate(scenario: Scenario) -> dict[str, Any]:
@@ -337,23 +355,31 @@ def estimate(scenario: Scenario) -> dict[str, Any]:
         dp_stage = [dp_time("all-reduce", s, share) for s in range(pp)]
         dp_end = max(finish[s] + dp_stage[s] for s in range(pp))
     else:
-        gather_share = coll.phase(DP, everyone)  # every stage gathers at the start of the iteration
+        def token(a: int, b: int) -> float:  # from stage a to stage b: "the network is yours"
+            return max(coll.p2p(TOKEN_BYTES, layout.rank(t, d, a), layout.rank(t, d, b), {})
+                       for t in range(tp) for d in range(dp))
+
         dp_stage, done = [0.0] * pp, 0.0
-        for s in reversed(range(pp)):  # the last stage first; a token hands the network on
+        for s in reversed(range(pp)):  # reduce-scatters: the last stage first, one stage at a time
             share = coll.phase(DP, by_stage[(DP, s)] + by_stage[(EDP, s)])
             rs = dp_time("reduce-scatter", s, share)
-            token = 0.0 if s == pp - 1 else max(
-                coll.p2p(TOKEN_BYTES, layout.rank(t, d, s + 1), layout.rank(t, d, s), {})
-                for t in range(tp) for d in range(dp))
-            done = max(finish[s], done + token) + rs
+            done = max(finish[s], done + (token(s + 1, s) if s < pp - 1 else 0.0)) + rs
+            dp_stage[s] = rs
+        gathered = 0.0  # all-gathers at the next iteration's start: the first stage first, one at a time
+        for s in range(pp):
+            share = coll.phase(DP, by_stage[(DP, s)] + by_stage[(EDP, s)])
             pieces = max(1, min(pp - s, min(micro)))
-            piece = dp_time("reduce-scatter", s, gather_share, 1 / pieces)
-            dp_stage[s] = rs + pieces * piece
-            forward = max(st[s].forward_ps + st[s].tp_ps + st[s].ep_ps for st in stages)
-            wait = piece + max(0.0, (pieces - 1) * (piece - forward))  # piece j must precede F(j)
+            piece = dp_time("reduce-scatter", s, share, 1 / pieces)
+            dp_stage[s] += pieces * piece
+            start = gathered + (token(s - 1, s) if s > 0 else 0.0)
+            forward = max(st[s].forward_ps for st in stages)
             fill = max(sum(st[k].forward_ps + st[k].tp_ps + st[k].ep_ps + st[k].send_forward_ps for k in range(s))
                        for st in stages)  # when F(0) would start anyway
-            exposed_gather = max(exposed_gather, wait - fill)
+            chunk_end = fill
+            for j in range(pieces):  # chunk j of F0 after piece j and chunk j - 1
+                chunk_end = max(chunk_end, start + (j + 1) * piece) + forward / pieces
+            exposed_gather = max(exposed_gather, chunk_end - (fill + forward))
+            gathered = start + pieces * piece
         dp_end = done
     iteration = exposed_gather + max(pipeline_ps, dp_end)
 
@@ -428,10 +454,14 @@ def _stage_times(layout: Layout, sizes: Sequence[StageSizes], network: _Network,
                 if s < pp - 1:
                     nxt = layout.rank(t, d, s + 1)
                     stage.send_forward_ps = max(stage.send_forward_ps, coll.p2p(size.pp_bytes, rank, nxt, pp_share))
+                    stage.hold_forward_ps = max(stage.hold_forward_ps,
+                                                coll.p2p_held(size.pp_bytes, rank, nxt, pp_share))
                 if s > 0:
                     prev = layout.rank(t, d, s - 1)
                     stage.send_backward_ps = max(stage.send_backward_ps,
                                                  coll.p2p(size.pp_bytes, rank, prev, pp_share))
+                    stage.hold_backward_ps = max(stage.hold_backward_ps,
+                                                 coll.p2p_held(size.pp_bytes, rank, prev, pp_share))
     return stages
 
 
@@ -440,8 +470,8 @@ def pipeline(stages: Sequence[StageTimes], micro_batches: int, overlap: bool) ->
     backward ends."""
     pp = len(stages)
     # per micro-batch, what holds each stage's compute stream, forward and backward
-    fwd = [s.forward_ps + s.tp_ps + s.ep_ps + (0.0 if overlap else s.send_forward_ps) for s in stages]
-    bwd = [s.backward_ps + s.tp_ps + s.ep_ps + (0.0 if overlap else s.send_backward_ps) for s in stages]
+    fwd = [s.forward_ps + s.tp_ps + s.ep_ps + (0.0 if overlap else s.hold_forward_ps) for s in stages]
+    bwd = [s.backward_ps + s.tp_ps + s.ep_ps + (0.0 if overlap else s.hold_backward_ps) for s in stages]
     # what a micro-batch waits for between stages on top of that (overlapped sends)
     down = [stages[s].send_forward_ps if overlap else 0.0 for s in range(pp - 1)]
     up = [stages[s + 1].send_backward_ps if overlap else 0.0 for s in range(pp - 1)]
@@ -449,8 +479,8 @@ def pipeline(stages: Sequence[StageTimes], micro_batches: int, overlap: bool) ->
     period = max(busy)
     for s in range(pp):
         if overlap:  # a send stream passes one message at a time
-            period = max(period, stages[s].send_forward_ps if s < pp - 1 else 0.0,
-                         stages[s].send_backward_ps if s > 0 else 0.0)
+            period = max(period, stages[s].hold_forward_ps if s < pp - 1 else 0.0,
+                         stages[s].hold_backward_ps if s > 0 else 0.0)
         loop = sum(busy[s:]) + sum(down[s:]) + sum(up[s:])  # stage s -> last stage -> stage s
         period = max(period, loop / (pp - s))
     fill = sum(busy) + sum(down) + sum(up)

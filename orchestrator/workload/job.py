@@ -433,6 +433,6 @@ def analytic_bytes(plan: JobPlan) -> dict[str, int]:
         if ep > 1 and moe:
             sent[DP] += tp * ep * 2 * (dp // ep - 1) * expert_bytes
     sent[PP] += sum(micro) * tp * (pp - 1) * 2 * (activation // tp)  # activation forward, gradient back
-    if info["stagger_dp"] and dp > 1:
-        sent[DP] += (pp - 1) * tp * dp * TOKEN_BYTES
+    if info["stagger_dp"] and dp > 1:  # a token each way per stage boundary: reduce-scatter, all-gather
+        sent[DP] += 2 * (pp - 1) * tp * dp * TOKEN_BYTES
     return sent

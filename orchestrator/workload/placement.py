@@ -9,6 +9,7 @@ rank_map says where each rank runs (it keeps the Megatron order t, d, p).
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import cached_property
@@ -111,13 +112,20 @@ class Layout:
         return self._group_of.get((dim, rank), -1)
 
 
+def natural(name: str) -> tuple[tuple[int, str], ...]:
+    """A sort key that orders numbers by value: dc1-s2 before dc1-s10 (as a fabric numbers servers)."""
+    return tuple((int(part), "") if part.isdigit() else (-1, part) for part in re.split(r"(\d+)", name) if part)
+
+
 def ordered_servers(devices: Sequence[DeviceSpec], sites: Sequence[str]) -> list[DeviceSpec]:
-    """Every GPU server, ordered by site (as the scenario lists sites, servers without one last), then name."""
+    """Every GPU server, ordered by site (as the scenario lists sites, then the others by name, servers
+    without one last), then by name, numbers by value."""
     position = {site: i for i, site in enumerate(sites)}
 
-    def key(device: DeviceSpec) -> tuple[int, str]:
-        return (position.get(device.site, len(position)) if device.site is not None else len(position) + 1,
-                device.name)
+    def key(device: DeviceSpec) -> tuple[int, tuple[tuple[int, str], ...], tuple[tuple[int, str], ...]]:
+        site = device.site
+        rank = position.get(site, len(position)) if site is not None else len(position) + 1
+        return rank, natural(site or ""), natural(device.name)
 
     return sorted((d for d in devices if d.kind == GPU_SERVER_KIND), key=key)
 

@@ -15,8 +15,10 @@ Traffic per micro-batch and stage (Megatron without sequence parallelism):
   on the compute stream; receives on ``recv-fwd`` / ``recv-bwd`` in micro-batch order;
 - DP: after the last B, an all-reduce of the stage's gradients over the DP group (experts' over the
   expert-DP group); with stagger_dp a reduce-scatter that waits for a token from the next stage and
-  passes one on when done, and the all-gather at the start of the next iteration, in pieces paced
-  with the first forwards.
+  passes one on when done (last stage first), and the all-gather at the start of the next iteration,
+  stage after stage (a token from the previous stage), in pieces paced with the chunks of the first
+  micro-batch's forward (chunk j computes once piece j, its layers' parameters, is here). Only one
+  stage's DP group is on the network at a time.
 """
 
 from __future__ import annotations
@@ -155,8 +157,8 @@ class Schedule:
     stagger_dp: bool
 
     def all_gather_pieces(self, stage: int) -> int:
-        """Pieces of a stage's staggered all-gather: one before each warm-up forward and the first
-        steady one, the same on every replica (the fewest micro-batches bound it)."""
+        """Pieces of a stage's staggered all-gather, and chunks of its first forward: as many as the
+        stage has micro-batches in flight, the same on every replica (the fewest micro-batches bound it)."""
         return max(1, min(len(self.stages) - stage, min(self.micro_batches)))
 
 
@@ -187,17 +189,27 @@ def _rank_program(layout: Layout, schedule: Schedule, ids: CollectiveIds, rank: 
     send_fwd, send_bwd = ("send-fwd", "send-bwd") if schedule.overlap_pp else (COMPUTE_STREAM, COMPUTE_STREAM)
     stagger = schedule.stagger_dp and bool(dp_groups)
 
-    # staggered DP: this iteration's all-gather of the gradients reduce-scattered in the last one
+    # staggered DP: this iteration's all-gather of the parameters reduce-scattered in the last one,
+    # stage after stage (a token from the previous stage hands the network on), in pieces paced with
+    # the first micro-batch's forward: chunk j of F0 computes once piece j (its layers) is here
+    token_tag = 2 * micro_batches  # after every activation (2m) and gradient (2m + 1) tag
     gathered: list[list[int]] = []
     if stagger:
         pieces = schedule.all_gather_pieces(p)
         shares = {label: split_evenly(dp_bytes[label], pieces) for _, label in dp_groups}
+        start: tuple[int, ...] = ()
+        if p > 0:
+            start = (prog.add(Op(RECV, DP_STREAM, nbytes=TOKEN_BYTES, peer=layout.rank(t, d, p - 1),
+                                 tag=token_tag + 1, dim=DP, label="ag-token")),)
         for j in range(pieces):
             gathered.append([
-                prog.add(Op(COLLECTIVE, DP_STREAM, collective=ALL_GATHER, group=g, cid=ids(g, f"{label}-ag{j}"),
-                            nbytes=shares[label][j], dim=DP, label=f"{label}-ag{j}"))
+                prog.add(Op(COLLECTIVE, DP_STREAM, start, collective=ALL_GATHER, group=g,
+                            cid=ids(g, f"{label}-ag{j}"), nbytes=shares[label][j], dim=DP, label=f"{label}-ag{j}"))
                 for g, label in dp_groups
             ])
+        if p < stages - 1:
+            prog.add(Op(SEND, DP_STREAM, (gathered[-1][-1],), nbytes=TOKEN_BYTES, peer=layout.rank(t, d, p + 1),
+                        tag=token_tag + 1, dim=DP, label="ag-token"))
 
     def blocking_collectives(last: int, phase: str) -> int:
         """TP all-reduce, then EP all-to-all, after a forward or backward: they hold the compute stream."""
@@ -217,9 +229,14 @@ def _rank_program(layout: Layout, schedule: Schedule, ids: CollectiveIds, rank: 
             if p > 0:
                 deps.append(prog.add(Op(RECV, "recv-fwd", nbytes=size.pp_bytes, peer=layout.rank(t, d, p - 1),
                                         tag=2 * m, dim=PP, label=f"recv-F{m}")))
-            if m < len(gathered):
-                deps.extend(gathered[m])
-            compute = prog.add(Op(COMPUTE, COMPUTE_STREAM, tuple(deps), flops=size.forward_flops, label=f"F{m}"))
+            if m == 0 and gathered:  # F0 in chunks, each after its layers' parameters are gathered
+                chunks = split_evenly(size.forward_flops, len(gathered))
+                for j, (pieces_j, flops) in enumerate(zip(gathered, chunks, strict=True)):
+                    compute = prog.add(Op(COMPUTE, COMPUTE_STREAM, tuple(deps + pieces_j), flops=flops,
+                                          label=f"F0.{j}"))
+                    deps = [compute]
+            else:
+                compute = prog.add(Op(COMPUTE, COMPUTE_STREAM, tuple(deps), flops=size.forward_flops, label=f"F{m}"))
             last = forward_done[m] = blocking_collectives(compute, f"F{m}")
             if p < stages - 1:
                 prog.add(Op(SEND, send_fwd, (last,), nbytes=size.pp_bytes, peer=layout.rank(t, d, p + 1), tag=2 * m,
@@ -235,7 +252,6 @@ def _rank_program(layout: Layout, schedule: Schedule, ids: CollectiveIds, rank: 
                 prog.add(Op(SEND, send_bwd, (last,), nbytes=size.pp_bytes, peer=layout.rank(t, d, p - 1),
                             tag=2 * m + 1, dim=PP, label=f"send-B{m}"))
 
-    token_tag = 2 * micro_batches  # after every activation (2m) and gradient (2m + 1) tag
     if not stagger:
         for g, label in dp_groups:
             prog.add(Op(COLLECTIVE, DP_STREAM, (last,), collective=ALL_REDUCE, group=g, cid=ids(g, f"{label}-ar"),

@@ -372,6 +372,7 @@ links:
     frames = 16  # 1 MiB chunks: the 64 KiB defaults span 16 times the bytes
     assert (switch.pfc_xoff, switch.pfc_xon) == (frames * 512 * 1024, frames * (512 - 128) * 1024)
     assert (switch.ecn_kmin, switch.ecn_kmax) == (frames * 128 * 1024, frames * 1024 * 1024)
+    assert switch.buffer_size == frames * 64 * 1024 * 1024
     # written thresholds stay; the ones left out still scale
     assert (written.pfc_xoff, written.pfc_xon) == (256 * 1024, 128 * 1024)
     assert (written.ecn_kmax, written.ecn_kmin) == (2 * 1024 * 1024, frames * 128 * 1024)

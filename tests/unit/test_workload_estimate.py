@@ -94,12 +94,17 @@ def test_one_f_one_b_without_communication_is_m_plus_p_minus_1_slots(overlap: bo
 
 def test_a_long_round_trip_sets_the_pace_when_sends_overlap() -> None:
     # two stages, 1 ms of compute per micro-batch each, 5 ms to cross: the round trip rules
-    stages = [StageTimes(300.0, 700.0, send_forward_ps=5000.0), StageTimes(300.0, 700.0, send_backward_ps=5000.0)]
+    stages = [StageTimes(300.0, 700.0, send_forward_ps=5000.0, hold_forward_ps=5000.0),
+              StageTimes(300.0, 700.0, send_backward_ps=5000.0, hold_backward_ps=5000.0)]
     result = pipeline(stages, micro_batches=10, overlap=True)
     assert result["period_ps"] == (2000 + 10000) / 2  # F/B of both stages and both crossings, 2 in flight
     assert result["pipeline_ps"] == 9 * 6000 + 12000
     blocking = pipeline(stages, micro_batches=10, overlap=False)
     assert blocking["period_ps"] == 6000  # the send holds each stage's compute stream
+    # a send holds its stream until acknowledged: a round trip, not just the way there
+    acked = [StageTimes(300.0, 700.0, send_forward_ps=5000.0, hold_forward_ps=9000.0),
+             StageTimes(300.0, 700.0, send_backward_ps=5000.0, hold_backward_ps=9000.0)]
+    assert pipeline(acked, micro_batches=10, overlap=False)["period_ps"] == 10000
 
 
 # --- whole scenarios -----------------------------------------------------------------------------

@@ -30,13 +30,19 @@ SOURCE = "scenarios/job.yaml"
 
 
 def servers(*specs: tuple[str, str, int, str]) -> str:
-    """devices: YAML for (name, site, gpus, gpu type) GPU servers, one NIC port per GPU."""
+    """devices and links: YAML for (name, site, gpus, gpu type) GPU servers, one NIC port per GPU, every
+    NIC on one switch (a job whose servers talk must have a path between them)."""
     lines = ["devices:"]
+    links = ["links:"]
     for name, site, gpus, gpu in specs:
         ports = ", ".join(f"n{g}" for g in range(gpus))
         lines.append(f"  {name}: {{kind: gpu_server, site: {site}, ports: [{ports}], "
                      f"options: {{gpus: {gpus}, gpu: {gpu}}}}}")
-    return "\n".join(lines) + "\n"
+        links += [f"  - {{name: {name}-{g}, a: {name}/n{g}, z: sw/{name}-{g}, rate: 400G, length: 3m}}"
+                  for g in range(gpus)]
+    switch_ports = ", ".join(f"{name}-{g}" for name, _, gpus, _ in specs for g in range(gpus))
+    lines.append(f"  sw: {{kind: switch, ports: [{switch_ports}]}}")
+    return "\n".join(lines + links) + "\n"
 
 
 TWO_SITES = "duration: 1s\nsites: [dc1, dc2]\n" + servers(
@@ -262,8 +268,16 @@ def test_staggered_dp_hands_a_token_down_the_stages() -> None:
     first, last = plan.programs[0], plan.programs[16]  # (t 0, d 0) on stage 0 and on stage 1
     assert [op.collective for op in first[:2]] == [ALL_GATHER, ALL_GATHER]  # min(P - s, M) pieces
     assert first[0].nbytes + first[1].nbytes == next(op.nbytes for op in first if op.collective == REDUCE_SCATTER)
-    f1 = next(i for i, op in enumerate(first) if op.label == "F1")
-    assert 1 in first[f1].deps  # piece 1 before F1
+    # the first forward in chunks, chunk j after piece j: parameters arrive as the layers need them
+    chunks = [i for i, op in enumerate(first) if op.label.startswith("F0.")]
+    assert [first[i].label for i in chunks] == ["F0.0", "F0.1"]
+    assert 0 in first[chunks[0]].deps and 1 in first[chunks[1]].deps and chunks[0] in first[chunks[1]].deps
+    assert sum(first[i].flops for i in chunks) == next(op.flops for op in first if op.label == "F1")
+    # all-gathers stage after stage: stage 1 gathers after stage 0 hands it the network
+    handed = next(op for op in first if op.kind == SEND and op.label == "ag-token")
+    assert first.index(handed) > 1 and 1 in handed.deps and handed.peer == 16
+    waits = next(i for i, op in enumerate(last) if op.kind == RECV and op.label == "ag-token")
+    assert all(waits in op.deps for op in last if op.collective == ALL_GATHER)
     token = next(op for op in first if op.kind == RECV and op.label == "dp-token")
     rs = next(op for op in first if op.collective == REDUCE_SCATTER)
     assert first.index(token) in rs.deps and token.peer == 16
@@ -425,8 +439,7 @@ def test_moe_errors() -> None:
     ('["a:0", "a:1", "a-0", "b:0"]', "job.placement.rank_map[2]", "is not server:gpu"),
 ])
 def test_rank_map_errors(rank_map: str, where: str, says: str) -> None:
-    devices = "duration: 1s\n" + servers(("a", "dc1", 2, "h100"), ("b", "dc1", 2, "h100")) + \
-        "  sw: {kind: switch, ports: [p0]}\n"
+    devices = "duration: 1s\n" + servers(("a", "dc1", 2, "h100"), ("b", "dc1", 2, "h100"))
     message = job_error(f"""\
   model: llama2-7b
   parallel: {{tp: 4, pp: 1, dp: 1}}
@@ -449,3 +462,18 @@ def test_limits_of_the_message_ids_are_checked(monkeypatch: pytest.MonkeyPatch) 
     assert "job.micro_batch: the job needs" in message and "more than the 100 a message id can number" in message
     monkeypatch.setattr(job_module, "MAX_TAGS", 16)
     assert "job.micro_batch: 16 micro-batches per replica need 33 message tags" in job_error(TRIAL_A)
+
+
+def test_servers_are_ordered_by_site_then_by_number() -> None:
+    many = "duration: 1s\nsites: [dc1]\n" + servers(*((f"s{n}", "dc1", 1, "h100") for n in range(12)))
+    plan = plan_of("  model: llama2-7b\n  parallel: {tp: 1, pp: 1, dp: 12}\n  global_batch: 12\n  sequence: 128\n",
+                   many)
+    assert [place.device for place in plan.ranks] == [f"s{n}" for n in range(12)]
+
+
+def test_ranks_that_talk_across_servers_need_a_path() -> None:
+    apart = "duration: 1s\ndevices:\n" + "".join(
+        f"  {name}: {{kind: gpu_server, ports: [n0], options: {{gpus: 1}}}}\n" for name in ("a", "b"))
+    message = job_error("  model: llama2-7b\n  parallel: {tp: 1, pp: 2, dp: 1}\n  global_batch: 2\n"
+                        "  sequence: 128\n", apart)
+    assert f"{SOURCE}: job.placement: " in message and "no linked NIC port" in message
