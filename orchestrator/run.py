@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import time
 import uuid
@@ -93,6 +94,9 @@ async def _run_processes(scenario: Scenario, plan: Any, run_id: str, log_dir: Pa
                 failure = e
         else:
             run.cancel()
+            # the clock may have failed on the same host meanwhile: collect that, the exit says it better
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await run
             failure = cluster.failure(exited.result())
         # keep what the survivors measured
         assert failure is not None
