@@ -50,7 +50,7 @@ class ScenarioContext:
     @cached_property
     def largest_chunk(self) -> int:
         """The largest frame payload any NIC of the scenario emits (its ``rdma.chunk``; 0 if none is
-        set): switches size PFC headroom for it."""
+        set): switches size PFC headroom for it and scale their default buffer and thresholds by it."""
         return max((int(d.options.get("rdma", {}).get("chunk", 0)) for d in self.scenario.devices), default=0)
 
     @cached_property

@@ -12,7 +12,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from emulators.gpu_server.gpus import GPU_TYPES
+from emulators.gpu_server.gpus import DEFAULT_GPUS, GPU_TYPES
 
 
 @dataclass(frozen=True)
@@ -271,7 +271,7 @@ def _check_gpu_server_options(options: dict[str, Any],
         return problem
     from emulators.rdma.host import nic_groups
 
-    gpus = options.get("gpus", 8)
+    gpus = options.get("gpus", DEFAULT_GPUS)
     nics = len(nic_groups(options, list(ports)))
     if nics and nics != gpus:
         return ("gpus",), (f"{gpus} GPUs and {nics} NICs; give one NIC per GPU (a port each, or two bonded "
@@ -297,7 +297,7 @@ GPU_SERVER_OPTIONS_SCHEMA: dict[str, Any] = {
     "additionalProperties": False,
     "properties": {
         "gpus": {"type": "integer", "minimum": 1, "maximum": 64, "description": "GPUs in the server (default 8)"},
-        "gpu": {"enum": list(GPU_TYPES), "description": "GPU type: peak, MFU, HBM, scale-up (default h100)"},
+        "gpu": {"enum": list(GPU_TYPES), "description": "GPU type: peak, MFU, scale-up (default h100)"},
         "tflops": {"type": "number", "exclusiveMinimum": 0, "description": "dense BF16 peak TFLOP/s per GPU "
                    "(default: the GPU type's)"},
         "mfu": {"type": "number", "exclusiveMinimum": 0, "maximum": 1,

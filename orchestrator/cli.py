@@ -1,4 +1,4 @@
-"""``testbed``: run or validate a scenario."""
+"""``testbed``: run, validate or estimate a scenario, and report on a run."""
 
 from __future__ import annotations
 
@@ -93,12 +93,7 @@ def main(argv: list[str] | None = None) -> int:
         baseline = None if args.baseline is None else read_baseline(args, show_progress)
         with progress_bar(scenario.duration_ps, show_progress) as progress:
             results = run_scenario(scenario, args.partition, args.backend, args.out, args.window_timeout, progress)
-        if baseline is not None:
-            equivalent_compute(results, baseline, str(args.baseline))
     except BaselineError as e:
-        print(f"error: --baseline {e}", file=sys.stderr)
-        return 2
-    except ValueError as e:
         print(f"error: --baseline {e}", file=sys.stderr)
         return 2
     except PartitionError as e:
@@ -111,6 +106,13 @@ def main(argv: list[str] | None = None) -> int:
     except ImportError as e:
         print(f"error: {e}: generated gRPC stubs are missing; run `make install`", file=sys.stderr)
         return 1
+    if baseline is not None:
+        try:
+            equivalent_compute(results, baseline, str(args.baseline))
+        except ValueError as e:  # this run finished no iteration to compare
+            print(f"error: --baseline {e}", file=sys.stderr)
+            print(f"results: {args.out / 'results.json'}", file=sys.stderr)
+            return 2
     print(summary(results))
     print(f"results: {write_results(results, args.out)}")
     return 0
@@ -128,20 +130,27 @@ def read_baseline(args: argparse.Namespace, show_progress: bool) -> dict[str, An
         path = path / "results.json"
     if path.suffix == ".json":
         try:
-            results: dict[str, Any] = json.loads(path.read_text())
+            results = json.loads(path.read_text())
         except (OSError, ValueError) as e:
             raise BaselineError(f"{path}: cannot be read as results ({e})") from None
-        return results
-    try:
-        scenario = load_scenario(path)
-    except ScenarioError as e:
-        raise BaselineError(str(e)) from None
-    try:
-        with progress_bar(scenario.duration_ps, show_progress) as progress:
-            return run_scenario(scenario, args.partition, args.backend, args.out / "baseline", args.window_timeout,
-                                progress)
-    except (PartitionError, RunFailed) as e:
-        raise BaselineError(f"{path}: {e}") from None
+    else:
+        try:
+            scenario = load_scenario(path)
+        except ScenarioError as e:
+            raise BaselineError(str(e)) from None
+        if scenario.job is None:
+            raise BaselineError(f"{path}: the scenario has no job: block, so no iteration time to compare with")
+        try:
+            with progress_bar(scenario.duration_ps, show_progress) as progress:
+                results = run_scenario(scenario, args.partition, args.backend, args.out / "baseline",
+                                       args.window_timeout, progress)
+        except (PartitionError, RunFailed) as e:
+            raise BaselineError(f"{path}: {e}") from None
+    job = results.get("job") if isinstance(results, dict) else None
+    if not isinstance(job, dict) or not job.get("iteration_time_ps"):
+        raise BaselineError(f"{path}: no completed iteration of a training job to compare with")
+    baseline: dict[str, Any] = results
+    return baseline
 
 
 @contextlib.contextmanager

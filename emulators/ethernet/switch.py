@@ -39,12 +39,11 @@ DEFAULTS: dict[str, Any] = {
     "reconvergence": 50 * PS_PER_MS,
 }
 XON_BELOW_XOFF = 128 * KIB
-# Default sizes in bytes were set for 64 KiB frames (the NIC's default chunk). A frame is the
+# Default sizes in bytes were set for 64 KiB frames (HEADROOM_FRAME_BYTES, the NIC's default chunk). A frame is the
 # emulation's grain: queues move a frame at a time, so with larger chunks (``rdma.chunk``) the
 # buffer and the PFC and ECN thresholds grow to span as many frames as at 64 KiB — otherwise one
 # 1 MiB frame in a queue would pass XOFF and Kmax at once and PFC and ECN would fire on every
 # frame, and per-port reservations would outgrow the buffer. Written values stay.
-REFERENCE_FRAME_BYTES = 64 * KIB
 # A GSE source leaf holds a request/grant round trip of data per NIC port in its destination queues
 # before it may send: XOFF toward the NIC must sit above that, or PFC throttles a flow the grants
 # would carry at line rate.
@@ -114,7 +113,7 @@ class Switch(Device):
     def configure(self, context: ScenarioContext) -> None:
         self.largest_frame = max(HEADROOM_FRAME_BYTES, context.largest_chunk)
         if self.kind == "switch":  # a gateway's or OTN node's thresholds follow the WAN, not the frame
-            self._scale_thresholds(self.largest_frame // REFERENCE_FRAME_BYTES)
+            self._scale_thresholds(self.largest_frame / HEADROOM_FRAME_BYTES)
         for index, (pname, port) in enumerate(self.ports.items()):
             port.buffer_bytes = UNLIMITED
             self.port_index[pname] = index
@@ -132,22 +131,26 @@ class Switch(Device):
         if self.kind == "switch":
             self._plan_reconvergence(context)
 
-    def _scale_thresholds(self, frames: int) -> None:
-        """Defaults (not written options) spanning ``frames`` times as many bytes: see
-        REFERENCE_FRAME_BYTES."""
+    def _scale_thresholds(self, frames: float) -> None:
+        """Defaults (not written options) spanning ``frames`` times as many bytes: the largest chunk
+        over the 64 KiB frames they were set for (see the note above ``Switch``)."""
         if frames <= 1:
             return
-        written = self.options
+        written, setting = self.options, self.setting
+
+        def scaled(key: str) -> int:
+            return round(int(setting[key]) * frames)
+
         if "buffer" not in written:  # room for as many frames, and for the scaled reservations
-            self.buffer_size = int(self.setting["buffer"]) * frames
+            self.buffer_size = scaled("buffer")
         if "pfc_xoff" not in written:
-            self.pfc_xoff = int(self.setting["pfc_xoff"]) * frames
+            self.pfc_xoff = scaled("pfc_xoff")
         if "pfc_xon" not in written and "pfc_xoff" not in written:
-            self.pfc_xon = max(0, self.pfc_xoff - XON_BELOW_XOFF * frames)
+            self.pfc_xon = max(0, self.pfc_xoff - round(XON_BELOW_XOFF * frames))
         if "ecn_kmin" not in written:
-            self.ecn_kmin = int(self.setting["ecn_kmin"]) * frames
+            self.ecn_kmin = scaled("ecn_kmin")
         if "ecn_kmax" not in written:
-            self.ecn_kmax = int(self.setting["ecn_kmax"]) * frames
+            self.ecn_kmax = scaled("ecn_kmax")
         if self.ecn:
             self.ecn_marker = EcnMarker(self.ecn_kmin, self.ecn_kmax, self.ecn_pmax, self.rng)
 

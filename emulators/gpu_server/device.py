@@ -20,7 +20,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from emulators.gpu_server.collectives import CollectiveRun, call
-from emulators.gpu_server.gpus import TERA, compute_ps, hardware_of
+from emulators.gpu_server.gpus import DEFAULT_GPUS, TERA, compute_ps, hardware_of
 from emulators.gpu_server.program import (
     COLLECTIVE,
     COMPUTE,
@@ -73,7 +73,6 @@ class Rank:
         self.epoch = 0  # bumped on abort: callbacks of an older epoch do nothing
         self.iteration = 0
         self.serial = 0
-        self.running = False
         self.pending: list[int] = []
         self.queues: dict[str, deque[int]] = {}
         self.busy: set[str] = set()
@@ -97,7 +96,7 @@ class GpuServer(Device):
     def __init__(self, name: str, device_id: int, engine: Engine, seed: int,
                  options: dict[str, Any] | None = None) -> None:
         super().__init__(name, device_id, engine, seed, options)
-        self.gpus = int(self.options.get("gpus", 8))
+        self.gpus = int(self.options.get("gpus", DEFAULT_GPUS))
         self.peak_flops_per_s, self.mfu, self.scale_up_bps, self.scale_up_latency_ps = hardware_of(self.options)
         self.nics: list[RdmaNic] = []
         self.nic_of: dict[str, RdmaNic] = {}
@@ -152,7 +151,6 @@ class GpuServer(Device):
         if epoch != rank.epoch:
             return
         assert self.plan is not None
-        rank.running = True
         rank.serial = iteration_serial(self.attempt, rank.iteration, self.plan.iterations)
         rank.pending = [len(op.deps) for op in rank.program]
         rank.queues = {stream: deque(ops) for stream, ops in rank.stream_order.items()}
@@ -227,7 +225,6 @@ class GpuServer(Device):
     def _end_iteration(self, rank: Rank) -> None:
         assert self.plan is not None
         plan = self.plan
-        rank.running = False
         rank.iterations.append([rank.iteration, self.attempt, rank.started_ps, self.now])
         self.counters["iterations_done"] += 1
         finished = rank.iteration
@@ -450,7 +447,6 @@ class GpuServer(Device):
         for rank in self.ranks.values():
             self._activity(rank)
             rank.epoch += 1
-            rank.running = False
             rank.computing = rank.communicating = 0
             rank.iteration = restart_iteration
         for uid, (nic, _) in list(self.sending.items()):

@@ -1,4 +1,4 @@
-"""GPU types: dense BF16 tensor peak (vendor datasheets), a default achievable MFU, HBM, and the
+"""GPU types: dense BF16 tensor peak (vendor datasheets), a default achievable MFU, and the
 default scale-up fabric of a server built from them. Scenarios may override any of these per server.
 """
 
@@ -14,7 +14,6 @@ TERA = 10**12
 class GpuType:
     name: str
     peak_tflops: float  # dense BF16 tensor throughput
-    hbm_gib: int
     scale_up_bps: int  # per GPU, each direction, inside a server
     scale_up_latency_ps: int
     mfu: float = 0.4  # model FLOPs utilisation a well-tuned training job reaches
@@ -29,16 +28,17 @@ PCIE_LATENCY_PS = 5_000_000
 GPU_TYPES: dict[str, GpuType] = {
     g.name: g
     for g in (
-        GpuType("h100", 989.4, 80, NVLINK4_BPS, NVLINK_LATENCY_PS),
-        GpuType("h800", 989.4, 80, 1_600_000_000_000, NVLINK_LATENCY_PS),  # 8 NVLinks
-        GpuType("h20", 148.0, 96, NVLINK4_BPS, NVLINK_LATENCY_PS),
-        GpuType("a100", 312.0, 80, NVLINK3_BPS, NVLINK_LATENCY_PS),
-        GpuType("a800", 312.0, 80, 1_600_000_000_000, NVLINK_LATENCY_PS),
-        GpuType("l40s", 362.05, 48, PCIE4_X16_BPS, PCIE_LATENCY_PS),
-        GpuType("l20", 119.5, 48, PCIE4_X16_BPS, PCIE_LATENCY_PS),
+        GpuType("h100", 989.4, NVLINK4_BPS, NVLINK_LATENCY_PS),
+        GpuType("h800", 989.4, 1_600_000_000_000, NVLINK_LATENCY_PS),  # 8 NVLinks
+        GpuType("h20", 148.0, NVLINK4_BPS, NVLINK_LATENCY_PS),
+        GpuType("a100", 312.0, NVLINK3_BPS, NVLINK_LATENCY_PS),
+        GpuType("a800", 312.0, 1_600_000_000_000, NVLINK_LATENCY_PS),
+        GpuType("l40s", 362.05, PCIE4_X16_BPS, PCIE_LATENCY_PS),
+        GpuType("l20", 119.5, PCIE4_X16_BPS, PCIE_LATENCY_PS),
     )
 }
 DEFAULT_GPU = "h100"
+DEFAULT_GPUS = 8  # per server
 
 
 

@@ -21,13 +21,11 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 COMPUTE, SEND, RECV, COLLECTIVE = "compute", "send", "recv", "collective"
-OP_KINDS = (COMPUTE, SEND, RECV, COLLECTIVE)
 ALL_REDUCE, REDUCE_SCATTER, ALL_GATHER, ALL_TO_ALL = "all-reduce", "reduce-scatter", "all-gather", "all-to-all"
 COLLECTIVES = (ALL_REDUCE, REDUCE_SCATTER, ALL_GATHER, ALL_TO_ALL)
 TP, PP, DP, EP = "tp", "pp", "dp", "ep"
 DIMENSIONS = (TP, PP, DP, EP)
 RING, HIERARCHICAL = "ring", "hierarchical"
-ALGORITHMS = (RING, HIERARCHICAL)
 
 # message ids: serial (16 bits) | sending rank (16) | kind (1) | p2p tag (30) or collective id (18) + step (12)
 SERIAL_BITS, RANK_BITS, CID_BITS, STEP_BITS, TAG_BITS = 16, 16, 18, 12, 30

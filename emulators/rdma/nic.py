@@ -137,7 +137,8 @@ class RdmaNic:
     def finish_flow(self, flow: int) -> None:
         """Forget what arrived for ``flow``: its message is complete (or abandoned). Late copies of its
         data are acknowledged so a sender that missed the last ACK can finish. (Data for a flow the
-        owner no longer ``accepts`` is treated alike, so ``finished`` may be pruned.)"""
+        owner no longer ``accepts`` is treated alike, so an owner may clear ``finished`` once it
+        refuses those flows.)"""
         self.receivers.pop(flow, None)
         for address in self.addresses:
             self.path_receivers.pop((flow, address), None)

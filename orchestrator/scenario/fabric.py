@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from fractions import Fraction
 from typing import Any
 
+from emulators.gpu_server.gpus import DEFAULT_GPUS
 from emulators.registry import DEVICE_KINDS, DeviceKind
 from orchestrator.scenario.schema_errors import KeyPath, key_path, listing
 from orchestrator.scenario.units import parse_length_mm, parse_rate, parse_time_ps, shown
@@ -25,7 +26,6 @@ SWITCH_KIND = "switch"
 DEFAULT_MODE = "roce"
 DEFAULT_SERVER_KIND = "tester"
 GPU_SERVER_KIND = "gpu_server"  # one NIC (and leaf port) per GPU
-DEFAULT_GPUS = 8
 DEFAULT_SERVER_LINK_LENGTH = "3m"
 DEFAULT_UPLINK_LENGTH = "30m"
 NIC = "nic"  # the dual-plane NIC's name in a server's nics option

@@ -7,14 +7,13 @@ a GPU's speed to the picosecond. Defaults come from :mod:`emulators.gpu_server.g
 
 from __future__ import annotations
 
-from emulators.gpu_server.gpus import GPU_TYPES, GpuHardware, hardware_of
+from emulators.gpu_server.gpus import DEFAULT_GPUS, GPU_TYPES, GpuHardware, hardware_of
 from emulators.gpu_server.gpus import compute_ps as compute_ps  # the one formula, re-exported for the estimator
 from emulators.rdma.host import nic_groups
 from emulators.rdma.settings import PACKET_OVERHEAD_BYTES, NicSettings
 from emulators.topology import DeviceSpec
 
 GPU_SERVER_KIND = "gpu_server"
-DEFAULT_GPUS = 8
 PS_PER_S = 10**12
 
 

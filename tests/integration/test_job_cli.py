@@ -66,7 +66,13 @@ def test_a_bad_baseline_is_one_line(tmp_path):
     assert missing.returncode == 2 and missing.stderr.startswith("error: --baseline ")
     assert len(missing.stderr.strip().splitlines()) == 1
     no_job = run_cli("run", str(scenario), "--baseline", "scenarios/testers.yaml", "--out", str(tmp_path / "t"))
-    assert no_job.returncode == 2 and "no completed iteration of a training job" in no_job.stderr
+    assert no_job.returncode == 2 and "has no job: block" in no_job.stderr
+    assert not (tmp_path / "t").exists()  # refused before anything ran
+    not_results = tmp_path / "list.json"
+    not_results.write_text("[1, 2]")
+    wrong = run_cli("run", str(scenario), "--baseline", str(not_results), "--out", str(tmp_path / "w"))
+    assert wrong.returncode == 2 and "no completed iteration of a training job" in wrong.stderr
+    assert "Traceback" not in wrong.stderr and not (tmp_path / "w").exists()
 
 
 def test_host_processes_give_the_results_of_one_process(tmp_path):
