@@ -38,7 +38,7 @@ from emulators.kernel.engine import Engine
 from emulators.kernel.frame import PFC, Frame, honour_pfc
 from emulators.kernel.port import Port
 from emulators.kernel.vtime import serialization_ps
-from emulators.rdma.host import build_nics
+from emulators.rdma.host import build_nics, nic_ports_of
 from emulators.rdma.nic import RdmaNic
 from emulators.rdma.qp import QueuePair
 from emulators.rdma.receiver import FlowReceiver
@@ -103,7 +103,7 @@ class GpuServer(Device):
         self.plan: JobPlan | None = None
         self.ranks: dict[int, Rank] = {}
         self.egress_free: list[int] = [0] * self.gpus  # each GPU's scale-up egress is busy until
-        self.sending: dict[int, tuple[RdmaNic, Done]] = {}  # message id -> its NIC and what to do when acked
+        self.sending: dict[int, tuple[QueuePair, Done]] = {}  # message id -> its QP and what to do when acked
         self.waiting: dict[int, tuple[int, RdmaNic | None, Done]] = {}  # message id -> (bytes, NIC, done)
         self.arrived_locally: set[int] = set()  # scale-up messages that came before their receive
         self.joins: dict[tuple[int, int, int], list[tuple[int, Done]]] = {}  # local parts of collectives
@@ -133,7 +133,6 @@ class GpuServer(Device):
         self.saved = {rank: (-1, plan.start_ps) for rank in range(len(plan.ranks))}
         self.checkpoint = (-1, plan.start_ps)
         self.site_of = {d.name: d.site for d in context.scenario.devices}
-        self.nic_ports_of: dict[str, list[list[str]]] = {}  # server -> per GPU, its NIC's ports
         self.paths: dict[tuple[int, int], tuple[list[int], int, int, frozenset[int]]] = {}
         for rank in plan.ranks_on(self.name):
             gpu = plan.ranks[rank].gpu
@@ -298,7 +297,7 @@ class GpuServer(Device):
                         0, 0, self.now, 0, RDMA_PRIORITY, RDMA, max(1, nbytes))
         entropy = _mix(uid ^ self.seed)
         qp = nic.open_qp(uid, spec, remote, self.seed, hops, rtt, crossed, entropy=entropy)
-        self.sending[uid] = (nic, done)
+        self.sending[uid] = (qp, done)
         nic.send_now(qp)
 
     def _arrive_locally(self, args: tuple[int, int, int, Done]) -> None:
@@ -339,7 +338,7 @@ class GpuServer(Device):
         if found is None:
             context = self.context
             far = context.scenario.device(place.device)
-            far_ports = self._nic_ports(far.name, far.options, list(far.ports))[place.gpu]
+            far_ports = nic_ports_of(far, place.gpu)
             near = self.nics[gpu].ports[0].name
             links = context.path_links(Endpoint(self.name, near), Endpoint(far.name, far_ports[0]))
             hops, rtt = context.path_delay(links)
@@ -348,24 +347,15 @@ class GpuServer(Device):
             self.paths[key] = found
         return found
 
-    def _nic_ports(self, name: str, options: dict[str, Any], ports: list[str]) -> list[list[str]]:
-        from emulators.rdma.host import nic_groups
-
-        found = self.nic_ports_of.get(name)
-        if found is None:
-            found = self.nic_ports_of[name] = [members for _, members in nic_groups(options, ports)]
-        return found
-
     # -- NIC hooks --------------------------------------------------------------------------------
     def on_qp_complete(self, qp: QueuePair) -> None:
-        nic, done = self.sending.pop(qp.flow)
-        nic.retire(qp)
+        _, done = self.sending.pop(qp.flow)
+        qp.nic.retire(qp)
         done()
 
     def on_qp_error(self, qp: QueuePair) -> None:
-        entry = self.sending.pop(qp.flow, None)
-        if entry is not None:
-            entry[0].retire(qp)
+        if self.sending.pop(qp.flow, None) is not None:
+            qp.nic.retire(qp)
         if self.aborted or self.plan is None:
             return
         reason = qp.error["reason"] if qp.error else "error"
@@ -449,11 +439,8 @@ class GpuServer(Device):
             rank.epoch += 1
             rank.computing = rank.communicating = 0
             rank.iteration = restart_iteration
-        for uid, (nic, _) in list(self.sending.items()):
-            for qp in nic.qps:
-                if qp.flow == uid:
-                    nic.retire(qp)
-                    break
+        for qp, _ in self.sending.values():
+            qp.nic.retire(qp)
         self.sending.clear()
         self.waiting.clear()
         self.arrived_locally.clear()

@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING, Any
 
 from emulators.rdma.nic import NicOwner, RdmaNic
 from emulators.rdma.settings import NicSettings
+from emulators.topology import DeviceSpec
 
 if TYPE_CHECKING:
     from emulators.context import ScenarioContext
@@ -18,6 +19,19 @@ def nic_groups(options: dict[str, Any], ports: list[str]) -> list[tuple[str, lis
     groups = [(name, list(members)) for name, members in options.get("nics", {}).items()]
     grouped = {p for _, members in groups for p in members}
     return groups + [(p, [p]) for p in ports if p not in grouped]
+
+
+def nics_of(spec: DeviceSpec) -> tuple[tuple[str, ...], ...]:
+    """A device's NICs, each as its ports in plane order, in :func:`nic_groups` order (GPU g of a
+    GPU server uses the g-th)."""
+    return tuple(tuple(ports) for _, ports in nic_groups(spec.options, list(spec.ports)))
+
+
+def nic_ports_of(spec: DeviceSpec, index: int) -> tuple[str, ...]:
+    """The ports of a device's ``index``-th NIC; () if it has none (a server without ports talks only
+    inside itself)."""
+    nics = nics_of(spec)
+    return nics[index] if index < len(nics) else ()
 
 
 def nic_ports(options: dict[str, Any], port: str) -> list[str]:

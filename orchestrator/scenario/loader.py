@@ -23,7 +23,7 @@ from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
 from emulators.context import ScenarioContext
 from emulators.gpu_server.program import ALL_TO_ALL, JobPlan
-from emulators.rdma.host import nic_groups
+from emulators.rdma.host import nic_ports_of
 from emulators.registry import DEVICE_KINDS, DeviceKind
 from emulators.topology import RAW, RDMA, RDMA_PRIORITY
 from orchestrator.scenario.fabric import RAW_FLOW_NEEDS_RATE, Expansion, ExpansionError, expand
@@ -291,15 +291,16 @@ class _Resolver:
         assert plan is not None
         context = ScenarioContext(scenario)
         devices = {d.name: d for d in scenario.devices}
-        nics = {name: [members for _, members in nic_groups(d.options, list(d.ports))] for name, d in devices.items()}
         checked: set[tuple[str, str]] = set()
         for a, b in _talking_pairs(plan):
             here, there = plan.ranks[a], plan.ranks[b]
             if here.device == there.device:
                 continue
+            ends = []
             for place, rank in ((here, a), (there, b)):
-                ports = nics[place.device]
-                if place.gpu >= len(ports) or context.link_at(Endpoint(place.device, ports[place.gpu][0])) is None:
+                ports = nic_ports_of(devices[place.device], place.gpu)
+                ends.append(Endpoint(place.device, ports[0]) if ports else None)
+                if ports == () or context.link_at(Endpoint(place.device, ports[0])) is None:
                     self.fail(("job", "placement"), (
                         f"rank {rank} on {place.device} GPU {place.gpu} talks to another server, but that GPU has no "
                         f"linked NIC port; link one, or place the ranks that talk on one server"))
@@ -307,8 +308,8 @@ class _Resolver:
             if pair in checked:
                 continue
             checked.add(pair)
-            near = Endpoint(here.device, nics[here.device][here.gpu][0])
-            far = Endpoint(there.device, nics[there.device][there.gpu][0])
+            near, far = ends
+            assert near is not None and far is not None
             if not context.path_links(near, far):
                 self.fail(("job", "placement"), (
                     f"rank {a} on {here.device} talks to rank {b} on {there.device}, but no path joins them; "

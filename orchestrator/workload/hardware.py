@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from emulators.gpu_server.gpus import DEFAULT_GPUS, GPU_TYPES, GpuHardware, hardware_of
 from emulators.gpu_server.gpus import compute_ps as compute_ps  # the one formula, re-exported for the estimator
-from emulators.rdma.host import nic_groups
+from emulators.rdma.host import nic_ports_of as nic_ports_of  # the estimator's, beside the GPU's figures
 from emulators.rdma.settings import PACKET_OVERHEAD_BYTES, NicSettings
 from emulators.topology import DeviceSpec
 
@@ -35,19 +35,6 @@ def effective_flops_per_s(spec: DeviceSpec) -> float:
     """What one GPU of the server achieves: peak x MFU (what non-uniform splits are proportional to)."""
     gpu = gpu_of(spec)
     return gpu.peak_flops_per_s * gpu.mfu
-
-
-def nics_of(spec: DeviceSpec) -> tuple[tuple[str, ...], ...]:
-    """The server's NICs, each as its ports in plane order, in the order the device builds them: the
-    ``nics`` entries, then one single-port NIC per port not in them."""
-    return tuple(tuple(ports) for _, ports in nic_groups(spec.options, list(spec.ports)))
-
-
-def nic_ports_of(spec: DeviceSpec, gpu: int) -> tuple[str, ...]:
-    """The ports of GPU ``gpu``'s NIC (the g-th NIC); () if the server has no NIC for it (a server
-    without ports talks only inside itself)."""
-    nics = nics_of(spec)
-    return nics[gpu] if gpu < len(nics) else ()
 
 
 def nic_settings_of(spec: DeviceSpec) -> NicSettings:
