@@ -7,7 +7,7 @@ import contextlib
 import json
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -16,12 +16,16 @@ import structlog
 from emulators.topology import Scenario
 from orchestrator.backends.inproc import start_inproc
 from orchestrator.coordinator import Coordinator, HostFailed, HostHandle, RunOutcome
-from orchestrator.partition import plan_partition
+from orchestrator.deploy import DeployOptions
+from orchestrator.partition import Plan, plan_partition
 from orchestrator.results import assemble
 
-BACKENDS = ("inproc", "process")
+BACKENDS = ("inproc", "process")  # on this machine alone
+DEPLOY_BACKENDS = ("docker", "k8s")  # hosts in containers or pods, from the testbed image
 
 log = structlog.get_logger("run")
+
+EXIT_GRACE_S = 1.0  # how long a failed run waits to learn whether the failed host's process or container ended
 
 
 class RunFailed(RuntimeError):
@@ -34,14 +38,17 @@ class RunFailed(RuntimeError):
 
 def run_scenario(scenario: Scenario, partition: str = "single", backend: str = "inproc",
                  out_dir: Path | None = None, window_timeout_s: float = 60.0,
-                 progress: Callable[[int], None] | None = None) -> dict[str, Any]:
+                 progress: Callable[[int], None] | None = None,
+                 deploy: DeployOptions | None = None) -> dict[str, Any]:
     """Run ``scenario`` and return results.json's content (also written to ``out_dir`` if given).
-    ``progress(end_ps)`` hears of the virtual time reached after every window.
+    ``progress(end_ps)`` hears of the virtual time reached after every window; ``deploy`` says how
+    the docker and k8s backends deploy the hosts.
 
-    Raises PartitionError for an impossible partition, RunFailed when a host fails mid-run.
+    Raises PartitionError for an impossible partition, RunFailed when a host fails mid-run,
+    DeployError when the docker or k8s backend cannot deploy the hosts.
     """
-    if backend not in BACKENDS:
-        raise ValueError(f"unknown backend {backend!r}; choose one of {', '.join(BACKENDS)}")
+    if backend not in BACKENDS + DEPLOY_BACKENDS:
+        raise ValueError(f"unknown backend {backend!r}; choose one of {', '.join(BACKENDS + DEPLOY_BACKENDS)}")
     plan = plan_partition(scenario, partition)
     run_id = uuid.uuid4().hex[:12]
     structlog.contextvars.bind_contextvars(run_id=run_id, scenario=scenario.name)
@@ -51,7 +58,8 @@ def run_scenario(scenario: Scenario, partition: str = "single", backend: str = "
         outcome = asyncio.run(Coordinator(scenario, plan, start_inproc(scenario, plan), progress).run())
     else:
         log_dir = (out_dir or Path("out")) / "hosts"
-        outcome = asyncio.run(_run_processes(scenario, plan, run_id, log_dir, window_timeout_s, progress))
+        launch = _launcher(backend, scenario, plan, run_id, log_dir, window_timeout_s, deploy or DeployOptions())
+        outcome = asyncio.run(_run_cluster(launch, scenario, plan, progress))
     results = assemble(scenario, plan, backend, outcome.host_results, windows=outcome.windows,
                        wall_seconds=outcome.wall_seconds, end_ps=outcome.end_ps, error=outcome.error,
                        failed_host=outcome.failed_host)
@@ -70,11 +78,29 @@ def write_results(results: dict[str, Any], out_dir: Path) -> Path:
     return path
 
 
-async def _run_processes(scenario: Scenario, plan: Any, run_id: str, log_dir: Path, window_timeout_s: float,
-                         progress: Callable[[int], None] | None) -> RunOutcome:
-    from orchestrator.backends.process import launch  # needs the generated gRPC stubs
+def _launcher(backend: str, scenario: Scenario, plan: Plan, run_id: str, log_dir: Path, window_timeout_s: float,
+              deploy: DeployOptions) -> Callable[[], Awaitable[Any]]:
+    """A coroutine function that starts, loads and connects the hosts on ``backend``: a cluster."""
+    # imported here: they need the generated gRPC stubs (and the docker SDK, kubectl)
+    if backend == "process":
+        from orchestrator.backends.process import launch as launch_processes
 
-    cluster = await launch(scenario, plan, run_id, log_dir, window_timeout_s)
+        return lambda: launch_processes(scenario, plan, run_id, log_dir, window_timeout_s)
+    if backend == "docker":
+        from orchestrator.backends.docker import launch as launch_containers
+
+        return lambda: launch_containers(scenario, plan, run_id, log_dir, window_timeout_s, deploy)
+    from orchestrator.backends.k8s import launch as launch_pods
+
+    return lambda: launch_pods(scenario, plan, run_id, log_dir, window_timeout_s, deploy)
+
+
+async def _run_cluster(launch: Callable[[], Awaitable[Any]], scenario: Scenario, plan: Plan,
+                       progress: Callable[[int], None] | None) -> RunOutcome:
+    """Drive hosts that run outside this process. A cluster has ``hosts`` (RemoteHost), and
+    ``first_exit()`` (completes when a host's process, container or pod ends), ``failure(host)``,
+    ``kill(host)``, ``alive()`` and ``stop(grace_s)``."""
+    cluster = await launch()
     hosts: list[HostHandle] = list(cluster.hosts)
     coordinator = Coordinator(scenario, plan, hosts, progress)
     t0 = time.perf_counter()
@@ -85,26 +111,32 @@ async def _run_processes(scenario: Scenario, plan: Any, run_id: str, log_dir: Pa
         done, _ = await asyncio.wait({run, exited}, return_when=asyncio.FIRST_COMPLETED)
         failure: HostFailed | None = None
         if run in done:
-            exited.cancel()
             try:
-                outcome = run.result()
+                outcome: RunOutcome = run.result()
+                exited.cancel()
                 await asyncio.gather(*(h.close() for h in cluster.hosts))
                 return outcome
             except HostFailed as e:
                 failure = e
+            # a host that broke its stream is often ending: if so, its exit says why, and better
+            with contextlib.suppress(TimeoutError):
+                ended = await asyncio.wait_for(asyncio.shield(exited), EXIT_GRACE_S)
+                if ended.name == failure.host:
+                    failure = await cluster.failure(ended)
+            exited.cancel()
         else:
             run.cancel()
             # the clock may have failed on the same host meanwhile: collect that, the exit says it better
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await run
-            failure = cluster.failure(exited.result())
+            failure = await cluster.failure(exited.result())
         # keep what the survivors measured
         assert failure is not None
         log.error("run failed", host=failure.host, error=str(failure))
         for h in cluster.hosts:
-            if h.name == failure.host and h.proc.returncode is None:
-                h.proc.kill()  # a frozen host would not act on SIGTERM; it is out of this run anyway
-        survivors = [h for h in cluster.hosts if h.name != failure.host and h.proc.returncode is None]
+            if h.name == failure.host:
+                await cluster.kill(h)  # it is out of this run anyway
+        survivors = [h for h in await cluster.alive() if h.name != failure.host]
         for h in survivors:
             h.window_timeout_s = 2.0
         partial: dict[str, dict[str, Any]] = {}

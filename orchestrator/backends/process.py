@@ -8,22 +8,16 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import signal
 import sys
 from pathlib import Path
-from typing import Any
 
-import grpc
 import structlog
-from testbed.sync.v1 import sync_pb2, sync_pb2_grpc
 
-from emulators.runtime import BusMessage
-from emulators.topology import Scenario, scenario_to_dict
-from orchestrator.coordinator import HostFailed, Report
+from emulators.topology import Scenario
+from orchestrator.backends.remote import RemoteHost, load_and_connect
+from orchestrator.coordinator import HostFailed
 from orchestrator.partition import Plan
-from services.codec import decode_bus, encode_bus
-from services.host import GRPC_OPTIONS, KEEPALIVE_OPTIONS
 
 log = structlog.get_logger("process-backend")
 
@@ -31,17 +25,11 @@ STARTUP_TIMEOUT_S = 30.0
 HOST_COMMAND = (sys.executable, "-m", "services.host")
 
 
-class ProcessHost:
+class ProcessHost(RemoteHost):
     def __init__(self, name: str, proc: asyncio.subprocess.Process, log_path: Path, window_timeout_s: float):
-        self.name = name
+        super().__init__(name, window_timeout_s)
         self.proc = proc
         self.log_path = log_path
-        self.window_timeout_s = window_timeout_s
-        self.address = ""
-        self.channel: grpc.aio.Channel | None = None
-        self.control: Any = None
-        self._sync: Any = None
-        self._window = 0
 
     def log_tail(self, lines: int = 5) -> str:
         try:
@@ -49,40 +37,6 @@ class ProcessHost:
         except OSError:
             return ""
         return " | ".join(text[-lines:])
-
-    async def _call(self, what: str, call: Any) -> Any:
-        try:
-            return await asyncio.wait_for(call, self.window_timeout_s)
-        except TimeoutError:
-            raise HostFailed(self.name, f"no answer to {what} within {self.window_timeout_s:g} s") from None
-        except grpc.aio.AioRpcError as e:
-            raise HostFailed(self.name, f"{what}: {e.code().name}: {e.details()}") from None
-
-    async def _exchange(self, advance: Any) -> Report:
-        await self._call("Sync", self._sync.write(advance))
-        reply = await self._call("Sync", self._sync.read())
-        if reply is grpc.aio.EOF:
-            raise HostFailed(self.name, "closed its Sync stream")
-        return Report(reply.next_ps, reply.min_sent_arrival_ps, dict(reply.sent_total), decode_bus(reply.bus))
-
-    async def start(self) -> Report:
-        self._sync = self.control.Sync()
-        return await self._exchange(sync_pb2.Advance(start=True))
-
-    async def advance(self, end_ps: int, expect_from: dict[str, int], bus: list[BusMessage]) -> Report:
-        self._window += 1
-        return await self._exchange(sync_pb2.Advance(window=self._window, end_ps=end_ps,
-                                                     expect_from=expect_from, bus=encode_bus(bus)))
-
-    async def close(self) -> None:
-        """End the Sync stream: the host is done with this run."""
-        if self._sync is not None:
-            await self._sync.done_writing()
-
-    async def results(self) -> dict[str, Any]:
-        reply = await self._call("Results", self.control.Results(sync_pb2.ResultsRequest()))
-        results: dict[str, Any] = json.loads(reply.results_json)
-        return results
 
 
 class ProcessCluster:
@@ -99,10 +53,19 @@ class ProcessCluster:
             for w in waits:
                 w.cancel()
 
-    def failure(self, host: ProcessHost) -> HostFailed:
+    async def failure(self, host: ProcessHost) -> HostFailed:
         tail = host.log_tail()
         reason = f"process exited with code {host.proc.returncode}"
         return HostFailed(host.name, reason + (f"; last log lines: {tail}" if tail else ""))
+
+    async def kill(self, host: ProcessHost) -> None:
+        """SIGKILL: a frozen host would not act on SIGTERM."""
+        if host.proc.returncode is None:
+            with contextlib.suppress(ProcessLookupError):
+                host.proc.kill()
+
+    async def alive(self) -> list[ProcessHost]:
+        return [h for h in self.hosts if h.proc.returncode is None]
 
     async def stop(self, grace_s: float = 5.0) -> None:
         """SIGTERM every host, give them ``grace_s`` together to finish, then SIGKILL the rest."""
@@ -118,8 +81,7 @@ class ProcessCluster:
                     h.proc.kill()
         await asyncio.gather(*waits)
         for h in self.hosts:
-            if h.channel is not None:
-                await h.channel.close()
+            await h.close_channel()
 
 
 async def launch(scenario: Scenario, plan: Plan, run_id: str, log_dir: Path, window_timeout_s: float,
@@ -140,15 +102,7 @@ async def launch(scenario: Scenario, plan: Plan, run_id: str, log_dir: Path, win
     cluster = ProcessCluster(hosts)
     try:
         await asyncio.gather(*(_await_listening(h) for h in hosts))
-        scenario_json = json.dumps(scenario_to_dict(scenario))
-        await asyncio.gather(*(
-            h._call("Load", h.control.Load(sync_pb2.LoadRequest(
-                run_id=run_id, host=h.name, scenario_json=scenario_json, assignment=plan.assignment)))
-            for h in hosts))
-        addresses = {h.name: h.address for h in hosts}
-        await asyncio.gather(*(
-            h._call("Connect", h.control.Connect(sync_pb2.ConnectRequest(peer_addresses=addresses)))
-            for h in hosts))
+        await load_and_connect(list(hosts), scenario, plan, run_id)
     except BaseException:
         await cluster.stop()
         raise
@@ -166,6 +120,4 @@ async def _await_listening(host: ProcessHost) -> None:
         await host.proc.wait()
         tail = host.log_tail()
         raise HostFailed(host.name, f"did not start (exit code {host.proc.returncode}): {tail or text}")
-    host.address = text.split()[1]
-    host.channel = grpc.aio.insecure_channel(host.address, options=GRPC_OPTIONS + KEEPALIVE_OPTIONS)
-    host.control = sync_pb2_grpc.HostControlStub(host.channel)
+    host.attach(text.split()[1])

@@ -1,0 +1,353 @@
+"""The docker backend: one container per device host, from the testbed image, through the Docker SDK.
+
+Two network modes:
+
+- ``bridge`` (the default): a user-defined bridge network per scenario. Hosts serve on HOST_PORT in
+  their own network namespace and reach each other by container name; the coordinator reaches
+  each at a port the engine publishes on 127.0.0.1.
+- ``host``: the machine's network namespace. Every host serves on its own loopback port, which the
+  coordinator and the peers use alike (what tests use: no traffic leaves loopback).
+
+Containers and networks carry LABEL_* labels, so ``testbed down`` removes exactly them. They stay
+after a run, finished or failed (``testbed status``, ``testbed logs DEVICE``), until ``testbed down``
+or the next run of the same scenario, which replaces them: a host serves one run.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import signal
+import socket
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import docker
+import docker.errors
+import structlog
+
+from emulators.topology import Scenario
+from orchestrator.backends.remote import RemoteHost, load_and_connect, wait_until_serving
+from orchestrator.coordinator import HostFailed
+from orchestrator.deploy import DOCKER_NETWORKS, HOST_PORT, DeployError, DeployOptions, dns_label, host_names
+from orchestrator.partition import Plan
+
+log = structlog.get_logger("docker-backend")
+
+LABEL_ROLE = "aicn-testbed.role"  # "device-host" on containers, "network" on networks
+LABEL_SCENARIO = "aicn-testbed.scenario"
+LABEL_HOST = "aicn-testbed.host"
+LABEL_DEVICES = "aicn-testbed.devices"  # comma-separated: what `testbed logs DEVICE` looks for
+LABEL_RUN = "aicn-testbed.run"
+LABEL_ADDRESS = "aicn-testbed.address"  # where the coordinator reached the host (host network mode)
+ROLE_HOST = "device-host"
+ROLE_NETWORK = "network"
+NAME_PREFIX = "testbed-"
+
+STARTUP_TIMEOUT_S = 60.0
+EXIT_POLL_S = 0.5
+SECOND_NS = 1_000_000_000
+# the engine runs the probe (a short Python process) in each container: rarely, to stay out of the run's way
+HEALTHCHECK = {"interval": 30 * SECOND_NS, "timeout": 5 * SECOND_NS, "retries": 3, "start_period": 10 * SECOND_NS}
+
+
+def engine() -> Any:
+    """A client of the local Docker engine; DeployError (saying how to start one) if none answers."""
+    try:
+        client = docker.from_env(timeout=120)
+        client.ping()
+    except docker.errors.DockerException as e:
+        raise DeployError(f"no Docker engine answers ({e}); start one with scripts/docker-engine.sh") from None
+    return client
+
+
+def network_name(scenario: str) -> str:
+    return dns_label(f"{NAME_PREFIX}{scenario}")
+
+
+@dataclass(frozen=True)
+class HostSpec:
+    """One host's container: what to create, and where the coordinator and the peers reach it."""
+
+    host: str
+    name: str
+    listen: str  # the host's --listen inside its container
+    peer_address: str  # where other hosts dial it
+    run_kwargs: dict[str, Any]  # for DockerClient.containers.run
+
+
+def host_specs(scenario: str, plan: Plan, run_id: str, options: DeployOptions,
+               loopback_ports: dict[str, int] | None = None) -> list[HostSpec]:
+    """The containers of ``plan``'s hosts. In host network mode each host needs its own port on
+    127.0.0.1 (``loopback_ports``); in bridge mode they all serve on HOST_PORT."""
+    if options.docker_network not in DOCKER_NETWORKS:
+        raise DeployError(f"unknown docker network mode {options.docker_network!r}; "
+                          f"choose one of {', '.join(DOCKER_NETWORKS)}")
+    names = host_names(scenario, list(plan.hosts), prefix=NAME_PREFIX)
+    specs = []
+    for host, devices in plan.hosts.items():
+        name = names[host]
+        labels = {LABEL_ROLE: ROLE_HOST, LABEL_SCENARIO: scenario, LABEL_HOST: host,
+                  LABEL_DEVICES: ",".join(devices), LABEL_RUN: run_id}
+        if options.docker_network == "host":
+            assert loopback_ports is not None, "host network mode needs a loopback port per host"
+            listen = peer_address = f"127.0.0.1:{loopback_ports[host]}"
+            labels[LABEL_ADDRESS] = listen
+            network: dict[str, Any] = {"network_mode": "host"}
+        else:
+            listen, peer_address = f"0.0.0.0:{HOST_PORT}", f"{name}:{HOST_PORT}"
+            network = {"network": network_name(scenario), "ports": {f"{HOST_PORT}/tcp": ("127.0.0.1",)}}
+        probe = "127.0.0.1:" + listen.rsplit(":", 1)[1]
+        run_kwargs = {
+            "image": options.image,
+            "command": ["--name", host, "--listen", listen, "--log-level", options.host_log_level],
+            "name": name,
+            "labels": labels,
+            "detach": True,
+            "user": "10001:10001",
+            "read_only": True,
+            "tmpfs": {"/tmp": "size=16m"},
+            "cap_drop": ["ALL"],
+            "security_opt": ["no-new-privileges"],
+            "healthcheck": {"test": ["CMD", "python", "-m", "orchestrator.deploy.probe", probe], **HEALTHCHECK},
+            **network,
+        }
+        specs.append(HostSpec(host, name, listen, peer_address, run_kwargs))
+    return specs
+
+
+def free_loopback_ports(count: int) -> list[int]:
+    """``count`` distinct ports free on 127.0.0.1 right now (held open together, so none repeats)."""
+    sockets = []
+    try:
+        for _ in range(count):
+            s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            s.bind(("127.0.0.1", 0))
+            sockets.append(s)
+        return [s.getsockname()[1] for s in sockets]
+    finally:
+        for s in sockets:
+            s.close()
+
+
+class DockerHost(RemoteHost):
+    def __init__(self, spec: HostSpec, container: Any, window_timeout_s: float) -> None:
+        super().__init__(spec.host, window_timeout_s)
+        self.spec = spec
+        self.container = container
+
+
+class DockerCluster:
+    """The run's containers. They are kept when the run ends; ``stop`` saves their logs."""
+
+    def __init__(self, client: Any, hosts: list[DockerHost], run_id: str, log_dir: Path) -> None:
+        self.client = client
+        self.hosts = hosts
+        self.run_id = run_id
+        self.log_dir = log_dir
+
+    def _states(self) -> dict[str, str]:
+        """Each of this run's containers by name: its state (running, exited, dead...)."""
+        listed = self.client.api.containers(all=True, filters={"label": f"{LABEL_RUN}={self.run_id}"})
+        return {c["Names"][0].lstrip("/"): c["State"] for c in listed}
+
+    async def first_exit(self) -> DockerHost:
+        """Completes when any host's container stops running: during a run, that is a failure."""
+        while True:
+            try:
+                states = await asyncio.to_thread(self._states)
+            except docker.errors.DockerException as e:  # the engine is busy: the hosts' channels still watch
+                log.warning("cannot list containers", error=str(e))
+                states = {h.spec.name: "running" for h in self.hosts}
+            for h in self.hosts:
+                if states.get(h.spec.name, "removed") != "running":
+                    return h
+            await asyncio.sleep(EXIT_POLL_S)
+
+    async def failure(self, host: DockerHost) -> HostFailed:
+        return HostFailed(host.name, await asyncio.to_thread(describe_exit, host.container))
+
+    async def kill(self, host: DockerHost) -> None:
+        with contextlib.suppress(docker.errors.APIError):  # gone, or no longer running
+            await asyncio.to_thread(host.container.kill)
+
+    async def alive(self) -> list[DockerHost]:
+        states = await asyncio.to_thread(self._states)
+        return [h for h in self.hosts if states.get(h.spec.name) == "running"]
+
+    async def stop(self, grace_s: float = 5.0) -> None:
+        """Close the coordinator's channels and save every host's log as ``<log_dir>/<host>.log``;
+        the containers stay for ``testbed status`` and ``testbed logs`` until ``testbed down``."""
+        for h in self.hosts:
+            await h.close_channel()
+        self.log_dir.mkdir(parents=True, exist_ok=True)
+        for h in self.hosts:
+            with contextlib.suppress(docker.errors.APIError):
+                logs = await asyncio.to_thread(h.container.logs, stdout=True, stderr=True)
+                (self.log_dir / f"{h.name}.log").write_bytes(logs)
+        self.client.close()
+
+
+def describe_exit(container: Any, lines: int = 5) -> str:
+    """Why a container is not running, with the last lines of its log."""
+    try:
+        container.reload()
+        state = container.attrs["State"]
+        reason = f"container {container.name} {state['Status']}"
+        if state["Status"] in ("exited", "dead"):
+            code = state["ExitCode"]
+            reason += f" with code {code}"
+            if state.get("OOMKilled"):
+                reason += " (out of memory)"
+            elif code > 128:  # the engine reports a signal as 128 + its number
+                with contextlib.suppress(ValueError):
+                    reason += f" ({signal.Signals(code - 128).name})"
+        tail = container.logs(stdout=False, stderr=True, tail=lines).decode(errors="replace").strip()
+    except docker.errors.NotFound:
+        return f"container {container.name} was removed"
+    tail = " | ".join(tail.splitlines())
+    return reason + (f"; last log lines: {tail}" if tail else "")
+
+
+def remove(client: Any, scenario: str | None = None) -> tuple[list[str], list[str]]:
+    """Remove the testbed's containers and networks (only ``scenario``'s, if given); their names."""
+    label = [LABEL_ROLE] if scenario is None else [LABEL_ROLE, f"{LABEL_SCENARIO}={scenario}"]
+    containers = client.containers.list(all=True, filters={"label": label}, ignore_removed=True)
+    removed = []
+    for c in containers:
+        with contextlib.suppress(docker.errors.NotFound):
+            c.remove(force=True)
+            removed.append(c.name)
+    networks = []
+    for n in client.networks.list(filters={"label": label}):
+        with contextlib.suppress(docker.errors.NotFound):
+            n.remove()
+            networks.append(n.name)
+    return removed, networks
+
+
+def _start(client: Any, spec: HostSpec) -> Any:
+    try:
+        return client.containers.run(**spec.run_kwargs)
+    except docker.errors.ImageNotFound:
+        raise DeployError(f"image {spec.run_kwargs['image']} is not in the Docker engine; build it with "
+                          f"`make image`") from None
+    except docker.errors.APIError as e:
+        raise DeployError(f"cannot start container {spec.name} for host {spec.host}: {e.explanation or e}") from None
+
+
+def _coordinator_address(container: Any, spec: HostSpec) -> str:
+    """Where this machine reaches the host: its loopback port, or the port published for it."""
+    if "ports" not in spec.run_kwargs:
+        return spec.listen
+    container.reload()
+    published = (container.attrs["NetworkSettings"]["Ports"] or {}).get(f"{HOST_PORT}/tcp") or []
+    if not published:
+        raise HostFailed(spec.host, describe_exit(container))
+    return f"127.0.0.1:{published[0]['HostPort']}"
+
+
+async def launch(scenario: Scenario, plan: Plan, run_id: str, log_dir: Path, window_timeout_s: float,
+                 options: DeployOptions, connect: Callable[[], Any] = engine) -> DockerCluster:
+    """Start one container per host of ``plan``, wait until each serves (grpc.health.v1), load and
+    connect them. Containers left by an earlier run of the same scenario are removed first.
+    ``connect()`` returns the engine's client."""
+    client = await asyncio.to_thread(connect)
+    ports = None
+    if options.docker_network == "host":
+        ports = dict(zip(plan.hosts, free_loopback_ports(len(plan.hosts)), strict=True))
+    specs = host_specs(scenario.name, plan, run_id, options, ports)
+    try:
+        await asyncio.to_thread(client.images.get, options.image)
+    except docker.errors.ImageNotFound:
+        raise DeployError(f"image {options.image} is not in the Docker engine; build it with `make image`") from None
+    old, _ = await asyncio.to_thread(remove, client, scenario.name)
+    if old:
+        log.info("removed the containers of an earlier run", containers=len(old))
+    if options.docker_network == "bridge":
+        name = network_name(scenario.name)
+        try:
+            await asyncio.to_thread(client.networks.create, name, driver="bridge",
+                                    labels={LABEL_ROLE: ROLE_NETWORK, LABEL_SCENARIO: scenario.name})
+        except docker.errors.APIError as e:
+            raise DeployError(f"cannot create the network {name}: {e.explanation or e}") from None
+    containers = await asyncio.gather(*(asyncio.to_thread(_start, client, s) for s in specs))
+    hosts = [DockerHost(s, c, window_timeout_s) for s, c in zip(specs, containers, strict=True)]
+    for h in hosts:
+        log.info("container started", host=h.name, container=h.spec.name)
+    cluster = DockerCluster(client, hosts, run_id, log_dir)
+    try:
+        await asyncio.gather(*(_await_serving(h) for h in hosts))
+        await load_and_connect(list(hosts), scenario, plan, run_id, {h.name: h.spec.peer_address for h in hosts})
+    except BaseException:
+        await cluster.stop()
+        raise
+    return cluster
+
+
+async def _await_serving(host: DockerHost) -> None:
+    host.attach(await asyncio.to_thread(_coordinator_address, host.container, host.spec))
+
+    async def gone() -> str | None:
+        await asyncio.to_thread(host.container.reload)
+        if host.container.status in ("created", "running"):
+            return None
+        return await asyncio.to_thread(describe_exit, host.container)
+
+    await wait_until_serving(host, STARTUP_TIMEOUT_S, gone)
+
+
+@dataclass(frozen=True)
+class ContainerStatus:
+    name: str
+    scenario: str
+    host: str
+    devices: tuple[str, ...]
+    state: str  # running, exited...
+    health: str  # the engine's health check: healthy, unhealthy, starting, or "-" when not running
+    address: str  # where this machine reaches its gRPC server ("-" when not running)
+
+
+def statuses(client: Any) -> list[ContainerStatus]:
+    """Every testbed container, by scenario and host."""
+    rows = []
+    for c in client.containers.list(all=True, filters={"label": [LABEL_ROLE]}, ignore_removed=True):
+        labels = c.labels
+        if labels.get(LABEL_ROLE) != ROLE_HOST:
+            continue
+        state = c.attrs["State"]
+        health = state.get("Health", {}).get("Status", "-") if state["Status"] == "running" else "-"
+        devices = tuple(d for d in labels.get(LABEL_DEVICES, "").split(",") if d)
+        published = (c.attrs["NetworkSettings"].get("Ports") or {}).get(f"{HOST_PORT}/tcp") or []
+        address = labels.get(LABEL_ADDRESS) or (f"127.0.0.1:{published[0]['HostPort']}" if published else "-")
+        if state["Status"] != "running":
+            address = "-"
+        rows.append(ContainerStatus(c.name, labels.get(LABEL_SCENARIO, "?"), labels.get(LABEL_HOST, "?"),
+                                    devices, state["Status"], health, address))
+    return sorted(rows, key=lambda r: (r.scenario, r.host))
+
+
+class UnknownDevice(LookupError):
+    """No testbed container runs the device (or several do): the message lists what does."""
+
+
+def device_container(client: Any, device: str, scenario: str | None = None) -> Any:
+    """The container that hosts ``device`` (a device or host name), within ``scenario`` if given."""
+    label = [LABEL_ROLE + "=" + ROLE_HOST] + ([f"{LABEL_SCENARIO}={scenario}"] if scenario else [])
+    containers = client.containers.list(all=True, filters={"label": label}, ignore_removed=True)
+    matches = [c for c in containers
+               if device == c.labels.get(LABEL_HOST) or device in c.labels.get(LABEL_DEVICES, "").split(",")]
+    if len(matches) == 1:
+        return matches[0]
+    if matches:
+        scenarios = sorted(c.labels.get(LABEL_SCENARIO, "?") for c in matches)
+        raise UnknownDevice(f"device {device!r} runs in several scenarios ({', '.join(scenarios)}); "
+                            f"pick one with --scenario")
+    known = sorted({d for c in containers for d in c.labels.get(LABEL_DEVICES, "").split(",") if d})
+    where = f" of scenario {scenario!r}" if scenario else ""
+    if not known:
+        raise UnknownDevice(f"no testbed container{where} is there; start some with "
+                            f"`testbed run SCENARIO --backend docker` (or `make up`)")
+    raise UnknownDevice(f"no testbed container{where} hosts device {device!r}; devices: {', '.join(known)}")

@@ -1,0 +1,154 @@
+"""End to end on a real Docker engine: one container per device (host networking, loopback ports only),
+the same results as the process backend, a killed container failing the run by name, nothing left behind.
+
+Starts the engine if none answers and builds the image (both idempotent): `make e2e` runs these.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from orchestrator.results import deterministic_view
+from tests.helpers import TESTBED, run_cli
+
+pytestmark = [pytest.mark.e2e, pytest.mark.timeout(1200)]
+
+REPO = Path(__file__).resolve().parents[2]
+SCENARIO_NAME = "e2e-two-sites"
+DEVICES = ("tester-a", "tester-a2", "tester-b", "tester-b2")
+LABEL = f"aicn-testbed.scenario={SCENARIO_NAME}"
+
+# two sites 300 km apart, a tester pair in each; about 10 s in containers in the device partition
+SCENARIO = f"""
+name: {SCENARIO_NAME}
+seed: 3
+duration: 10ms
+sample_interval: 1ms
+sites: [dc-a, dc-b]
+devices:
+  tester-a:  {{kind: tester, site: dc-a, ports: [wan, lan]}}
+  tester-a2: {{kind: tester, site: dc-a, ports: [lan]}}
+  tester-b:  {{kind: tester, site: dc-b, ports: [wan, lan]}}
+  tester-b2: {{kind: tester, site: dc-b, ports: [lan]}}
+links:
+  - {{name: wan,   a: tester-a/wan,  z: tester-b/wan,  rate: 400G, length: 300km, ber: 1e-11}}
+  - {{name: lan-a, a: tester-a2/lan, z: tester-a/lan,  rate: 400G, length: 100m}}
+  - {{name: lan-b, a: tester-b2/lan, z: tester-b/lan,  rate: 400G, length: 100m}}
+flows:
+  - {{name: wan-a-to-b, src: tester-a/wan,  dst: tester-b/wan, rate: 300G, frame: 64KiB, for: 8ms}}
+  - {{name: wan-b-to-a, src: tester-b/wan,  dst: tester-a/wan, rate: 100G, frame: 64KiB, for: 8ms}}
+  - {{name: local-a,    src: tester-a2/lan, dst: tester-a/lan, rate: 200G, frame: 256KiB, for: 8ms}}
+  - {{name: local-b,    src: tester-b2/lan, dst: tester-b/lan, rate: 200G, frame: 256KiB, start: 1ms, for: 7ms}}
+faults:
+  - {{at: 4ms, link: wan, ber: 1e-8}}
+"""
+
+
+def _docker(*args: str) -> str:
+    return subprocess.run(["docker", *args], capture_output=True, text=True, check=True, timeout=60).stdout
+
+
+def _leftovers() -> tuple[list[str], list[str]]:
+    containers = _docker("ps", "-a", "--filter", f"label={LABEL}", "--format", "{{.Names}}").split()
+    networks = _docker("network", "ls", "--filter", f"label={LABEL}", "--format", "{{.Name}}").split()
+    return containers, networks
+
+
+@pytest.fixture(scope="module")
+def engine_and_image() -> Iterator[None]:
+    subprocess.run(["scripts/docker-engine.sh"], cwd=REPO, check=True, timeout=600)
+    subprocess.run(["scripts/build-image.sh"], cwd=REPO, check=True, timeout=1800,
+                   env={**os.environ, "PYTHON": sys.executable})
+    run_cli("down", "--scenario", SCENARIO_NAME)
+    yield
+    down = run_cli("down", "--scenario", SCENARIO_NAME)
+    assert down.returncode == 0, down.stderr
+    again = run_cli("down", "--scenario", SCENARIO_NAME)  # safe to run twice
+    assert again.returncode == 0 and again.stdout.startswith("removed 0 containers and 0 networks"), again.stdout
+    assert _leftovers() == ([], [])
+
+
+@pytest.fixture(scope="module")
+def scenario_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("scenario") / f"{SCENARIO_NAME}.yaml"
+    path.write_text(SCENARIO)
+    return path
+
+
+def _docker_run_args(scenario: Path, out: Path) -> list[str]:
+    return ["run", str(scenario), "--partition", "device", "--backend", "docker", "--docker-network", "host",
+            "--out", str(out), "--no-progress"]
+
+
+def test_containers_give_the_process_backends_results(engine_and_image: None, scenario_file: Path,
+                                                      tmp_path: Path) -> None:
+    in_docker = run_cli(*_docker_run_args(scenario_file, tmp_path / "docker"))
+    assert in_docker.returncode == 0, in_docker.stderr
+    assert "partition device (4 hosts, docker)" in in_docker.stdout
+    as_processes = run_cli("run", str(scenario_file), "--partition", "device", "--backend", "process",
+                           "--out", str(tmp_path / "process"), "--no-progress")
+    assert as_processes.returncode == 0, as_processes.stderr
+    docker_results = json.loads((tmp_path / "docker" / "results.json").read_text())
+    process_results = json.loads((tmp_path / "process" / "results.json").read_text())
+    assert json.dumps(deterministic_view(docker_results), sort_keys=True) == json.dumps(
+        deterministic_view(process_results), sort_keys=True)
+    assert docker_results["run"]["backend"] == "docker" and docker_results["run"]["windows"] > 100
+    assert all(f["rx_frames"] > 0 for f in docker_results["flows"].values())
+    assert sorted(p.name for p in (tmp_path / "docker" / "hosts").iterdir()) == [f"{d}.log" for d in DEVICES]
+
+    # the containers stay for status and logs until `testbed down`
+    status = run_cli("status")
+    assert status.returncode == 0, status.stderr
+    rows = [line.split() for line in status.stdout.splitlines() if f" {SCENARIO_NAME} " in line]
+    assert sorted(row[2] for row in rows) == list(DEVICES)
+    assert all(row[4] == "running" and row[5] in ("starting", "healthy") for row in rows), status.stdout
+    logs = run_cli("logs", "tester-b2", "--scenario", SCENARIO_NAME)
+    assert logs.returncode == 0 and logs.stdout.startswith("LISTENING 127.0.0.1:"), logs.stdout[:200]
+    assert '"event": "loaded"' in logs.stdout
+    unknown = run_cli("logs", "tester-c", "--scenario", SCENARIO_NAME)
+    assert unknown.returncode == 2 and unknown.stderr.startswith("error: no testbed container of scenario")
+
+
+def test_a_container_killed_mid_run_fails_the_run_within_seconds_naming_it(engine_and_image: None,
+                                                                          scenario_file: Path,
+                                                                          tmp_path: Path) -> None:
+    stderr_path = tmp_path / "stderr.log"
+    with open(stderr_path, "w") as err:
+        proc = subprocess.Popen([*TESTBED, "--log-level", "info", *_docker_run_args(scenario_file, tmp_path / "out")],
+                                stdout=subprocess.PIPE, stderr=err, text=True, cwd=REPO)
+    try:
+        deadline = time.monotonic() + 120
+        while "hosts loaded and connected" not in stderr_path.read_text():
+            assert proc.poll() is None, stderr_path.read_text()[-2000:]
+            assert time.monotonic() < deadline, "the hosts did not come up"
+            time.sleep(0.1)
+        time.sleep(1.5)  # well into the run (it takes about 10 s)
+        assert proc.poll() is None, "the run finished before the container could be killed"
+        victim = "tester-b2"
+        _docker("kill", f"testbed-{SCENARIO_NAME}-{victim}")
+        killed_at = time.monotonic()
+        proc.communicate(timeout=60)
+        elapsed = time.monotonic() - killed_at
+        print(f"run ended {elapsed:.2f} s after the kill")
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    stderr = stderr_path.read_text()
+    assert proc.returncode == 1
+    assert elapsed < 5.0, f"took {elapsed:.1f} s to notice"
+    error_line = next(line for line in stderr.splitlines() if line.startswith("error:"))
+    assert error_line.startswith(f"error: device host '{victim}' failed: container "
+                                 f"testbed-{SCENARIO_NAME}-{victim} exited with code 137 (SIGKILL)"), error_line
+    assert "Traceback" not in stderr
+    results = json.loads((tmp_path / "out" / "results.json").read_text())
+    assert results["status"] == "failed" and results["run"]["failed_host"] == victim
+    assert set(results["devices"]) == {"tester-a", "tester-a2", "tester-b"}  # the survivors' partial results
+    assert 0 < results["virtual_end_ps"] < results["scenario"]["duration_ps"]

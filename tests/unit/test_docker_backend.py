@@ -1,0 +1,167 @@
+"""The docker backend without an engine: the containers it would create, names, labels, lookups."""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+from typing import Any
+
+import docker.errors
+import pytest
+
+from orchestrator import cli
+from orchestrator.backends import docker as backend
+from orchestrator.deploy import HOST_PORT, DeployError, DeployOptions, dns_label, host_names
+from orchestrator.partition import plan_partition
+from orchestrator.scenario.loader import parse_scenario
+from tests.helpers import two_testers
+
+
+def _plan(partition: str = "device") -> Any:
+    return plan_partition(parse_scenario(two_testers(), "<test>"), partition)
+
+
+def test_host_network_gives_every_host_its_own_loopback_port_for_coordinator_and_peers() -> None:
+    specs = backend.host_specs("t", _plan(), "run1", DeployOptions(docker_network="host"), {"ta": 40001, "tb": 40002})
+    assert [s.host for s in specs] == ["ta", "tb"]
+    ta = specs[0]
+    assert ta.name == "testbed-t-ta" and ta.listen == ta.peer_address == "127.0.0.1:40001"
+    kwargs = ta.run_kwargs
+    assert kwargs["network_mode"] == "host" and "ports" not in kwargs and "network" not in kwargs
+    assert kwargs["command"] == ["--name", "ta", "--listen", "127.0.0.1:40001", "--log-level", "info"]
+    assert kwargs["healthcheck"]["test"] == ["CMD", "python", "-m", "orchestrator.deploy.probe", "127.0.0.1:40001"]
+    assert kwargs["labels"] == {backend.LABEL_ROLE: "device-host", backend.LABEL_SCENARIO: "t",
+                                backend.LABEL_HOST: "ta", backend.LABEL_DEVICES: "ta", backend.LABEL_RUN: "run1",
+                                backend.LABEL_ADDRESS: "127.0.0.1:40001"}
+
+
+def test_bridge_network_serves_on_the_fixed_port_publishes_it_on_loopback_and_peers_dial_by_name() -> None:
+    specs = backend.host_specs("t", _plan(), "run1", DeployOptions())
+    tb = specs[1]
+    assert tb.listen == f"0.0.0.0:{HOST_PORT}" and tb.peer_address == f"testbed-t-tb:{HOST_PORT}"
+    assert tb.run_kwargs["network"] == backend.network_name("t") == "testbed-t"
+    assert tb.run_kwargs["ports"] == {f"{HOST_PORT}/tcp": ("127.0.0.1",)}  # a free port, on loopback only
+    assert tb.run_kwargs["healthcheck"]["test"][-1] == f"127.0.0.1:{HOST_PORT}"
+    assert backend.LABEL_ADDRESS not in tb.run_kwargs["labels"]
+
+
+@pytest.mark.parametrize("network", ["bridge", "host"])
+def test_containers_run_unprivileged_from_the_chosen_image(network: str) -> None:
+    options = DeployOptions(image="registry.local:5000/testbed:7", docker_network=network)
+    for spec in backend.host_specs("t", _plan("site"), "r", options, {"a": 1, "b": 2}):
+        kwargs = spec.run_kwargs
+        assert kwargs["image"] == "registry.local:5000/testbed:7"
+        assert kwargs["user"] == "10001:10001" and kwargs["read_only"] is True
+        assert kwargs["cap_drop"] == ["ALL"] and kwargs["security_opt"] == ["no-new-privileges"]
+        assert "privileged" not in kwargs and kwargs["detach"] is True
+
+
+def test_site_partition_labels_every_device_of_the_host() -> None:
+    scenario = parse_scenario(two_testers().replace("site: b", "site: a"), "<test>")
+    (spec,) = backend.host_specs("t", plan_partition(scenario, "site"), "r", DeployOptions())
+    assert spec.host == "a" and spec.run_kwargs["labels"][backend.LABEL_DEVICES] == "ta,tb"
+
+
+def test_an_unknown_network_mode_is_refused() -> None:
+    with pytest.raises(DeployError, match="unknown docker network mode 'overlay'; choose one of bridge, host"):
+        backend.host_specs("t", _plan(), "r", DeployOptions(docker_network="overlay"))
+
+
+def test_names_are_dns_labels_unique_per_host() -> None:
+    assert dns_label("Trial_A/a1 PP") == "trial-a-a1-pp"
+    long = dns_label("x" * 80)
+    assert len(long) <= 52 and long != dns_label("x" * 81)
+    assert host_names("s", ["a", "b"], prefix="testbed-") == {"a": "testbed-s-a", "b": "testbed-s-b"}
+    with pytest.raises(DeployError, match="hosts 'gw_1' and 'gw-1' both become 'testbed-s-gw-1'"):
+        host_names("s", ["gw_1", "gw-1"], prefix="testbed-")
+
+
+def test_free_loopback_ports_are_distinct() -> None:
+    ports = backend.free_loopback_ports(20)
+    assert len(set(ports)) == 20 and all(0 < p < 65536 for p in ports)
+
+
+class FakeContainer:
+    def __init__(self, name: str, scenario: str, host: str, devices: str, status: str = "running",
+                 exit_code: int = 0, health: str = "healthy", log: bytes = b"") -> None:
+        self.name = name
+        self.labels = {backend.LABEL_ROLE: backend.ROLE_HOST, backend.LABEL_SCENARIO: scenario,
+                       backend.LABEL_HOST: host, backend.LABEL_DEVICES: devices,
+                       backend.LABEL_ADDRESS: "127.0.0.1:4000"}
+        self.status = status
+        self.attrs = {"State": {"Status": status, "ExitCode": exit_code, "OOMKilled": False,
+                                "Health": {"Status": health}},
+                      "NetworkSettings": {"Ports": {}}}
+        self._log = log
+
+    def reload(self) -> None:
+        pass
+
+    def logs(self, **kwargs: Any) -> bytes:
+        return self._log
+
+
+class FakeClient:
+    def __init__(self, containers: list[FakeContainer]) -> None:
+        self.containers = SimpleNamespace(list=lambda **kw: self._matching(kw["filters"]["label"]))
+        self._all = containers
+
+    def _matching(self, labels: list[str]) -> list[FakeContainer]:
+        def fits(c: FakeContainer) -> bool:
+            for label in labels:
+                key, _, value = label.partition("=")
+                if key not in c.labels or (value and c.labels[key] != value):
+                    return False
+            return True
+
+        return [c for c in self._all if fits(c)]
+
+
+def test_a_device_is_found_by_name_or_host_and_ambiguity_asks_for_the_scenario() -> None:
+    client = FakeClient([FakeContainer("testbed-a-dc1", "a", "dc1", "dc1-s0,dc1-leaf0"),
+                         FakeContainer("testbed-b-dc1-s0", "b", "dc1-s0", "dc1-s0")])
+    assert backend.device_container(client, "dc1-leaf0").name == "testbed-a-dc1"
+    assert backend.device_container(client, "dc1").name == "testbed-a-dc1"
+    assert backend.device_container(client, "dc1-s0", scenario="b").name == "testbed-b-dc1-s0"
+    with pytest.raises(backend.UnknownDevice, match=r"runs in several scenarios \(a, b\); pick one with --scenario"):
+        backend.device_container(client, "dc1-s0")
+    with pytest.raises(backend.UnknownDevice, match="hosts device 'nope'; devices: dc1-leaf0, dc1-s0$"):
+        backend.device_container(client, "nope")
+    with pytest.raises(backend.UnknownDevice, match="no testbed container is there"):
+        backend.device_container(FakeClient([]), "dc1")
+
+
+def test_status_lists_state_health_and_address_by_scenario_and_host() -> None:
+    client = FakeClient([FakeContainer("testbed-b-x", "b", "x", "x", status="exited", exit_code=137),
+                         FakeContainer("testbed-a-y", "a", "y", "y,z")])
+    rows = backend.statuses(client)
+    assert [(r.scenario, r.host, r.devices, r.state, r.health, r.address) for r in rows] == [
+        ("a", "y", ("y", "z"), "running", "healthy", "127.0.0.1:4000"),
+        ("b", "x", ("x",), "exited", "-", "-"),
+    ]
+
+
+def test_a_killed_container_is_described_with_its_signal_and_last_log_lines() -> None:
+    container = FakeContainer("testbed-t-ta", "t", "ta", "ta", status="exited", exit_code=137,
+                              log=b'{"event": "serving"}\n{"event": "loaded"}\n')
+    assert backend.describe_exit(container) == ('container testbed-t-ta exited with code 137 (SIGKILL); '
+                                                'last log lines: {"event": "serving"} | {"event": "loaded"}')
+
+    class Removed(FakeContainer):
+        def reload(self) -> None:
+            raise docker.errors.NotFound("gone")
+
+    assert backend.describe_exit(Removed("testbed-t-tb", "t", "tb", "tb")) == "container testbed-t-tb was removed"
+
+
+@pytest.mark.parametrize(("flags", "message"), [
+    (["--docker-network", "host"], "--docker-network applies to --backend docker only"),
+    (["--image", "x:1"], "--image applies to --backend docker or k8s only"),
+    (["--backend", "docker", "--namespace", "n"], "--namespace and --overlay apply to --backend k8s only"),
+])
+def test_deployment_flags_for_another_backend_are_bad_input(flags: list[str], message: str,
+                                                            capsys: pytest.CaptureFixture[str],
+                                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(cli, "configure_logging", lambda level: None)  # keep structlog on the real stderr
+    assert cli.main(["run", "scenarios/testers.yaml", *flags]) == 2
+    err = capsys.readouterr().err
+    assert err == f"error: {message}\n"
