@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from emulators.gpu_server.gpus import DEFAULT_GPUS, GPU_TYPES
+from emulators.olink import spec as olink_spec
 
 
 @dataclass(frozen=True)
@@ -266,13 +267,18 @@ def _check_otn_options(options: dict[str, Any], ports: tuple[str, ...]) -> tuple
 
 def _check_gpu_server_options(options: dict[str, Any],
                               ports: tuple[str, ...]) -> tuple[tuple[str | int, ...], str] | None:
-    problem = _check_nic_options(options, ports)
+    scale_up = olink_spec.scale_up_ports(ports)
+    nic_ports = tuple(p for p in ports if not olink_spec.is_scale_up_port(p))
+    problem = _check_nic_options(options, nic_ports)
     if problem is not None:
         return problem
     from emulators.rdma.host import nic_groups
 
     gpus = options.get("gpus", DEFAULT_GPUS)
-    nics = len(nic_groups(options, list(ports)))
+    for gpu, names in scale_up.items():
+        if gpu >= gpus:
+            return ("gpus",), f"port {names[0]!r} is a scale-up port of GPU {gpu}, but the server has {gpus} GPUs"
+    nics = len(nic_groups(options, list(nic_ports)))
     if nics and nics != gpus:
         return ("gpus",), (f"{gpus} GPUs and {nics} NICs; give one NIC per GPU (a port each, or two bonded "
                            f"with nics for dual plane), or no ports for a server that talks only inside itself")
@@ -292,6 +298,21 @@ _NICS_OPTION: dict[str, Any] = {
     "description": "ports bonded into one dual-plane NIC (default: one NIC per port)",
 }
 
+OLINK_GPU_OPTIONS_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "additionalProperties": False,
+    "x-expect": "a mapping of OLink settings of the GPUs' scale-up ports",
+    "properties": {
+        "chunk": _unit("size", "payload bytes per OLink frame: the emulation's grain on scale-up links "
+                       "(default 64KiB)", nonzero=True),
+        "credit": _unit("size", "receive buffer per scale-up port and virtual channel, announced as credit "
+                        "(default 1MiB)", nonzero=True),
+        "replay_buffer": _unit("size", "replay buffer per scale-up port (default 2MiB)", nonzero=True),
+        "replay_timeout": _unit("time", "replay when a frame is not acknowledged this long (default from "
+                                "the link)", nonzero=True),
+    },
+}
+
 GPU_SERVER_OPTIONS_SCHEMA: dict[str, Any] = {
     "type": "object",
     "additionalProperties": False,
@@ -308,8 +329,52 @@ GPU_SERVER_OPTIONS_SCHEMA: dict[str, Any] = {
         "buffer": _unit("size", "egress queue limit per NIC port (default 64MiB)", nonzero=True),
         "rdma": RDMA_OPTIONS_SCHEMA,
         "nics": _NICS_OPTION,
+        "olink": OLINK_GPU_OPTIONS_SCHEMA,
     },
 }
+
+OLINK_OPTIONS_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "additionalProperties": False,
+    "properties": {
+        "latency": _unit("time", "port to port forwarding latency (default 250ns)"),
+        "credit": _unit("size", "receive buffer per port and virtual channel, announced as credit (default 1MiB)",
+                        nonzero=True),
+        "replay_buffer": _unit("size", "frames sent and not yet acknowledged, per port (default 2MiB)",
+                               nonzero=True),
+        "replay_timeout": _unit("time", "replay when a frame is not acknowledged this long (default from the "
+                                "link)", nonzero=True),
+        "vcs": {"type": "integer", "minimum": 2, "maximum": 8,
+                "description": "virtual channels, each with its own credit (default 2: data, in-network collectives)"},
+        "fec": {
+            "description": "forward error correction on this switch's links: false for none, or RS(n, k) over "
+                           "m-bit symbols (default {n: 272, k: 257, m: 10}, which corrects 7 symbols a codeword)",
+            "oneOf": [
+                {"const": False},
+                {
+                    "type": "object",
+                    "additionalProperties": False,
+                    "required": ["n", "k", "m"],
+                    "x-expect": "a mapping {n, k, m}",
+                    "properties": {
+                        "n": {"type": "integer", "minimum": 2, "maximum": 4096},
+                        "k": {"type": "integer", "minimum": 1, "maximum": 4096},
+                        "m": {"type": "integer", "minimum": 1, "maximum": 16},
+                    },
+                },
+            ],
+        },
+        "in_network": {"type": "boolean", "description": "reduce and replicate for collectives whose members all "
+                       "attach here: all-reduce, reduce-scatter, all-gather (default false)"},
+    },
+}
+
+
+def _check_olink_options(options: dict[str, Any], ports: tuple[str, ...]) -> tuple[tuple[str | int, ...], str] | None:
+    fec = options.get("fec")
+    if isinstance(fec, dict) and fec["k"] >= fec["n"]:
+        return ("fec", "k"), f"{fec['k']} data symbols in codewords of {fec['n']}; k must be below n"
+    return None
 
 
 DEVICE_KINDS: dict[str, DeviceKind] = {
@@ -331,7 +396,8 @@ DEVICE_KINDS: dict[str, DeviceKind] = {
     ),
     "gpu_server": DeviceKind(
         name="gpu_server",
-        summary="GPU server: GPUs running a training job's per-rank programs, a scale-up mesh, one RDMA NIC per GPU",
+        summary="GPU server: GPUs running a training job's per-rank programs, a scale-up mesh or OLink ports, "
+                "one RDMA NIC per GPU",
         options_schema=GPU_SERVER_OPTIONS_SCHEMA,
         class_path="emulators.gpu_server.device:GpuServer",
         check=_check_gpu_server_options,
@@ -353,6 +419,16 @@ DEVICE_KINDS: dict[str, DeviceKind] = {
         check=_check_otn_options,
         forwards=True,
         latency_ps=OTN_LATENCY_PS,
+    ),
+    "olink": DeviceKind(
+        name="olink",
+        summary="OLink scale-up switch: credits per virtual channel, link-level retry with light FEC, "
+                "optional in-network all-reduce/all-gather",
+        options_schema=OLINK_OPTIONS_SCHEMA,
+        class_path="emulators.olink.switch:OLinkSwitch",
+        check=_check_olink_options,
+        forwards=True,
+        latency_ps=olink_spec.DEFAULT_LATENCY_PS,
     ),
     "switch": DeviceKind(
         name="switch",

@@ -25,6 +25,7 @@ from emulators.kernel.engine import Engine
 from emulators.kernel.frame import DATA, Frame
 from emulators.kernel.link import Channel, Link, Outgoing
 from emulators.kernel.vtime import NEVER
+from emulators.olink.fec import link_fec
 from emulators.registry import DEVICE_KINDS
 from emulators.topology import FaultSpec, Scenario
 
@@ -82,6 +83,7 @@ class HostRuntime:
             if not local:
                 continue
             link = Link(spec.name, spec.rate_bps, spec.length_mm, spec.ber, spec.delay_ps_per_m)
+            link.fec = link_fec(self.scenario, spec)
             self.links[spec.name] = link
             for near, far, direction in local:
                 port = self.devices[near.device].ports[near.port]

@@ -16,7 +16,10 @@ Three groups of figures:
    results are identical;
 6. job: wall seconds per emulated training iteration, next to the iteration's virtual time, of the
    Trial A baseline (32 GPUs, LLaMA-2 13B, TP 4 PP 2 DP 4) and of the default two-site scenario, in
-   the single and site partitions (backend inproc), with events per second.
+   the single and site partitions (backend inproc), with events per second;
+7. supernode: events per second and wall seconds per emulated second of a TP-heavy job on a 64-GPU
+   supernode (scenarios/supernode/tp-heavy-64.yaml, one iteration, every TP and DP all-reduce frame
+   by frame through the OLink switch) at the default 64 KiB OLink chunk and at 256 KiB.
 
 Wall time is measured here with ``time.perf_counter`` only; the emulation itself runs on virtual
 time. The figures are also written to ``out/bench/bench.json``.
@@ -48,6 +51,8 @@ REPO = Path(__file__).resolve().parent.parent
 DEFAULT_SCENARIO = Path("scenarios/testers.yaml")  # relative to REPO
 WAN_SCENARIO = Path("scenarios/wan/bulk-300km.yaml")
 JOB_SCENARIOS = (Path("scenarios/trial-a/baseline.yaml"), Path("scenarios/default.yaml"))
+SUPERNODE_SCENARIO = Path("scenarios/supernode/tp-heavy-64.yaml")
+QUICK_SUPERNODE_SCENARIO = Path("scenarios/supernode/ring-allreduce.yaml")
 FABRIC_SCENARIOS = (Path("scenarios/fabric/permutation-roce.yaml"), Path("scenarios/fabric/permutation-gse.yaml"))
 OUT_DIR = Path("out/bench")  # relative to the working directory, like ``testbed run --out``
 GBPS = 1_000_000_000
@@ -69,16 +74,17 @@ class Sizes:
     fabric_seeds: tuple[int, ...]
     wan_duration_ps: int | None
     job_iterations: int | None  # None: the scenario's own
+    supernode_chunks: tuple[int, ...]  # OLink chunks the supernode job runs with
 
 
 FULL = Sizes(bare_events=2_000_000, kernel_pairs=8, kernel_duration_ps=10 * PS_PER_MS,
              window_hosts=(2, 4, 8, 16), window_duration_ps=10 * PS_PER_MS, default_duration_ps=None,
              fabric_duration_ps=None, fabric_seeds=(1, 2, 3, 4, 5),
-             wan_duration_ps=None, job_iterations=None)
+             wan_duration_ps=None, job_iterations=None, supernode_chunks=(64 * KIB, 256 * KIB))
 QUICK = Sizes(bare_events=100_000, kernel_pairs=2, kernel_duration_ps=1 * PS_PER_MS,
               window_hosts=(2,), window_duration_ps=1 * PS_PER_MS, default_duration_ps=PS_PER_MS,
               fabric_duration_ps=100 * PS_PER_US, fabric_seeds=(1,),
-              wan_duration_ps=2 * PS_PER_MS, job_iterations=1)
+              wan_duration_ps=2 * PS_PER_MS, job_iterations=1, supernode_chunks=(256 * KIB,))
 
 
 # -- scenarios built in code ----------------------------------------------------------------------
@@ -238,6 +244,25 @@ def bench_job(scenarios: list[Scenario]) -> list[dict[str, Any]]:
     return rows
 
 
+def bench_supernode(scenario: Scenario, chunks: tuple[int, ...]) -> list[dict[str, Any]]:
+    """The supernode job at each OLink chunk: wall seconds per emulated second of the job (its
+    iterations' span, not the idle rest of the scenario's duration)."""
+    rows = []
+    for chunk in chunks:
+        devices = tuple(
+            replace(d, options=d.options | {"olink": d.options.get("olink", {}) | {"chunk": chunk}})
+            if d.kind == "gpu_server" else d for d in scenario.devices)
+        label = f"supernode-{scenario.name}-{chunk // KIB}k"
+        row = run_figures(replace(scenario, devices=devices), "single", "inproc", label)
+        results = json.loads((OUT_DIR / "runs" / label / "results.json").read_text())
+        job = results["job"]
+        span_s = (job["iterations"][-1]["end_ps"] if job["iterations"] else 0) / PS_PER_S
+        row.update(chunk=chunk, iteration_seconds=job["iteration_time_ps"] / PS_PER_S, job_seconds=span_s,
+                   wall_per_job_s=row["wall_seconds"] / span_s if span_s else 0.0)
+        rows.append(row)
+    return rows
+
+
 def with_iterations(scenario: Scenario, iterations: int | None) -> Scenario:
     if iterations is None or scenario.job is None:
         return scenario
@@ -350,10 +375,24 @@ def job_table(rows: list[dict[str, Any]]) -> str:
     ], rows)
 
 
+def supernode_table(rows: list[dict[str, Any]]) -> str:
+    return table("7. Supernode: a TP-heavy job frame by frame through OLink, partition single, backend inproc\n"
+                 "   (wall s / job s: coordinator wall seconds per emulated second of the job's iterations)", [
+        ("scenario", "", lambda r: r["scenario"]),
+        ("OLink chunk", "", lambda r: f"{r['chunk'] // KIB} KiB"),
+        ("iteration s (virtual)", ".4f", lambda r: r["iteration_seconds"]),
+        ("wall s", ".1f", lambda r: r["wall_seconds"]),
+        ("wall s / job s", ",.0f", lambda r: r["wall_per_job_s"]),
+        ("events", ",", lambda r: r["events"]),
+        ("events/s", ",.0f", lambda r: r["events_per_s"]),
+    ], rows)
+
+
 def report(figures: dict[str, Any]) -> str:
     return "\n\n".join([kernel_table(figures["kernel"], figures["bare_engine"]),
                         windows_table(figures["windows"]), default_table(figures["default"]),
-                        fabric_table(figures["fabric"]), wan_table(figures["wan"]), job_table(figures["job"])])
+                        fabric_table(figures["fabric"]), wan_table(figures["wan"]), job_table(figures["job"]),
+                        supernode_table(figures["supernode"])])
 
 
 def write_json(figures: dict[str, Any]) -> Path:
@@ -369,6 +408,7 @@ def collect(sizes: Sizes, quick: bool) -> dict[str, Any]:
     fabric = [load_default(sizes.fabric_duration_ps, path) for path in FABRIC_SCENARIOS]
     wan = load_default(sizes.wan_duration_ps, WAN_SCENARIO)
     jobs = [with_iterations(load_default(None, path), sizes.job_iterations) for path in JOB_SCENARIOS]
+    supernode = with_iterations(load_default(None, QUICK_SUPERNODE_SCENARIO if quick else SUPERNODE_SCENARIO), 1)
     figures: dict[str, Any] = {
         "quick": quick,
         "bare_engine": bench_bare_engine(sizes.bare_events),
@@ -378,6 +418,7 @@ def collect(sizes: Sizes, quick: bool) -> dict[str, Any]:
         "fabric": bench_fabric(fabric, sizes.fabric_seeds),
         "wan": bench_wan(wan),
         "job": bench_job(jobs),
+        "supernode": bench_supernode(supernode, sizes.supernode_chunks),
     }
     figures["total_wall_seconds"] = time.perf_counter() - t0
     return figures

@@ -13,9 +13,11 @@ from typing import Any
 
 from tqdm import tqdm
 
+from orchestrator.deploy import DEFAULT_IMAGE, DOCKER_NETWORKS, K8S_NAMESPACE, DeployError, DeployOptions
+from orchestrator.deploy.k8s_render import OVERLAYS
 from orchestrator.job_results import equivalent_compute
-from orchestrator.partition import PARTITIONS, PartitionError
-from orchestrator.run import BACKENDS, RunFailed, run_scenario, write_results
+from orchestrator.partition import PARTITIONS, PartitionError, plan_partition
+from orchestrator.run import BACKENDS, DEPLOY_BACKENDS, RunFailed, run_scenario, write_results
 from orchestrator.scenario.loader import ScenarioError, load_scenario
 from orchestrator.scenario.model import Scenario
 from orchestrator.scenario.units import format_bytes, format_rate, format_time
@@ -51,8 +53,13 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("scenario", type=Path)
     run.add_argument("--partition", choices=PARTITIONS, default="single",
                      help="single: one host; site: one per site (+ wan); device: one per device")
-    run.add_argument("--backend", choices=BACKENDS, default="inproc",
-                     help="inproc: hosts in this process; process: one OS process per host on loopback")
+    run.add_argument("--backend", choices=BACKENDS + DEPLOY_BACKENDS, default="inproc",
+                     help="inproc: hosts in this process; process: one OS process per host on loopback; "
+                          "docker: one container per host; k8s: one pod per host (current kubectl context)")
+    run.add_argument("--docker-network", choices=DOCKER_NETWORKS, default=None,
+                     help="with --backend docker: bridge (default: a network per scenario, ports published on "
+                          "127.0.0.1) or host (every host on its own loopback port)")
+    _add_deploy_arguments(run, k8s_only=True)
     run.add_argument("--out", type=Path, default=Path("out"), help="results directory (default: out)")
     run.add_argument("--seed", type=_seed, default=None, help="override the scenario's seed")
     run.add_argument("--window-timeout", type=_seconds, default=60.0,
@@ -69,7 +76,56 @@ def build_parser() -> argparse.ArgumentParser:
     estimate.add_argument("--json", action="store_true", help="print the estimate as JSON")
     report = sub.add_parser("report", help="write RUN_DIR/report.html and CSV time series from RUN_DIR/results.json")
     report.add_argument("run_dir", type=Path, metavar="RUN_DIR", help="a directory `testbed run --out` wrote")
+    render = sub.add_parser("render", help="write deployment manifests for a scenario's hosts")
+    render.add_argument("target", choices=["k8s"], help="k8s: a kustomization over k8s/ (kubectl apply -k DIR)")
+    render.add_argument("scenario", type=Path)
+    render.add_argument("--partition", choices=PARTITIONS, default="single",
+                        help="which devices share a host, as for `run` (default single)")
+    render.add_argument("--out", type=Path, default=None,
+                        help="directory to write (default: out/k8s/SCENARIO-PARTITION)")
+    _add_deploy_arguments(render, k8s_only=False)
+    sub.add_parser("status", help="list the testbed's containers with their state and health")
+    logs = sub.add_parser("logs", help="print the log of the container that hosts DEVICE")
+    logs.add_argument("device", metavar="DEVICE", help="a device (or host) name, as `testbed status` lists them")
+    logs.add_argument("--scenario", default=None, help="the scenario's name, when several have DEVICE")
+    logs.add_argument("--tail", type=_count, default=None, metavar="N", help="only the last N lines")
+    down = sub.add_parser("down", help="remove the testbed's containers and networks (safe to run twice)")
+    down.add_argument("--scenario", default=None, help="only this scenario's (by name)")
     return parser
+
+
+def _count(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of lines") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError("the number of lines must be >= 1")
+    return value
+
+
+def _add_deploy_arguments(parser: argparse.ArgumentParser, k8s_only: bool) -> None:
+    """--image, --namespace and --overlay: for `run` (the latter two with --backend k8s) and `render`."""
+    with_k8s = "with --backend k8s: " if k8s_only else ""
+    parser.add_argument("--image", default=None,
+                        help=f"the device host image (default {DEFAULT_IMAGE}; `make image` builds it)")
+    parser.add_argument("--namespace", default=None, help=f"{with_k8s}the namespace (default {K8S_NAMESPACE})")
+    parser.add_argument("--overlay", choices=list(OVERLAYS), default=None,
+                        help=f"{with_k8s}the k8s/ kustomization to build on (default kind)")
+
+
+def deploy_options(args: argparse.Namespace, backend: str) -> DeployOptions:
+    """The deployment flags as options; ValueError naming a flag that does not apply to ``backend``."""
+    if getattr(args, "docker_network", None) is not None and backend != "docker":
+        raise ValueError("--docker-network applies to --backend docker only")
+    if backend not in DEPLOY_BACKENDS and args.image is not None:
+        raise ValueError("--image applies to --backend docker or k8s only")
+    if backend != "k8s" and (args.namespace is not None or args.overlay is not None):
+        raise ValueError("--namespace and --overlay apply to --backend k8s only")
+    defaults = DeployOptions()
+    return DeployOptions(image=args.image or defaults.image,
+                         docker_network=getattr(args, "docker_network", None) or defaults.docker_network,
+                         namespace=args.namespace or defaults.namespace, overlay=args.overlay or defaults.overlay)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -77,6 +133,10 @@ def main(argv: list[str] | None = None) -> int:
     configure_logging(args.log_level)
     if args.command == "report":
         return report_run(args.run_dir)
+    if args.command in ("status", "logs", "down"):
+        from orchestrator.deploy.containers import manage_containers  # the Docker SDK loads only for these
+
+        return manage_containers(args)
     try:
         scenario = load_scenario(args.scenario, seed=getattr(args, "seed", None))
     except ScenarioError as e:
@@ -88,11 +148,19 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if args.command == "estimate":
         return print_estimate(scenario, args.json)
+    if args.command == "render":
+        return render_k8s(scenario, args)
+    try:
+        deploy = deploy_options(args, args.backend)
+    except ValueError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
     show_progress = not args.no_progress and sys.stderr.isatty()
     try:
-        baseline = None if args.baseline is None else read_baseline(args, show_progress)
+        baseline = None if args.baseline is None else read_baseline(args, show_progress, deploy)
         with progress_bar(scenario.duration_ps, show_progress) as progress:
-            results = run_scenario(scenario, args.partition, args.backend, args.out, args.window_timeout, progress)
+            results = run_scenario(scenario, args.partition, args.backend, args.out, args.window_timeout, progress,
+                                   deploy)
     except BaselineError as e:
         print(f"error: --baseline {e}", file=sys.stderr)
         return 2
@@ -102,6 +170,9 @@ def main(argv: list[str] | None = None) -> int:
     except RunFailed as e:
         print(f"error: {e}", file=sys.stderr)
         print(f"partial results: {args.out / 'results.json'}", file=sys.stderr)
+        return 1
+    except DeployError as e:
+        print(f"error: {e}", file=sys.stderr)
         return 1
     except ImportError as e:
         print(f"error: {e}: generated gRPC stubs are missing; run `make install`", file=sys.stderr)
@@ -122,7 +193,7 @@ class BaselineError(Exception):
     """The baseline could not be read or run."""
 
 
-def read_baseline(args: argparse.Namespace, show_progress: bool) -> dict[str, Any]:
+def read_baseline(args: argparse.Namespace, show_progress: bool, deploy: DeployOptions) -> dict[str, Any]:
     """The baseline's results: read from a results.json (or the directory holding one), or from
     running a scenario file in the same partition and backend as the run it is compared with."""
     path: Path = args.baseline
@@ -143,7 +214,7 @@ def read_baseline(args: argparse.Namespace, show_progress: bool) -> dict[str, An
         try:
             with progress_bar(scenario.duration_ps, show_progress) as progress:
                 results = run_scenario(scenario, args.partition, args.backend, args.out / "baseline",
-                                       args.window_timeout, progress)
+                                       args.window_timeout, progress, deploy)
         except (PartitionError, RunFailed) as e:
             raise BaselineError(f"{path}: {e}") from None
     job = results.get("job") if isinstance(results, dict) else None
@@ -174,6 +245,24 @@ def progress_bar(duration_ps: int, show: bool) -> Iterator[Callable[[int], None]
         bar.close()
 
 
+def render_k8s(scenario: Scenario, args: argparse.Namespace) -> int:
+    """``testbed render k8s``: the scenario's hosts as a kustomization; 2 for an impossible partition."""
+    from orchestrator.deploy.k8s_render import render  # PyYAML is loaded anyway; kept beside its command
+
+    try:
+        options = deploy_options(args, "k8s")
+        plan = plan_partition(scenario, args.partition)
+        out = args.out or Path("out") / "k8s" / f"{scenario.name}-{args.partition}"
+        written = render(scenario.name, plan, out, options, str(args.scenario))
+    except (ValueError, DeployError) as e:  # PartitionError is a ValueError
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    hosts = f"{len(plan.hosts)} device host{'' if len(plan.hosts) == 1 else 's'}"
+    print(f"{written[0].parent}: {hosts} of scenario {scenario.name}, partition {args.partition}; "
+          f"deploy with `kubectl apply -k {written[0].parent}`")
+    return 0
+
+
 def report_run(run_dir: Path) -> int:
     """``testbed report``: 2 with one line on stderr when RUN_DIR holds no readable results."""
     from orchestrator.report import ReportError, write_report  # matplotlib loads only for reports
@@ -202,6 +291,7 @@ def summary(results: dict[str, Any]) -> str:
     lines.extend(_rdma_flow_lines(rdma))
     lines.extend(_job_lines(results.get("job")))
     lines.extend(_switch_lines(results["devices"]))
+    lines.extend(_olink_lines(results["devices"]))
     for path in results.get("wan", {}).get("capacity_map", []):
         lines.append(f"  WAN path {path['a']} - {path['z']} ({path['path']}): {format_rate(path['capacity_bps'])}, "
                      f"{format_time(path['latency_ps'])} one way")
@@ -218,6 +308,12 @@ def _job_lines(job: dict[str, Any] | None) -> list[str]:
     done = len(job["iterations"])
     lines = [f"  job {job['model']} on {job['gpus']} GPUs ({parallel}): {job['status']}, {done} iterations done "
              f"of {job['iterations_planned']} planned"]
+    test = job.get("collective_test")
+    if test:
+        lines.append(f"    {test['op']} of {format_bytes(test['bytes'])}: {format_time(job['iteration_time_ps'])} "
+                     f"(median), algorithm bandwidth {format_rate(test['algbw_bps'])}, bus bandwidth "
+                     f"{format_rate(test['busbw_bps'])}")
+        return lines
     estimate = job.get("estimate", {})
     lines.append(f"    iteration {format_time(job['iteration_time_ps'])} (median; estimate "
                  f"{format_time(estimate.get('iteration_time_ps', 0))}), {job['tokens_per_gpu_per_s']:.0f} tokens "
@@ -300,6 +396,35 @@ def _switch_lines(devices: dict[str, Any]) -> list[str]:
         for event in device.get("protection_events", []):
             lines.append(f"  {format_time(event['at_ps'])}: {name} switched {event['from']} -> {event['to']} "
                          f"({event['reason']})")
+    return lines
+
+
+OLINK_FIGURES = (("forwarded_frames", "frames forwarded"), ("reduced_chunks", "chunks reduced in the network"),
+                 ("replicated_frames", "frames replicated"), ("unroutable_frames", "unroutable"))
+OLINK_PORT_FIGURES = (("crc_errors", "CRC errors"), ("replayed_frames", "frames replayed"),
+                      ("replay_timeouts", "replay timeouts"), ("credit_stalls", "credit stalls"))
+
+
+def _olink_lines(devices: dict[str, Any]) -> list[str]:
+    """Per OLink switch: what it forwarded and reduced, and its ports' link-level figures; the GPUs'
+    scale-up ports summed into one line."""
+    lines = []
+    gpu_ports: dict[str, int] = {}
+    for name, device in devices.items():
+        ports = device.get("olink", {})
+        totals = {key: sum(port[key] for port in ports.values()) for key, _ in OLINK_PORT_FIGURES}
+        if device["kind"] == "olink":
+            counters = device["counters"]
+            figures = [f"{counters[key]} {label}" for key, label in OLINK_FIGURES if counters.get(key)]
+            figures += [f"{totals[key]} {label}" for key, label in OLINK_PORT_FIGURES if totals[key]]
+            peak = format_bytes(max((port["replay_buffer_peak_bytes"] for port in ports.values()), default=0))
+            lines.append(f"  olink {name}: replay buffer peak {peak}" + (f", {', '.join(figures)}" if figures else ""))
+        elif ports:
+            for key, n in totals.items():
+                gpu_ports[key] = gpu_ports.get(key, 0) + n
+    if gpu_ports:
+        summed = ", ".join(f"{gpu_ports[key]} {label}" for key, label in OLINK_PORT_FIGURES)
+        lines.append(f"  GPU scale-up ports: {summed}")
     return lines
 
 

@@ -11,6 +11,7 @@ from typing import Any
 
 from emulators.gpu_server.program import DIMENSIONS
 from emulators.topology import Scenario
+from orchestrator.workload.collective_test import bandwidths
 from orchestrator.workload.estimate import estimate
 
 LINK_CLASSES = ("scale_up", "fabric", "wan")
@@ -53,7 +54,9 @@ def job_results(scenario: Scenario, devices: dict[str, Any]) -> dict[str, Any] |
     comm = [r["comm_ps"] for r in ranks.values()]
     exposed = [r["exposed_ps"] for r in ranks.values()]
     timeline_iteration = min(1, plan.iterations - 1)
-    return {
+    test = plan.info.get("collective_test")
+    extra = {"collective_test": test | bandwidths(test, median)} if test else {}
+    return extra | {
         "model": plan.model,
         "parallel": plan.parallel,
         "gpus": gpus,

@@ -11,6 +11,11 @@
   each server, a ring among the members at the same position on each server over S/g, then
   all-gather inside each server.
 - All-to-all: every member sends S/n to every other member at once.
+- GPUs with OLink ports carry all of this frame by frame through OLink switches instead of the
+  closed-form mesh (to every GPU of their supernode). When one switch per plane reaches every member
+  and reduces in the network (``in_network``), all-reduce, reduce-scatter and all-gather go to it:
+  each member sends its buffer (all-gather: its piece) once, striped over the planes, and receives
+  the result (see :mod:`emulators.olink.switch`).
 """
 
 from __future__ import annotations
@@ -24,10 +29,13 @@ from emulators.gpu_server.program import (
     ALL_REDUCE,
     ALL_TO_ALL,
     HIERARCHICAL,
+    MAX_STEPS,
     REDUCE_SCATTER,
     Op,
 )
 from emulators.kernel.vtime import serialization_ps
+from emulators.olink import switch as olink_switch
+from emulators.olink.spec import COLLECTIVE_VC
 
 if TYPE_CHECKING:
     from emulators.gpu_server.device import GpuServer, Rank
@@ -76,9 +84,14 @@ class CollectiveRun:
             self.done()
             return
         local = [m for m in members if plan.ranks[m].device == server.name]
-        if len(local) == len(members):
+        if len(local) == len(members) and not server.olink_of_gpu:
             self.phases_left = 1
             self.mesh(op.collective, op.nbytes, local, 0)
+            return
+        switches = server.in_network_for(op.group) if op.collective != ALL_TO_ALL else None
+        if switches is not None:
+            self.phases_left = 1
+            self.in_network(switches)
             return
         if op.collective == ALL_TO_ALL:
             self.all_to_all()
@@ -88,7 +101,7 @@ class CollectiveRun:
             servers.setdefault(plan.ranks[m].device, []).append(m)
         sizes = {len(v) for v in servers.values()}
         g = len(local)
-        if plan.algorithm == HIERARCHICAL and sizes == {g} and g > 1:
+        if plan.algorithm == HIERARCHICAL and sizes == {g} and g > 1 and not server.olink_of_gpu:
             position = local.index(me)
             across = [on_server[position] for on_server in servers.values()]
             piece = -(-op.nbytes // g)
@@ -127,6 +140,36 @@ class CollectiveRun:
             server.account(server.ranks[r], self.op.dim, "scale_up", sent)
         for _, done in joined:
             server.at(end, call, done)
+
+    def in_network(self, switches: list[str]) -> None:
+        """The whole collective reduced or replicated by ``switches`` (one per plane)."""
+        server, rank, op = self.server, self.rank, self.op
+        members = self.members
+        n, me, size = len(members), members.index(rank.rank), op.nbytes
+        piece = -(-size // n)
+
+        def span(j: int) -> tuple[int, int]:
+            return min(size, j * piece), min(size, (j + 1) * piece)
+
+        at = [server.context.address(name) for name in switches]
+        mine = span(me)
+        if op.collective == ALL_REDUCE:
+            code, pieces, expect = olink_switch.ALL_REDUCE, [(0, size, at)], size
+        elif op.collective == REDUCE_SCATTER:
+            code, pieces, expect = olink_switch.REDUCE_SCATTER, [(*span(j), at) for j in range(n)], mine[1] - mine[0]
+        else:
+            code, pieces, expect = olink_switch.ALL_GATHER, [(*mine, at)], size - (mine[1] - mine[0])
+        # contributions share one id (the switch matches them by it); each result comes as our own
+        shared = server.message(rank, src=members[0], cid=op.cid, step=MAX_STEPS - 1)
+        fields = {"innet": code, "group": op.group, "size": size}
+        pieces = [p for p in pieces if p[0] < p[1]]
+        server.account(rank, op.dim, "scale_up", sum(end - start for start, end, _ in pieces))
+        self.outstanding += 1
+        server.olink_send(rank, pieces, shared, COLLECTIVE_VC, fields, self.sent)
+        arrived = self.phase_done(None)
+        result = server.message(rank, cid=op.cid, step=MAX_STEPS - 1)
+        if expect <= 0 or server.receive(rank, expect, result, arrived):
+            arrived()
 
     def ring(self, collective: str, nbytes: int, ring: list[int], then: Done | None = None) -> None:
         n = len(ring)

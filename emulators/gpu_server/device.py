@@ -35,9 +35,12 @@ from emulators.gpu_server.program import (
 )
 from emulators.kernel.device import Device
 from emulators.kernel.engine import Engine
-from emulators.kernel.frame import PFC, Frame, honour_pfc
+from emulators.kernel.frame import DATA, PFC, Frame, honour_pfc
 from emulators.kernel.port import Port
 from emulators.kernel.vtime import serialization_ps
+from emulators.olink import link as olink
+from emulators.olink import spec as olink_spec
+from emulators.olink.topology import gpu_domain, gpu_planes, in_network_switches
 from emulators.rdma.host import build_nics, nic_ports_of
 from emulators.rdma.nic import RdmaNic
 from emulators.rdma.qp import QueuePair
@@ -90,6 +93,32 @@ class Rank:
         self.timeline: list[list[Any]] = []  # [label, kind, dim, start_ps, end_ps] of one iteration
 
 
+class _Message:
+    """A message on OLink: done once the last frame of every plane's part has left its port."""
+
+    __slots__ = ("parts_left", "done")
+
+    def __init__(self, parts: int, done: Done) -> None:
+        self.parts_left = parts
+        self.done = done
+
+
+class _Part:
+    """The bytes [offset, end) of a message that go out through one OLink port."""
+
+    __slots__ = ("uid", "dst", "offset", "end", "vc", "fields", "message")
+
+    def __init__(self, uid: int, dst: int, offset: int, end: int, vc: int, fields: dict[str, int] | None,
+                 message: _Message) -> None:
+        self.uid = uid
+        self.dst = dst
+        self.offset = offset
+        self.end = end
+        self.vc = vc
+        self.fields = fields
+        self.message = message
+
+
 class GpuServer(Device):
     kind = "gpu_server"
 
@@ -100,6 +129,16 @@ class GpuServer(Device):
         self.peak_flops_per_s, self.mfu, self.scale_up_bps, self.scale_up_latency_ps = hardware_of(self.options)
         self.nics: list[RdmaNic] = []
         self.nic_of: dict[str, RdmaNic] = {}
+        # OLink scale-up ports, when the server's GPUs attach to OLink switches
+        olink_options = self.options.get("olink", {})
+        self.olink_chunk = int(olink_options.get("chunk", olink_spec.DEFAULT_CHUNK))
+        self.olink: dict[str, olink.OLinkPort] = {}
+        self.olink_of_gpu: dict[int, list[olink.OLinkPort]] = {}
+        self.olink_out: dict[str, list[deque[_Part]]] = {}  # port -> per channel: parts it sends, in turn
+        self.olink_arrived: dict[int, int] = {}  # message id -> payload bytes arrived on OLink
+        self.domain_of: dict[tuple[str, int], int | None] = {}  # (server, gpu) -> its scale-up domain
+        self.in_network: dict[int, list[str] | None] = {}  # collective group -> its reducing switches
+        self.collective_chunk = self.olink_chunk
         self.plan: JobPlan | None = None
         self.ranks: dict[int, Rank] = {}
         self.egress_free: list[int] = [0] * self.gpus  # each GPU's scale-up egress is busy until
@@ -124,8 +163,10 @@ class GpuServer(Device):
     # -- set-up -----------------------------------------------------------------------------------
     def configure(self, context: ScenarioContext) -> None:
         self.context = context
-        self.nics = build_nics(self, self.name, self.options, self.ports, context)
+        nic_ports = {name: port for name, port in self.ports.items() if not olink_spec.is_scale_up_port(name)}
+        self.nics = build_nics(self, self.name, self.options, nic_ports, context)
         self.nic_of = {port.name: nic for nic in self.nics for port in nic.ports}
+        self._configure_olink(context)
         plan = context.scenario.job
         if plan is None:
             return
@@ -138,6 +179,35 @@ class GpuServer(Device):
             gpu = plan.ranks[rank].gpu
             nic = self.nics[gpu] if gpu < len(self.nics) else None
             self.ranks[rank] = Rank(rank, gpu, plan.programs[rank], nic)
+
+    def _configure_olink(self, context: ScenarioContext) -> None:
+        scenario = context.scenario
+        me = scenario.device(self.name)
+        options = self.options.get("olink", {})
+        chunk = olink_spec.largest_chunk(scenario.devices)
+        for gpu, names in olink_spec.scale_up_ports(self.ports).items():
+            for pname in names:
+                port = self.ports[pname]
+                far = context.peer_of.get(Endpoint(self.name, pname))
+                if far is None or port.link is None:
+                    continue
+                switch = scenario.device(far.device)
+                far_credit = olink_spec.credit(switch.kind, switch.options, chunk)
+                timeout = options.get("replay_timeout") or olink.replay_timeout_ps(
+                    olink_spec.wire_bytes(chunk), far_credit, port.link.rate_bps, port.link.propagation_ps)
+                vcs = int(switch.options.get("vcs", olink_spec.DEFAULT_VCS))
+                link = olink.OLinkPort(
+                    self, port, context.address(self.name, pname), context.address(far), vcs=vcs,
+                    own_credit=olink_spec.credit(self.kind, self.options, chunk), far_credit=far_credit,
+                    replay_buffer=olink_spec.replay_buffer(self.kind, self.options, chunk),
+                    replay_timeout_ps=int(timeout), accept=self._olink_accept, refill=self._olink_refill)
+                self.olink[pname] = link
+                self.olink_of_gpu.setdefault(gpu, []).append(link)
+                self.olink_out[pname] = [deque() for _ in range(vcs)]
+        # in-network contributions are matched chunk by chunk at the switch: every member cuts alike
+        self.collective_chunk = chunk
+        for gpu in self.olink_of_gpu:
+            self.domain_of[(self.name, gpu)] = gpu_domain(scenario, me, gpu)
 
     def start(self) -> None:
         if self.plan is not None:
@@ -269,6 +339,32 @@ class GpuServer(Device):
             return SCALE_UP
         return FABRIC if self.site_of[device] == self.site_of[self.name] else WAN
 
+    def domain(self, rank: int) -> int | None:
+        """The scale-up domain (supernode) of rank ``rank``'s GPU, None without OLink."""
+        assert self.plan is not None
+        place = self.plan.ranks[rank]
+        key = (place.device, place.gpu)
+        if key not in self.domain_of:
+            scenario = self.context.scenario
+            self.domain_of[key] = gpu_domain(scenario, scenario.device(place.device), place.gpu)
+        return self.domain_of[key]
+
+    def over_olink(self, rank: Rank, peer: int) -> bool:
+        """Whether ``rank`` reaches rank ``peer`` through OLink switches."""
+        if rank.gpu not in self.olink_of_gpu:
+            return False
+        mine = self.domain(rank.rank)
+        return mine is not None and mine == self.domain(peer)
+
+    def in_network_for(self, group: int) -> list[str] | None:
+        """The switches (one per plane) that reduce for collective group ``group``, or None."""
+        if group not in self.in_network:
+            assert self.plan is not None
+            places = [self.plan.ranks[r] for r in self.plan.groups[group]]
+            found = in_network_switches(self.context.scenario, [(p.device, p.gpu) for p in places])
+            self.in_network[group] = found
+        return self.in_network[group]
+
     def account(self, rank: Rank, dim: str, link_class: str, nbytes: int) -> None:
         """Count bytes ``rank`` sends: over the run, and in the iteration whose timeline is kept."""
         self.bytes[dim][link_class] += nbytes
@@ -279,9 +375,17 @@ class GpuServer(Device):
         """Send ``nbytes`` from ``rank`` to rank ``peer``; ``done`` once the data is there (scale-up)
         or acknowledged (RDMA)."""
         assert self.plan is not None
-        link_class = self.link_class(peer)
+        olink_path = self.over_olink(rank, peer)
+        link_class = SCALE_UP if olink_path else self.link_class(peer)
         self.account(rank, dim, link_class, nbytes)
         self.counters["messages_sent"] += 1
+        if olink_path:
+            place = self.plan.ranks[peer]
+            scenario = self.context.scenario
+            far = [self.context.address(place.device, port)
+                   for port, _ in gpu_planes(scenario, scenario.device(place.device), place.gpu)]
+            self.olink_send(rank, [(0, max(1, nbytes), far)], uid, olink_spec.DATA_VC, None, done)
+            return
         if link_class == SCALE_UP:
             start = max(self.now, self.egress_free[rank.gpu])
             end = start + serialization_ps(nbytes, self.scale_up_bps)
@@ -300,6 +404,62 @@ class GpuServer(Device):
         self.sending[uid] = (qp, done)
         nic.send_now(qp)
 
+    def olink_send(self, rank: Rank, pieces: list[tuple[int, int, list[int]]], uid: int, vc: int,
+                   fields: dict[str, int] | None, done: Done) -> None:
+        """Send the byte ranges [start, end) of message ``uid`` from ``rank``'s GPU over its OLink ports,
+        each range striped over the planes, plane p's stripe to the p-th address given with it;
+        ``done`` once every frame has left."""
+        ports = self.olink_of_gpu[rank.gpu]
+        planes = len(ports)
+        parts: list[tuple[olink.OLinkPort, int, int, int]] = []
+        for start, end, addresses in pieces:
+            stripe = -(-(end - start) // planes)
+            for p, port in enumerate(ports):
+                lo, hi = start + p * stripe, min(end, start + (p + 1) * stripe)
+                if lo < hi:
+                    parts.append((port, addresses[p], lo, hi))
+        if not parts:
+            self.at(self.now, call, done)
+            return
+        message = _Message(len(parts), done)
+        for port, dst, lo, hi in parts:
+            self.olink_out[port.port.name][vc].append(_Part(uid, dst, lo, hi, vc, fields, message))
+            if not port.port.busy:
+                port.pump()
+
+    def _olink_refill(self, link: olink.OLinkPort, vc: int) -> None:
+        """The port's next frame on channel ``vc``: one chunk of the next message in turn."""
+        parts = self.olink_out[link.port.name][vc]
+        if not parts:
+            return
+        part = parts.popleft()
+        chunk = self.olink_chunk if vc == olink_spec.DATA_VC else self.collective_chunk
+        payload = min(chunk, part.end - part.offset)
+        frame = Frame(DATA, part.uid, link.address, part.dst, olink_spec.wire_bytes(payload), olink_spec.PACKET_BYTES,
+                      priority=part.vc, created_ps=self.now, fields=part.fields)
+        frame.offset = part.offset
+        part.offset += payload
+        if part.offset < part.end:
+            parts.append(part)
+        else:
+            frame.ingress = part.message  # the last frame of this part: see on_frame_sent
+        link.queues[vc].append(frame)
+
+    def _olink_accept(self, link: olink.OLinkPort, frame: Frame) -> None:
+        """A frame of a message arrived on OLink: its bytes count toward the message."""
+        link.release(frame.priority, frame.nbytes)  # the GPU writes it to memory at once
+        uid = frame.flow
+        if (uid >> SERIAL_SHIFT) in self.dead_serials:
+            return
+        arrived = self.olink_arrived.get(uid, 0) + frame.nbytes - olink_spec.PACKET_HEADER * frame.packets
+        waiting = self.waiting.get(uid)
+        if waiting is not None and arrived >= waiting[0]:
+            del self.waiting[uid]
+            self.olink_arrived.pop(uid, None)
+            waiting[2]()
+        else:
+            self.olink_arrived[uid] = arrived
+
     def _arrive_locally(self, args: tuple[int, int, int, Done]) -> None:
         uid, epoch, peer, done = args
         target = self.ranks[peer]
@@ -317,6 +477,9 @@ class GpuServer(Device):
         called: the caller goes on); otherwise ``done`` is called when it has."""
         if uid in self.arrived_locally:
             self.arrived_locally.discard(uid)
+            return True
+        if self.olink_arrived.get(uid, -1) >= max(1, nbytes):
+            del self.olink_arrived[uid]
             return True
         nic = rank.nic
         size = max(1, nbytes)
@@ -375,21 +538,54 @@ class GpuServer(Device):
             waiting[2]()
 
     def on_frame(self, port: Port, frame: Frame) -> None:
+        link = self.olink.get(port.name)
+        if link is not None:
+            link.receive(frame)
+            return
         if frame.kind == PFC:
             honour_pfc(port, frame)
             return
         self.nic_of[port.name].on_frame(port, frame)
 
     def on_port_idle(self, port: Port) -> None:
+        link = self.olink.get(port.name)
+        if link is not None:
+            link.pump()
+            return
         self.nic_of[port.name].pump(port)
 
     def on_link_change(self, port: Port) -> None:
+        link = self.olink.get(port.name)
+        if link is not None:
+            link.link_changed()
+            if not link.link_up and self.plan is not None:
+                assert port.link is not None
+                self.at(self.now + self.plan.detect_ps, self._scale_up_down, (port.name, port.link.epoch))
+            return
         if port.link is not None and not port.link.up:
             port.paused = 0
         self.nic_of[port.name].on_link_change(port)
 
+    def on_frame_sent(self, port: Port, frame: Frame) -> None:
+        message = frame.ingress
+        if message is not None and frame.kind == DATA:  # the last frame of a part of an OLink message
+            frame.ingress = None
+            message.parts_left -= 1
+            if not message.parts_left:
+                message.done()
+
     def on_frame_dropped(self, port: Port, frame: Frame) -> None:
+        link = self.olink.get(port.name)
+        if link is not None:
+            link.dropped(frame)
+            self.on_frame_sent(port, frame)  # it waits in the replay buffer now
+            return
         self.nic_of[port.name].on_frame_dropped(frame)
+
+    def on_frame_lost(self, port: Port, frame: Frame) -> None:
+        link = self.olink.get(port.name)
+        if link is not None:
+            link.lost(frame)
 
     # -- the job's control plane ------------------------------------------------------------------
     def post(self, payload: dict[str, Any]) -> None:
@@ -444,6 +640,13 @@ class GpuServer(Device):
         self.sending.clear()
         self.waiting.clear()
         self.arrived_locally.clear()
+        self.olink_arrived.clear()
+        for channels in self.olink_out.values():
+            for parts in channels:
+                parts.clear()
+        for link in self.olink.values():
+            for queue in link.queues:
+                queue.clear()  # not yet sent; what is in the replay buffers still gets across
         self.joins.clear()
         for nic in self.nics:
             for flow in list(nic.receivers):
@@ -463,10 +666,36 @@ class GpuServer(Device):
         for rank in self.ranks.values():
             rank.since = self.now
             self._begin_iteration((rank, rank.epoch))
+        for name, link in self.olink.items():
+            if not link.link_up:  # still broken: the restarted job fails again
+                assert link.port.link is not None
+                self._scale_up_down((name, link.port.link.epoch))
+
+    def _scale_up_down(self, args: tuple[str, int]) -> None:
+        """A scale-up link of a GPU with ranks has been down for the job's detect delay (since the
+        link epoch ``args[1]`` began): the driver reports it and the job aborts. Shorter outages are
+        retrained and replayed by the link layer, unseen by the job."""
+        port, epoch = args
+        link = self.ports[port].link
+        parsed = olink_spec.parse_port(port)
+        if self.plan is None or self.aborted or parsed is None or link is None or link.up or link.epoch != epoch:
+            return
+        if not any(rank.gpu == parsed[0] for rank in self.ranks.values()):
+            return
+        self.post({"type": "abort", "attempt": self.attempt, "at_ps": self.now, "device": self.name,
+                   "cause": f"scale-up link {port} down"})
 
     # -- results ----------------------------------------------------------------------------------
+    def counter_names(self) -> list[str]:
+        return super().counter_names() + olink.counter_names(self.olink)
+
+    def counter_values(self) -> list[int]:
+        return super().counter_values() + olink.counter_values(self.olink)
+
     def results(self) -> dict[str, Any]:
         out = super().results()
+        if self.olink:
+            out["olink"] = {name: link.counters() for name, link in self.olink.items()}
         if self.plan is None or not self.ranks:
             return out
         for rank in self.ranks.values():

@@ -125,6 +125,12 @@ def iteration_serial(attempt: int, iteration: int, iterations: int) -> int:
     return 1 + (attempt * iterations + iteration) % (MAX_SERIALS - 1)
 
 
+def with_sender(uid: int, rank: int) -> int:
+    """Message id ``uid`` as if sent by ``rank`` (an in-network collective's result for that rank)."""
+    shift = 1 + TAG_BITS
+    return (uid & ~((MAX_RANKS - 1) << shift)) | (rank << shift)
+
+
 def message_id(serial: int, src_rank: int, *, tag: int = -1, cid: int = -1, step: int = 0) -> int:
     """The RDMA flow id of one message: a p2p send (``tag``) or one step of a collective (``cid``)."""
     head = (serial << SERIAL_SHIFT) | (src_rank << (1 + TAG_BITS))

@@ -25,7 +25,7 @@ Outgoing = tuple[int, int, int, int, str, "Frame"]
 
 class Link:
     __slots__ = ("name", "rate_bps", "length_mm", "delay_ps_per_m", "propagation_ps", "ber", "up",
-                 "epoch", "ports", "_packet_error_cache")
+                 "epoch", "ports", "fec", "_packet_error_cache")
 
     def __init__(self, name: str, rate_bps: int, length_mm: int, ber: float = 0.0,
                  delay_ps_per_m: int = 4900) -> None:
@@ -38,6 +38,7 @@ class Link:
         self.up = True
         self.epoch = 0  # bumped on every down transition: frames started in an older epoch are lost
         self.ports: list[Port] = []  # local endpoints only (one or two)
+        self.fec: Any = None  # forward error correction (e.g. OLink's): what it lets through is what counts
         self._packet_error_cache: dict[int, float] = {}
 
     # -- changes (faults, protection switching, resizing) ----------------------------------------
@@ -68,10 +69,14 @@ class Link:
             port.on_link_change()
 
     def packet_error_probability(self, packet_bytes: int) -> float:
-        """P(at least one bit error in a packet) = 1 - (1 - BER)^bits, computed without cancellation."""
+        """P(a packet is corrupted): at least one bit error, 1 - (1 - BER)^bits, computed without
+        cancellation; on a link with FEC, an error the code cannot correct."""
         p = self._packet_error_cache.get(packet_bytes)
         if p is None:
-            p = -math.expm1(packet_bytes * 8 * math.log1p(-self.ber))
+            if self.fec is not None:
+                p = self.fec.packet_error_probability(self.ber, packet_bytes)
+            else:
+                p = -math.expm1(packet_bytes * 8 * math.log1p(-self.ber))
             self._packet_error_cache[packet_bytes] = p
         return p
 

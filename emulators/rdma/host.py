@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from emulators.olink.spec import is_scale_up_port
 from emulators.rdma.nic import NicOwner, RdmaNic
 from emulators.rdma.settings import NicSettings
 from emulators.topology import DeviceSpec
@@ -23,8 +24,9 @@ def nic_groups(options: dict[str, Any], ports: list[str]) -> list[tuple[str, lis
 
 def nics_of(spec: DeviceSpec) -> tuple[tuple[str, ...], ...]:
     """A device's NICs, each as its ports in plane order, in :func:`nic_groups` order (GPU g of a
-    GPU server uses the g-th)."""
-    return tuple(tuple(ports) for _, ports in nic_groups(spec.options, list(spec.ports)))
+    GPU server uses the g-th; its OLink scale-up ports are not NIC ports)."""
+    ports = [p for p in spec.ports if not (spec.kind == "gpu_server" and is_scale_up_port(p))]
+    return tuple(tuple(members) for _, members in nic_groups(spec.options, ports))
 
 
 def nic_ports_of(spec: DeviceSpec, index: int) -> tuple[str, ...]:

@@ -182,9 +182,14 @@ class _Expander:
 
             self.wan = WanExpander(self, self.written["wan"])
             self.wan.expand()
+        if "supernodes" in self.written:  # after the WAN, which names the sites of fabrics written without one
+            from orchestrator.scenario.supernode import add_supernodes  # it builds on this module
+
+            add_supernodes(self, self.written["supernodes"])
         flows = self.flows()
         faults = self.faults()
-        document = {key: value for key, value in self.written.items() if key not in ("fabrics", "traffic", "wan")}
+        shorthands = ("fabrics", "traffic", "wan", "supernodes")
+        document = {key: value for key, value in self.written.items() if key not in shorthands}
         document.update(devices=self.devices, links=self.links, flows=flows, faults=faults)
         return Expansion(self.written, document, self.origins)
 

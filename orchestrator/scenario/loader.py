@@ -9,6 +9,7 @@ plane faults into the devices, links, flows and faults they stand for.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import json
 import os
@@ -23,6 +24,7 @@ from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
 from emulators.context import ScenarioContext
 from emulators.gpu_server.program import ALL_TO_ALL, JobPlan
+from emulators.olink import spec as olink_spec
 from emulators.rdma.host import nic_ports_of
 from emulators.registry import DEVICE_KINDS, DeviceKind
 from emulators.topology import RAW, RDMA, RDMA_PRIORITY
@@ -40,7 +42,9 @@ from orchestrator.scenario.units import (
     parse_time_ps,
     shown,
 )
+from orchestrator.workload.collective_test import build_collective_test
 from orchestrator.workload.job import JobError, build_job
+from orchestrator.workload.placement import scale_up_domains
 
 Quantity = TypeVar("Quantity", int, float)
 
@@ -265,7 +269,9 @@ class _Resolver:
         duration_ps = self.above_zero(parse_time_ps, doc["duration"], ("duration",))
         sample_interval = doc.get("sample_interval", DEFAULT_SAMPLE_INTERVAL)
         devices = self.devices(doc.get("devices", {}))
+        self.check_olink_buffers(devices)
         links = self.links(doc.get("links", []), {device.name: device for device in devices})
+        self.check_olink_links(devices, links)
         sites = doc["sites"] if "sites" in doc else sorted({d.site for d in devices if d.site is not None})
         scenario = Scenario(
             name=doc.get("name", _default_name(self.source)),
@@ -278,32 +284,104 @@ class _Resolver:
             links=links,
             flows=self.flows(doc.get("flows", []), devices, links),
             faults=self.faults(doc.get("faults", []), links, duration_ps),
-            job=self.job(doc["job"], devices, sites) if "job" in doc else None,
         )
-        if scenario.job is not None:
+        if "job" in doc and "collective_test" in doc:
+            self.fail(("collective_test",), "a scenario runs a job or a collective test, not both; remove one")
+        if "job" in doc:  # placed on the topology: which GPUs OLink joins into supernodes
+            scenario = dataclasses.replace(scenario, job=self.job(doc["job"], scenario))
             self.check_reach(scenario)
+        elif "collective_test" in doc:
+            scenario = dataclasses.replace(scenario, job=self.collective_test(doc["collective_test"], scenario))
+            self.check_reach(scenario, ("collective_test", "gpus"))
         return scenario
 
-    def check_reach(self, scenario: Scenario) -> None:
-        """Every pair of GPUs on different servers that the job's programs make talk must have NICs
-        and a path between them, or the run would wait forever."""
+    def check_olink_buffers(self, devices: tuple[DeviceSpec, ...]) -> None:
+        """Credits and replay buffers written for OLink ports must hold the scenario's largest OLink
+        frame, or nothing could ever be sent."""
+        chunk = olink_spec.largest_chunk(devices)
+        frame = olink_spec.wire_bytes(chunk)
+        for device in devices:
+            if device.kind not in (olink_spec.KIND, "gpu_server"):
+                continue
+            prefix: KeyPath = ("devices", device.name, "options")
+            if device.kind != olink_spec.KIND:
+                prefix = (*prefix, "olink")
+            for key, value in (("credit", olink_spec.credit(device.kind, device.options, chunk)),
+                               ("replay_buffer", olink_spec.replay_buffer(device.kind, device.options, chunk))):
+                if value < frame:
+                    self.fail((*prefix, key), (
+                        f"{value} bytes cannot hold one OLink frame of the scenario's largest chunk ({chunk} bytes, "
+                        f"{frame} on the wire); raise it or lower the GPU servers' olink.chunk"))
+
+    def check_olink_links(self, devices: tuple[DeviceSpec, ...], links: tuple[LinkSpec, ...]) -> None:
+        """OLink switch ports link to OLink switches or to GPU servers' scale-up ports, and those ports
+        only to OLink switches: the two ends of a link must speak the same link layer."""
+        kinds = {device.name: device.kind for device in devices}
+        # every GPU of one supernode (OLink switches joined by links) has as many planes as the others
+        group = {d.name: d.name for d in devices if d.kind == olink_spec.KIND}
+
+        def root(name: str) -> str:
+            while group[name] != name:
+                name = group[name]
+            return name
+
+        attached: dict[Endpoint, str] = {}
+        for link in links:
+            if link.a.device in group and link.z.device in group:
+                group[root(link.a.device)] = root(link.z.device)
+            for near, far in ((link.a, link.z), (link.z, link.a)):
+                if far.device in group:
+                    attached[near] = far.device
+        first: dict[str, tuple[str, int, int]] = {}  # supernode -> (server, GPU, scale-up ports) of its first GPU
+        for device in devices:
+            if device.kind != "gpu_server":
+                continue
+            for gpu, ports in olink_spec.scale_up_ports(device.ports).items():
+                switch = attached.get(Endpoint(device.name, ports[0]))
+                if switch is None:
+                    continue
+                server, other, planes = first.setdefault(root(switch), (device.name, gpu, len(ports)))
+                if len(ports) != planes:
+                    self.fail(("devices", device.name, "ports"), (
+                        f"GPU {gpu} has {len(ports)} scale-up ports (OLink planes), but GPU {other} of {server} in "
+                        f"the same supernode has {planes}; give every GPU of a supernode the same number of planes"))
+        for index, link in enumerate(links):
+            for near, far in ((link.a, link.z), (link.z, link.a)):
+                scale_up = kinds[near.device] == "gpu_server" and olink_spec.is_scale_up_port(near.port)
+                if kinds[far.device] == olink_spec.KIND and kinds[near.device] != olink_spec.KIND and not scale_up:
+                    self.fail(("links", index), (
+                        f"{near} is not an OLink port, but {far} is on an OLink switch; link a GPU server's "
+                        f"scale-up port (olink<g> or olink<g>-<p>) or another OLink switch to it"))
+                if scale_up and kinds[far.device] != olink_spec.KIND:
+                    self.fail(("links", index), (
+                        f"{near} is a scale-up port, but {far} is not on an OLink switch; link it to an olink "
+                        f"device, or rename the port if it is a NIC"))
+
+    def check_reach(self, scenario: Scenario, where: KeyPath = ("job", "placement")) -> None:
+        """Every pair of GPUs on different servers that the job's programs make talk must be in one
+        supernode (their scale-up ports on one connected set of OLink switches) or have NICs with a
+        path between them, or the run would wait forever."""
         plan = scenario.job
         assert plan is not None
         context = ScenarioContext(scenario)
         devices = {d.name: d for d in scenario.devices}
+        supernode_of = scale_up_domains(scenario)
         checked: set[tuple[str, str]] = set()
         for a, b in _talking_pairs(plan):
             here, there = plan.ranks[a], plan.ranks[b]
-            if here.device == there.device:
+            joined = {supernode_of.get((place.device, place.gpu)) for place in (here, there)}
+            if here.device == there.device or (len(joined) == 1 and None not in joined):
                 continue
-            ends = []
+            ends = []  # OLink does not join them: they talk through their NICs
             for place, rank in ((here, a), (there, b)):
                 ports = nic_ports_of(devices[place.device], place.gpu)
                 ends.append(Endpoint(place.device, ports[0]) if ports else None)
                 if ports == () or context.link_at(Endpoint(place.device, ports[0])) is None:
-                    self.fail(("job", "placement"), (
-                        f"rank {rank} on {place.device} GPU {place.gpu} talks to another server, but that GPU has no "
-                        f"linked NIC port; link one, or place the ranks that talk on one server"))
+                    outside = " outside its supernode" if (place.device, place.gpu) in supernode_of else ""
+                    self.fail(where, (
+                        f"rank {rank} on {place.device} GPU {place.gpu} talks to another server{outside}, but that GPU "
+                        f"has no linked NIC port; link one, join the servers in one supernode, or place the ranks "
+                        f"that talk together"))
             pair = (here.device, there.device)
             if pair in checked:
                 continue
@@ -311,17 +389,27 @@ class _Resolver:
             near, far = ends
             assert near is not None and far is not None
             if not context.path_links(near, far):
-                self.fail(("job", "placement"), (
-                    f"rank {a} on {here.device} talks to rank {b} on {there.device}, but no path joins them; "
-                    f"link the servers through switches, or place those ranks together"))
+                self.fail(where, (
+                    f"rank {a} on {here.device} talks to rank {b} on {there.device}, but neither one supernode nor "
+                    f"a path between their NICs joins them; link the servers through switches, or place those "
+                    f"ranks together"))
 
-    def job(self, spec: dict[str, Any], devices: tuple[DeviceSpec, ...], sites: list[str]) -> JobPlan:
-        """The training job's per-rank programs (orchestrator.workload), its times converted first."""
+    def job(self, spec: dict[str, Any], topology: Scenario) -> JobPlan:
+        """The training job's per-rank programs (orchestrator.workload) on the scenario's GPU servers and
+        supernodes, its times converted first."""
         resolved = self.units(scenario_schema()["properties"]["job"], spec, ("job",))
         try:
-            return build_job(resolved, devices, sites)
+            return build_job(resolved, topology.devices, topology.sites, scale_up_domains(topology))
         except JobError as e:
             self.fail(("job", *e.path), e.problem)
+
+    def collective_test(self, spec: dict[str, Any], topology: Scenario) -> JobPlan:
+        """A collective test's plan (orchestrator.workload.collective_test) on the scenario's GPUs."""
+        resolved = self.units(scenario_schema()["properties"]["collective_test"], spec, ("collective_test",))
+        try:
+            return build_collective_test(resolved, topology.devices)
+        except JobError as e:
+            self.fail(("collective_test", *e.path), e.problem)
 
     def devices(self, specs: Mapping[str, Any]) -> tuple[DeviceSpec, ...]:
         sites = self.document.get("sites")

@@ -9,9 +9,15 @@ with S the buffer in bits over B the bandwidth and alpha the per-step latency:
 
 inside a server on the scale-up mesh (the GPU's scale-up bandwidth and latency), across servers over the
 NICs: goodput = line rate x mtu/(mtu + 82) summed over planes (shared by GPUs that share a NIC), latency =
-one-way path delay plus one chunk's serialisation per hop. Between sites, messages that cross at the same
-time (one phase: PP, DP, ...) share the max-flow capacity of the links from one site's GPU servers to the
-other's. A ring's step takes as long as its slowest hop.
+one-way path delay plus one chunk's serialisation per hop. GPUs that OLink joins (scale-up ports on one
+supernode's switches, on one server or several) use B = port rate x 256/272 (payload per packet on the
+wire) summed over planes, and alpha = the one-way path delay (propagation, switch latency) plus a chunk
+stored and forwarded at each switch; a ring step moves ceil(S/g). When one switch per plane reaches every
+member and reduces in the network, all-reduce takes S/B + 2 alpha, reduce-scatter S/B + alpha and
+all-gather (g-1)S/(gB) + alpha: each GPU sends its data once and receives the result once.
+
+Between sites, messages that cross at the same time (one phase: PP, DP, ...) share the max-flow capacity
+of the links from one site's GPU servers to the other's. A ring's step takes as long as its slowest hop.
 
 The 1F1B pipeline with P stages and M micro-batches takes (M - 1) T + the first micro-batch's trip down
 and back, where T is the steady-state period: the slowest stage's F + B with its blocking collectives
@@ -22,6 +28,7 @@ other and the all-gather is paced with the next forwards.
 
 from __future__ import annotations
 
+import math
 from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -31,6 +38,8 @@ import networkx as nx
 
 from emulators.context import ScenarioContext
 from emulators.gpu_server.program import DP, EP, HIERARCHICAL, PP, TP, JobPlan
+from emulators.olink import spec as olink
+from emulators.olink.topology import gpu_planes, in_network_switches
 from emulators.topology import Endpoint, Scenario
 from orchestrator.workload.hardware import (
     PS_PER_S,
@@ -42,7 +51,7 @@ from orchestrator.workload.hardware import (
     nic_settings_of,
 )
 from orchestrator.workload.job import model_of
-from orchestrator.workload.placement import EDP, Layout
+from orchestrator.workload.placement import EDP, Layout, scale_up_domains
 from orchestrator.workload.schedule import TOKEN_BYTES, StageSizes, sizes_by_stage
 
 ASSUMPTIONS = (
@@ -50,6 +59,9 @@ ASSUMPTIONS = (
     "layers; no optimizer-step FLOPs",
     "TP all-reduces and EP all-to-alls block the compute stream; inside a server they run on a non-blocking "
     "scale-up mesh at the GPU's scale-up bandwidth, without contention between groups",
+    "OLink (GPUs of one supernode): per-GPU bandwidth = port rate x 256/272 summed over planes; latency = one-way "
+    "path delay + one chunk stored and forwarded per switch; in-network collectives when one switch per plane with "
+    "in_network reaches every member; no credit stalls, replays or contention between groups",
     "across servers: NIC goodput = line rate x mtu/(mtu+82) summed over planes (shared by GPUs that share a "
     "NIC); latency = one-way path delay + one chunk's serialisation per hop; no congestion control, queueing, "
     "PFC or loss",
@@ -99,6 +111,32 @@ def p2p_ps(nbytes: float, bps: float, latency_ps: float) -> float:
     return transfer_ps(nbytes, bps) + latency_ps
 
 
+def scale_up_ring_ps(collective: str, nbytes: float, members: int, bps: float, latency_ps: float) -> float:
+    """A ring over OLink: 2(g-1) steps for an all-reduce, g-1 otherwise, each moving ceil(S/g): a step's
+    ceil(S/g)/B + alpha."""
+    if members < 2:
+        return 0.0
+    steps = 2 * (members - 1) if collective == "all-reduce" else members - 1
+    return steps * (transfer_ps(math.ceil(nbytes / members), bps) + latency_ps)
+
+
+def in_network_ps(collective: str, nbytes: float, members: int, bps: float, latency_ps: float) -> float:
+    """The switch reduces or replicates: each GPU sends S once and receives the reduced S once (all-reduce:
+    S/B + 2 alpha, the result following the contributions), sends S and receives its piece (reduce-scatter:
+    S/B + alpha), or sends its piece and receives the others' (all-gather: (g-1)S/(gB) + alpha)."""
+    if members < 2:
+        return 0.0
+    if collective == "all-reduce":
+        return transfer_ps(nbytes, bps) + 2 * latency_ps
+    if collective == "reduce-scatter":
+        return transfer_ps(nbytes, bps) + latency_ps
+    return transfer_ps(nbytes * (members - 1) / members, bps) + latency_ps
+
+
+_MESH = {"all-reduce": ring_all_reduce_ps, "reduce-scatter": ring_reduce_scatter_ps,
+         "all-gather": ring_reduce_scatter_ps, "all-to-all": all_to_all_ps}  # on a server's scale-up mesh
+
+
 def one_f_one_b_ps(forward_ps: Sequence[float], backward_ps: Sequence[float], micro_batches: int) -> float:
     """The pipeline without communication: (M - 1) max_s(t_f + t_b) + sum_s(t_f + t_b)."""
     stage = [f + b for f, b in zip(forward_ps, backward_ps, strict=True)]
@@ -128,11 +166,27 @@ class _Network:
         self.gpu: list[GpuHardware] = [gpu_of(self.server[place.device]) for place in plan.ranks]
         users = Counter((p.device, nic_ports_of(self.server[p.device], p.gpu)) for p in plan.ranks)
         self.nic_users = dict(users)
+        self.supernode_of = scale_up_domains(scenario)  # (server, GPU) -> its supernode, for GPUs on OLink
+        self.olink_servers = {server for server, _ in self.supernode_of}
         self._hops: dict[tuple[int, int], Hop] = {}
         self.capacities: dict[tuple[str, str], float] = {}  # payload bps between sites, as asked for
 
     def same_server(self, ranks: Iterable[int]) -> bool:
         return len({self.plan.ranks[r].device for r in ranks}) == 1
+
+    def on_mesh(self, ranks: Sequence[int]) -> bool:
+        """All on one server whose GPUs talk over its closed-form mesh (it has no OLink ports)."""
+        return self.same_server(ranks) and self.plan.ranks[ranks[0]].device not in self.olink_servers
+
+    def one_supernode(self, ranks: Sequence[int]) -> bool:
+        """OLink joins them all: every GPU attached to the same supernode's switches."""
+        found = {self.supernode_of.get((self.plan.ranks[r].device, self.plan.ranks[r].gpu)) for r in ranks}
+        return len(found) == 1 and None not in found
+
+    def in_network(self, ranks: Sequence[int]) -> bool:
+        """One switch per plane reaches every member and reduces in the network."""
+        members = [(self.plan.ranks[r].device, self.plan.ranks[r].gpu) for r in ranks]
+        return in_network_switches(self.scenario, members) is not None
 
     def hop(self, src: int, dst: int) -> Hop:
         if (src, dst) not in self._hops:
@@ -141,6 +195,8 @@ class _Network:
 
     def _hop(self, src: int, dst: int) -> Hop:
         a, z = self.plan.ranks[src], self.plan.ranks[dst]
+        if self.one_supernode((src, dst)):
+            return self._olink_hop(src, dst)
         if a.device == z.device:
             return Hop(self.gpu[src].scale_up_bps, self.gpu[src].scale_up_latency_ps)
         server = self.server[a.device]
@@ -167,6 +223,26 @@ class _Network:
         here, there = self.server[a.device].site, self.server[z.device].site
         crossing = (here, there) if here is not None and there is not None and here != there else None
         return Hop(bps, latency, crossing, ack)
+
+    def _olink_hop(self, src: int, dst: int) -> Hop:
+        """Through the supernode's switches: plane p of the sender to plane p of the receiver, the message
+        striped over the planes."""
+        a, z = self.plan.ranks[src], self.plan.ranks[dst]
+        near = gpu_planes(self.scenario, self.server[a.device], a.gpu)
+        far = gpu_planes(self.scenario, self.server[z.device], z.gpu)
+        chunk = int(self.server[a.device].options.get("olink", {}).get("chunk", olink.DEFAULT_CHUNK))
+        chunk_bits = olink.wire_bytes(chunk) * 8
+        bps, latency = 0.0, 0.0
+        for (port, _), (peer_port, _) in zip(near, far, strict=False):
+            start, end = Endpoint(a.device, port), Endpoint(z.device, peer_port)
+            links = self.context.path_links(start, end)
+            if not links:
+                raise ValueError(f"no OLink path from {start} (rank {src}) to {end} (rank {dst}); join each plane's "
+                                 "switches of a supernode")
+            bps += min(link.rate_bps for link in links) * olink.PACKET_PAYLOAD / olink.PACKET_BYTES
+            one_way = self.context.path_delay(links)[1] / 2
+            latency = max(latency, one_way + sum(chunk_bits * PS_PER_S / link.rate_bps for link in links[1:]))
+        return Hop(bps, latency)
 
     def capacity_bps(self, crossing: tuple[str, str]) -> float:
         if crossing not in self.capacities:
@@ -237,6 +313,8 @@ class _Collectives:
         sizes = {len(members) for members in servers}
         if self.algorithm != HIERARCHICAL or len(servers) < 2 or sizes == {1} or len(sizes) > 1:
             return None
+        if any(self.network.plan.ranks[members[0]].device in self.network.olink_servers for members in servers):
+            return None  # GPUs on OLink ring over it, as the GPU server does
         return servers
 
     def pairs(self, kind: str, group: Sequence[int]) -> list[tuple[int, int]]:
@@ -263,16 +341,17 @@ class _Collectives:
         return step
 
     def time(self, collective: str, nbytes: float, group: Sequence[int], share: dict[tuple[str, str], float]) -> float:
-        """``collective``: "all-reduce", "reduce-scatter" (= all-gather) or "all-to-all"."""
+        """``collective``: "all-reduce", "reduce-scatter", "all-gather" or "all-to-all"."""
         g = len(group)
         if g < 2 or nbytes == 0:
             return 0.0
         net = self.network
-        if net.same_server(group):
+        if net.on_mesh(group):
             bps = min(net.gpu[r].scale_up_bps for r in group)
             latency = max(net.gpu[r].scale_up_latency_ps for r in group)
-            return {"all-reduce": ring_all_reduce_ps, "reduce-scatter": ring_reduce_scatter_ps,
-                    "all-to-all": all_to_all_ps}[collective](nbytes, g, bps, latency)
+            return _MESH[collective](nbytes, g, bps, latency)
+        if net.one_supernode(group):
+            return self._over_olink(collective, nbytes, group)
         if collective == "all-to-all":
             hops = [net.effective(net.hop(a, b), share) for a, b in self.pairs(EP, group)]
             return all_to_all_ps(nbytes, g, min(h.bps for h in hops), max(h.latency_ps for h in hops))
@@ -280,12 +359,26 @@ class _Collectives:
         servers = self._hierarchical(group)
         if servers is None:
             return rounds * (g - 1) * self._ring_step(nbytes, g, _ring(group), share)
-        # inside each server (reduce-scatter, and all-gather for an all-reduce), then across them on 1/n
+        # inside each server (reduce-scatter, and all-gather for an all-reduce), then across them on 1/n;
+        # reduce-scatter and all-gather take as long as each other on a mesh and on a ring
         n, k = len(servers[0]), len(servers)
         local = max(self.time("reduce-scatter", nbytes, members, share) for members in servers)
         inter_pairs = [pair for ring in zip(*servers, strict=True) for pair in _ring(ring)]
         across = rounds * (k - 1) * self._ring_step(nbytes / n, k, inter_pairs, share)
         return rounds * local + across if collective == "all-reduce" else local + across
+
+    def _over_olink(self, collective: str, nbytes: float, group: Sequence[int]) -> float:
+        """Every member on one supernode's switches: in the network when they can reduce, else a ring (or an
+        all-to-all) at the slowest member's bandwidth and the longest way between neighbours."""
+        net = self.network
+        pairs = [(a, b) for a in group for b in group if a != b] if collective == "all-to-all" else _ring(group)
+        hops = [net.hop(a, b) for a, b in pairs]
+        bps, latency = min(h.bps for h in hops), max(h.latency_ps for h in hops)
+        if collective == "all-to-all":
+            return all_to_all_ps(nbytes, len(group), bps, latency)
+        if net.in_network(group):
+            return in_network_ps(collective, nbytes, len(group), bps, latency)
+        return scale_up_ring_ps(collective, nbytes, len(group), bps, latency)
 
     def p2p(self, nbytes: float, src: int, dst: int, share: dict[tuple[str, str], float]) -> float:
         hop = self.network.effective(self.network.hop(src, dst), share)
@@ -369,7 +462,7 @@ def estimate(scenario: Scenario) -> dict[str, Any]:
         for s in range(pp):
             share = coll.phase(DP, by_stage[(DP, s)] + by_stage[(EDP, s)])
             pieces = max(1, min(pp - s, min(micro)))
-            piece = dp_time("reduce-scatter", s, share, 1 / pieces)
+            piece = dp_time("all-gather", s, share, 1 / pieces)
             dp_stage[s] += pieces * piece
             start = gathered + (token(s - 1, s) if s > 0 else 0.0)
             forward = max(st[s].forward_ps for st in stages)

@@ -42,6 +42,7 @@ from orchestrator.workload.placement import (
     gpu_slots,
     ordered_servers,
     parse_slot,
+    scale_up_problem,
 )
 from orchestrator.workload.schedule import (
     TOKEN_BYTES,
@@ -70,8 +71,10 @@ class JobError(ValueError):
         self.problem = problem
 
 
-def build_job(job: Mapping[str, Any], devices: Sequence[DeviceSpec], sites: Sequence[str]) -> JobPlan:
-    """The plan of a schema-valid job block (times in ps) on the scenario's devices."""
+def build_job(job: Mapping[str, Any], devices: Sequence[DeviceSpec], sites: Sequence[str],
+              supernode_of: Mapping[tuple[str, int], int] | None = None) -> JobPlan:
+    """The plan of a schema-valid job block (times in ps) on the scenario's devices; ``supernode_of``
+    says which GPUs OLink joins into which supernode (:func:`~.placement.scale_up_domains`)."""
     model = resolve_model(job["model"], job.get("model_overrides", {}))
     parallel = job["parallel"]
     tp, pp, dp, ep = parallel["tp"], parallel["pp"], parallel["dp"], parallel.get("ep", 1)
@@ -88,7 +91,7 @@ def build_job(job: Mapping[str, Any], devices: Sequence[DeviceSpec], sites: Sequ
         used = dict.fromkeys(place.device for place in ranks)  # in the order the map first names them
         servers = [by_name[name] for name in used]
     else:
-        ranks = _placed_ranks(layout, servers)
+        ranks = _placed_ranks(layout, servers, supernode_of or {})
     split = {PP: UNIFORM, DP: UNIFORM} | dict(job.get("split", {}))
     layers = _layers_per_stage(model, layout, ranks, by_name, split[PP])
     micro_batches = _micro_batches(job, layout, ranks, by_name, layers, split[DP])
@@ -227,8 +230,10 @@ def _servers(
     return servers
 
 
-def _placed_ranks(layout: Layout, servers: Sequence[DeviceSpec]) -> tuple[RankPlace, ...]:
-    """Rank r on the r-th GPU of the servers; TP groups must each stay inside one server."""
+def _placed_ranks(layout: Layout, servers: Sequence[DeviceSpec],
+                  supernode_of: Mapping[tuple[str, int], int]) -> tuple[RankPlace, ...]:
+    """Rank r on the r-th GPU of the servers; TP groups must each stay inside one server or supernode,
+    and EP groups inside a supernode that could hold them."""
     slots = gpu_slots(servers)
     if len(slots) != layout.size:
         counts = ", ".join(f"{s.name}: {gpus_of(s)}" for s in servers[:6]) + (", ..." if len(servers) > 6 else "")
@@ -236,15 +241,9 @@ def _placed_ranks(layout: Layout, servers: Sequence[DeviceSpec]) -> tuple[RankPl
             f"tp x pp x dp = {layout.tp} x {layout.pp} x {layout.dp} = {layout.size} GPUs, but the {len(servers)} "
             f"servers have {len(slots)} ({counts}); the job uses every GPU of its servers: change parallel, or list "
             "the servers to use under job.servers"))
-    for group in layout.groups[TP]:
-        hosts = sorted({slots[rank].device for rank in group})
-        if len(hosts) > 1:
-            smallest = min(gpus_of(s) for s in servers)
-            why = (f"tp = {layout.tp} is more than the {smallest} GPUs of a server" if layout.tp > smallest
-                   else f"the TP group of ranks {group[0]}..{group[-1]} spans servers {' and '.join(hosts)}")
-            raise JobError(("parallel", "tp"), (
-                f"{why}; TP must stay inside a server (its GPU count a multiple of tp): lower tp, or place the ranks "
-                "with placement: {rank_map: [...]}"))
+    problem = scale_up_problem(layout, slots, supernode_of)
+    if problem is not None:
+        raise JobError(("parallel", problem[0]), problem[1])
     return tuple(slots)
 
 

@@ -247,7 +247,7 @@ MALFORMED = [
     pytest.param(two("planes: 2,", "planes: 2, server_options: {nics: {x: [nic-a]}},"),
                  "fabrics.dc1.server_options.nics", "is set by the fabric", id="server-nics-two-planes"),
     pytest.param(one("site: dc1", "site: dc1\n    server_kind: router"), "fabrics.dc1.server_kind",
-                 "unknown device kind 'router'; known kinds: gateway, gpu_server, otn, switch, tester",
+                 "unknown device kind 'router'; known kinds: gateway, gpu_server, olink, otn, switch, tester",
                  id="unknown-server-kind"),
     pytest.param(two("planes: 2,", "planes: 2, server_kind: switch,"), "fabrics.dc1.planes",
                  "dual-plane NICs (the nics option), and server kind 'switch' has none; kinds that do: tester",

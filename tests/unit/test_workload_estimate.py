@@ -16,13 +16,17 @@ from orchestrator.workload.estimate import (
     StageTimes,
     all_to_all_ps,
     estimate,
+    in_network_ps,
     one_f_one_b_ps,
     p2p_ps,
     pipeline,
     ring_all_reduce_ps,
     ring_reduce_scatter_ps,
+    scale_up_ring_ps,
 )
 from orchestrator.workload.hardware import compute_ps, gpu_of, nic_ports_of
+from orchestrator.workload.job import model_of
+from orchestrator.workload.schedule import sizes_by_stage
 
 GOODPUT = 4096 / (4096 + 82)  # RoCEv2 payload per wire byte at the default MTU
 CHUNK_BITS = (64 * 1024 + 16 * 82) * 8  # one 64 KiB chunk on the wire: 16 packets with their overhead
@@ -219,3 +223,72 @@ def test_the_cli_prints_the_estimate(tmp_path: Path, capsys: pytest.CaptureFixtu
     bare.write_text("duration: 1s\n")
     assert cli.main(["estimate", str(bare)]) == 2
     assert "has no job: block; add one to estimate it" in capsys.readouterr().err
+
+
+# --- OLink supernodes ----------------------------------------------------------------------------
+
+PAYLOAD = 256 / 272  # OLink payload per wire byte: 256-byte packets, a 16-byte header each
+OLINK_CHUNK_BITS = (64 * 1024 + 256 * 16) * 8  # one 64 KiB frame on the wire
+SWITCH_PS = 250_000  # an OLink switch, port to port
+TP_BYTES = 2 * 2 * 128 * 4096 * 2  # SMALL_JOB's TP all-reduce: 2 per layer as one, 2 layers, b*s*h bf16
+
+
+def supernode(options: str = "") -> str:
+    return f"supernodes:\n  sn: {{gpus: 16, rate: 1.6T, length: 2m{options}}}\n"
+
+
+def test_olink_closed_forms() -> None:
+    gib, bps = 2**30, 1e12
+    assert scale_up_ring_ps("all-reduce", gib, 16, bps, 100) == pytest.approx(30 * (gib / 16 * 8e12 / bps + 100))
+    assert scale_up_ring_ps("all-reduce", 100, 16, bps, 0) == 30 * 7 * 8  # ceil(100 / 16) = 7 bytes a step
+    assert scale_up_ring_ps("reduce-scatter", gib, 16, bps, 100) == scale_up_ring_ps("all-gather", gib, 16, bps, 100)
+    assert scale_up_ring_ps("all-gather", gib, 16, bps, 100) == pytest.approx(15 * (gib / 16 * 8e12 / bps + 100))
+    assert in_network_ps("all-reduce", gib, 16, bps, 100) == pytest.approx(gib * 8e12 / bps + 200)
+    assert in_network_ps("reduce-scatter", gib, 16, bps, 100) == pytest.approx(gib * 8e12 / bps + 100)
+    assert in_network_ps("all-gather", gib, 16, bps, 100) == pytest.approx(15 / 16 * gib * 8e12 / bps + 100)
+    assert in_network_ps("all-reduce", gib, 1, bps, 100) == scale_up_ring_ps("all-reduce", gib, 1, bps, 100) == 0
+
+
+def test_tp_across_the_servers_of_a_supernode_rings_over_the_switch() -> None:
+    result = estimate(scenario(supernode() + SMALL_JOB.replace("tp: 1", "tp: 16")))
+    bps = 1.6e12 * PAYLOAD
+    # GPU -> switch -> GPU: 2 m of cable each way, the switch, a chunk stored and forwarded there
+    latency = 2 * 2 * 4900 + SWITCH_PS + OLINK_CHUNK_BITS * 1e12 / 1.6e12
+    assert result["stages"][0]["tp_ps"] == round(2 * 15 * (TP_BYTES / 16 * 8e12 / bps + latency))
+
+
+def test_an_in_network_switch_reduces_the_buffer_sent_once() -> None:
+    ring = estimate(scenario(supernode() + SMALL_JOB.replace("tp: 1", "tp: 16")))["stages"][0]["tp_ps"]
+    in_network = estimate(scenario(supernode(", switch_options: {in_network: true}")
+                                   + SMALL_JOB.replace("tp: 1", "tp: 16")))["stages"][0]["tp_ps"]
+    latency = 2 * 2 * 4900 + SWITCH_PS + OLINK_CHUNK_BITS * 1e12 / 1.6e12
+    assert in_network == round(TP_BYTES * 8e12 / (1.6e12 * PAYLOAD) + 2 * latency)
+    assert ring / in_network > 1.8  # a ring sends 2(g-1)/g of the buffer, and pays 30 latencies
+
+
+def test_planes_add_up_and_two_tiers_cross_three_switches() -> None:
+    job = SMALL_JOB.replace("tp: 1", "tp: 16")
+    two_planes = estimate(scenario(supernode(", planes: 2, rate: 800G").replace("rate: 1.6T, ", "") + job))
+    latency = 2 * 2 * 4900 + SWITCH_PS + OLINK_CHUNK_BITS * 1e12 / 800e9  # each plane's frames at 800G
+    assert two_planes["stages"][0]["tp_ps"] == round(30 * (TP_BYTES / 16 * 8e12 / (1.6e12 * PAYLOAD) + latency))
+    # leaves of 4 GPUs: a ring crosses leaf, spine and leaf between GPUs 3 and 4
+    two_tiers = estimate(scenario(supernode(", tiers: 2, radix: 8") + job))
+    latency = 4 * 2 * 4900 + 3 * SWITCH_PS + 3 * OLINK_CHUNK_BITS * 1e12 / 1.6e12
+    assert two_tiers["stages"][0]["tp_ps"] == round(30 * (TP_BYTES / 16 * 8e12 / (1.6e12 * PAYLOAD) + latency))
+
+
+def test_ep_inside_a_server_with_olink_ports_rides_its_switch() -> None:
+    text = ("supernodes:\n  sn: {gpus: 8, rate: 1T, length: 1m, switch_options: {latency: 100ns}}\n"
+            "job:\n  model: mixtral-8x7b\n  model_overrides: {layers: 2}\n  parallel: {tp: 1, pp: 1, dp: 8, ep: 8}\n"
+            "  global_batch: 8\n  sequence: 128\n")
+    s = scenario(text)
+    assert s.job is not None and {p.device for p in s.job.ranks} == {"sn-s0"}
+    info = s.job.info
+    size = sizes_by_stage(model_of(s.job), info["layers_per_stage"], micro_batch=1, sequence=128, dtype_bytes=2,
+                          tp=1, ep=8)[0]
+    latency = 2 * 4900 + 100_000 + OLINK_CHUNK_BITS * 1e12 / 1e12
+    result = estimate(s)
+    assert result["stages"][0]["ep_ps"] == round(all_to_all_ps(size.ep_bytes, 8, 1e12 * PAYLOAD, latency))
+    # the DP all-reduce (dp / ep = 1: no expert-DP groups) rides the switch too, as a ring: no in_network
+    assert result["stages"][0]["dp_ps"] == round(scale_up_ring_ps("all-reduce", size.dp_bytes, 8, 1e12 * PAYLOAD,
+                                                                  latency))

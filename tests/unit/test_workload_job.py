@@ -477,3 +477,62 @@ def test_ranks_that_talk_across_servers_need_a_path() -> None:
     message = job_error("  model: llama2-7b\n  parallel: {tp: 1, pp: 2, dp: 1}\n  global_batch: 2\n"
                         "  sequence: 128\n", apart)
     assert f"{SOURCE}: job.placement: " in message and "no linked NIC port" in message
+
+
+# --- supernodes ----------------------------------------------------------------------------------
+
+
+def supernode(name: str, gpus: int, per_server: int, extra: str = "") -> str:
+    return f"  {name}: {{gpus: {gpus}, server_options: {{gpus: {per_server}}}{extra}}}\n"
+
+
+def test_tp_spans_the_servers_of_a_supernode_in_natural_order() -> None:
+    devices = "duration: 1s\nsupernodes:\n" + supernode("sn", 24, 2)  # sn-s0 .. sn-s11
+    plan = plan_of("  model: llama2-7b\n  parallel: {tp: 8, pp: 1, dp: 3}\n  global_batch: 3\n  sequence: 128\n",
+                   devices)
+    assert [place.device for place in plan.ranks] == [f"sn-s{r // 2}" for r in range(24)]  # sn-s2 before sn-s10
+    first, count = plan.info["groups"]["tp"]
+    assert [len({plan.ranks[r].device for r in group}) for group in plan.groups[first:first + count]] == [4, 4, 4]
+
+
+def test_a_tp_group_may_not_straddle_a_supernode_and_another_server() -> None:
+    devices = ("duration: 1s\ndevices:\n  a: {kind: gpu_server, ports: [], options: {gpus: 8}}\nsupernodes:\n"
+               + supernode("sn", 32, 8))
+    job = "  model: llama2-7b\n  parallel: {tp: 16, pp: 1, dp: 2}\n  global_batch: 2\n  sequence: 128\n"
+    message = job_error(job + "  servers: [a, sn-s0, sn-s1, sn-s2]\n", devices)
+    assert message.startswith(f"{SOURCE}: job.parallel.tp: the TP group of ranks 0..15 spans server a and the "
+                              "supernode of sn-s0..sn-s2; TP must stay inside a server or a supernode"), message
+    message = job_error(job.replace("dp: 2", "dp: 1") + "  servers: [a, sn-s0]\n", devices)
+    assert "tp = 16 is more than the 8 GPUs the job has in any one server or supernode" in message, message
+    plan = plan_of(job + "  servers: [sn-s0, sn-s1, sn-s2, sn-s3]\n", devices)
+    assert {place.device for place in plan.ranks} == {"sn-s0", "sn-s1", "sn-s2", "sn-s3"}
+
+
+MIXTRAL = "  model: mixtral-8x7b\n  model_overrides: {layers: 2}\n  sequence: 128\n"
+
+
+def test_an_ep_group_stays_in_a_supernode_that_could_hold_it() -> None:
+    devices = ("duration: 1s\ndevices:\n  a: {kind: gpu_server, ports: [], options: {gpus: 2}}\nsupernodes:\n"
+               + supernode("sn", 16, 2))
+    job = MIXTRAL + "  parallel: {tp: 1, pp: 1, dp: 16, ep: 4}\n  global_batch: 16\n"
+    message = job_error(job + "  servers: [a, sn-s0, sn-s1, sn-s2, sn-s3, sn-s4, sn-s5, sn-s6]\n", devices)
+    assert message.startswith(f"{SOURCE}: job.parallel.ep: the EP group of ranks 0, 1, 2, 3 spans server a and the "
+                              "supernode of sn-s0..sn-s6, though the job's 14 GPUs in the supernode of sn-s0..sn-s6 "
+                              "could hold the 4 it lies among"), message
+    plan = plan_of(job + "  servers: [sn-s0, sn-s1, sn-s2, sn-s3, sn-s4, sn-s5, sn-s6, sn-s7]\n", devices)
+    first, count = plan.info["groups"]["ep"]
+    assert count == 4 and all(len({plan.ranks[r].device for r in g}) == 2 for g in plan.groups[first:first + count])
+
+
+def test_an_ep_group_larger_than_a_supernode_crosses_the_fabric() -> None:
+    devices = """\
+duration: 1s
+fabrics:
+  dc1: {leaves: 1, spines: 0, servers_per_leaf: 4, server_rate: 400G, server_kind: gpu_server,
+        server_options: {gpus: 2}}
+supernodes:
+  sn: {gpus: 4, count: 2, fabric: dc1}
+"""
+    plan = plan_of(MIXTRAL + "  parallel: {tp: 1, pp: 1, dp: 8, ep: 8}\n  global_batch: 8\n", devices)
+    first, _ = plan.info["groups"]["ep"]
+    assert {plan.ranks[r].device for r in plan.groups[first]} == {f"dc1-s{n}" for n in range(4)}
