@@ -100,3 +100,24 @@ def test_a_sixteen_gpu_supernode_job_is_identical_in_every_partition(partition):
     assert single["job"]["bytes"]["pp"]["scale_up"] > 0  # the stages talk over OLink
     assert olink_totals(single, "replayed_frames", "gpu_server") + olink_totals(single, "replayed_frames", "olink") > 0
     assert deterministic_view(run_scenario(scenario, partition=partition)) == deterministic_view(single)
+
+
+def test_a_two_tier_supernode_costs_the_ring_only_its_hops_across_leaves():
+    one_tier = """version: 0
+name: ring-16
+duration: 20ms
+supernodes:
+  sn: {gpus: 16, server_options: {gpus: 4}}
+collective_test: {op: all-reduce, bytes: 64MiB}
+"""
+    flat = run_scenario(parse_scenario(one_tier))
+    tiered = run_scenario(parse_scenario(one_tier.replace("gpus: 16,", "gpus: 16, radix: 8,")))
+    assert tiered["job"]["status"] == "completed"
+    spines = [d for name, d in tiered["devices"].items() if name.startswith("sn-sp")]
+    assert len(spines) == 4 and all(d["counters"]["forwarded_frames"] > 0 for d in spines)
+    # 4 of the ring's 16 hops cross leaves; on each, a step's last frame crosses two more switches
+    n, frame_ps = 16, spec.wire_bytes(spec.DEFAULT_CHUNK) * 8 * 10**12 // RATE
+    extra_hop = spec.DEFAULT_LATENCY_PS + frame_ps + 2 * 2 * FIBER_DELAY_PS_PER_M
+    extra = tiered["job"]["iteration_time_ps"] - flat["job"]["iteration_time_ps"]
+    steps = 2 * (n - 1)
+    assert 0 < extra <= steps * 2 * extra_hop * 4 / n * 1.2
