@@ -45,6 +45,16 @@ def _seconds(text: str) -> float:
     return value
 
 
+def _pace(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number (virtual seconds per wall second)") from None
+    if not value > 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"the pace must be a finite number > 0, not {text}")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="testbed", description="AI computing network testbed")
     parser.add_argument("--log-level", default="warning", choices=["debug", "info", "warning", "error"])
@@ -64,6 +74,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--seed", type=_seed, default=None, help="override the scenario's seed")
     run.add_argument("--window-timeout", type=_seconds, default=60.0,
                      help="seconds a host may take to answer one window before the run fails (default 60)")
+    run.add_argument("--pace", type=_pace, default=None, metavar="SPEED",
+                     help="hold virtual time at wall time x SPEED (e.g. 1e-3: a virtual ms per wall second), so "
+                          "people and controllers can watch and act on a live run")
     run.add_argument("--no-progress", action="store_true",
                      help="no progress bar of virtual time (it is shown only when stderr is a terminal)")
     run.add_argument("--baseline", type=Path, default=None, metavar="BASELINE",
@@ -160,7 +173,7 @@ def main(argv: list[str] | None = None) -> int:
         baseline = None if args.baseline is None else read_baseline(args, show_progress, deploy)
         with progress_bar(scenario.duration_ps, show_progress) as progress:
             results = run_scenario(scenario, args.partition, args.backend, args.out, args.window_timeout, progress,
-                                   deploy)
+                                   deploy, pace=args.pace)
     except BaselineError as e:
         print(f"error: --baseline {e}", file=sys.stderr)
         return 2

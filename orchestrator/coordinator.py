@@ -10,6 +10,11 @@ hands each message to every other host with its next window, which by the same l
 ends at or before the message is due.
 Single-host plans run in one window, or, when someone watches the progress, in at most
 ``PROGRESS_WINDOWS`` slices of equal virtual length (window ends change nothing in what is simulated).
+
+Paced runs (``pace``: virtual seconds per wall second) hold virtual time at wall time x pace: windows
+are cut at most ``PACE_TICK_S`` of wall time long, and a window starts only once the wall clock has
+reached its end divided by the pace. A run that cannot keep up runs as fast as it can and reports by
+how much it fell behind. The wall clock only decides when a window starts, never what happens in it.
 """
 
 from __future__ import annotations
@@ -30,6 +35,7 @@ from orchestrator.partition import Plan
 log = structlog.get_logger("coordinator")
 
 PROGRESS_WINDOWS = 200  # most windows of a single-host run with a progress callback
+PACE_TICK_S = 0.05  # the longest window of a paced run, in wall seconds: how often counters move
 
 
 @dataclass
@@ -72,26 +78,32 @@ class RunOutcome:
     end_ps: int
     error: str | None = None
     failed_host: str | None = None
+    behind_s: float = 0.0  # paced runs: the most the run fell behind wall time x pace
 
 
 class Coordinator:
     """Drives ``hosts`` through the run; ``progress(end_ps)`` (if given) hears of every window's end."""
 
     def __init__(self, scenario: Scenario, plan: Plan, hosts: list[HostHandle],
-                 progress: Callable[[int], None] | None = None) -> None:
+                 progress: Callable[[int], None] | None = None, pace: float | None = None) -> None:
         self.scenario = scenario
         self.plan = plan
         self.hosts = hosts
         self.progress = progress
+        self.pace = pace
         self.windows = 0
         self.end_ps = 0
+        self.behind_s = 0.0
+        self._started = 0.0
 
     async def run(self) -> RunOutcome:
-        t0 = time.perf_counter()
+        t0 = self._started = time.perf_counter()
         duration = self.scenario.duration_ps
         reports = await self._all(h.start() for h in self.hosts)
         while True:
             t = min(r.earliest_ps() for r in reports)
+            if self.pace is not None:  # paced: time flows evenly, idle stretches too (a window may
+                t = min(t, self.end_ps)  # always start early)
             if t >= duration:
                 break
             reports = await self._window(self._window_end(t), reports)
@@ -99,9 +111,17 @@ class Coordinator:
         await self._window(duration, reports)
         results = await self._all(h.results() for h in self.hosts)
         return RunOutcome({h.name: r for h, r in zip(self.hosts, results, strict=True)}, self.windows,
-                          time.perf_counter() - t0, self.end_ps)
+                          time.perf_counter() - t0, self.end_ps, behind_s=self.behind_s)
 
     def _window_end(self, t: int) -> int:
+        duration = self.scenario.duration_ps
+        end = self._unpaced_end(t)
+        if self.pace is not None:  # on a grid of ticks, like progress slices
+            tick = max(1, int(PACE_TICK_S * self.pace * 1e12))
+            end = min(end, (t // tick + 1) * tick, duration)
+        return end
+
+    def _unpaced_end(self, t: int) -> int:
         duration = self.scenario.duration_ps
         lookahead = self.plan.lookahead_ps
         if lookahead is not None:
@@ -123,12 +143,24 @@ class Coordinator:
             for h in self.hosts:
                 if h.name != sender.name:
                     bus[h.name].extend(r.bus)
+        if self.pace is not None:
+            await self._hold(end)
         self.windows += 1
         self.end_ps = end
         reports = await self._all(h.advance(end, expect[h.name], bus[h.name]) for h in self.hosts)
         if self.progress is not None:
             self.progress(end)
         return reports
+
+    async def _hold(self, end_ps: int) -> None:
+        """Wait until wall time x pace reaches ``end_ps``: virtual time never runs ahead of it."""
+        assert self.pace is not None
+        due_s = end_ps / 1e12 / self.pace
+        now_s = time.perf_counter() - self._started
+        if now_s < due_s:
+            await asyncio.sleep(due_s - now_s)
+        else:
+            self.behind_s = max(self.behind_s, now_s - due_s)
 
     @staticmethod
     async def _all(calls: Any) -> list[Any]:

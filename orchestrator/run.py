@@ -39,10 +39,10 @@ class RunFailed(RuntimeError):
 def run_scenario(scenario: Scenario, partition: str = "single", backend: str = "inproc",
                  out_dir: Path | None = None, window_timeout_s: float = 60.0,
                  progress: Callable[[int], None] | None = None,
-                 deploy: DeployOptions | None = None) -> dict[str, Any]:
+                 deploy: DeployOptions | None = None, pace: float | None = None) -> dict[str, Any]:
     """Run ``scenario`` and return results.json's content (also written to ``out_dir`` if given).
     ``progress(end_ps)`` hears of the virtual time reached after every window; ``deploy`` says how
-    the docker and k8s backends deploy the hosts.
+    the docker and k8s backends deploy the hosts; ``pace`` holds virtual time at wall time x pace.
 
     Raises PartitionError for an impossible partition, RunFailed when a host fails mid-run,
     DeployError when the docker or k8s backend cannot deploy the hosts.
@@ -55,14 +55,16 @@ def run_scenario(scenario: Scenario, partition: str = "single", backend: str = "
     log.info("run starting", partition=partition, backend=backend, hosts=len(plan.hosts),
              lookahead_ps=plan.lookahead_ps)
     if backend == "inproc":
-        outcome = asyncio.run(Coordinator(scenario, plan, start_inproc(scenario, plan), progress).run())
+        outcome = asyncio.run(Coordinator(scenario, plan, start_inproc(scenario, plan), progress, pace).run())
     else:
         log_dir = (out_dir or Path("out")) / "hosts"
         launch = _launcher(backend, scenario, plan, run_id, log_dir, window_timeout_s, deploy or DeployOptions())
-        outcome = asyncio.run(_run_cluster(launch, scenario, plan, progress))
+        outcome = asyncio.run(_run_cluster(launch, scenario, plan, progress, pace))
     results = assemble(scenario, plan, backend, outcome.host_results, windows=outcome.windows,
                        wall_seconds=outcome.wall_seconds, end_ps=outcome.end_ps, error=outcome.error,
                        failed_host=outcome.failed_host)
+    if pace is not None:
+        results["run"].update(pace=pace, behind_s=round(outcome.behind_s, 6))
     if out_dir is not None:
         write_results(results, out_dir)
     if outcome.error:
@@ -96,13 +98,13 @@ def _launcher(backend: str, scenario: Scenario, plan: Plan, run_id: str, log_dir
 
 
 async def _run_cluster(launch: Callable[[], Awaitable[Any]], scenario: Scenario, plan: Plan,
-                       progress: Callable[[int], None] | None) -> RunOutcome:
+                       progress: Callable[[int], None] | None, pace: float | None = None) -> RunOutcome:
     """Drive hosts that run outside this process. A cluster has ``hosts`` (RemoteHost), and
     ``first_exit()`` (completes when a host's process, container or pod ends), ``failure(host)``,
     ``kill(host)``, ``alive()`` and ``stop(grace_s)``."""
     cluster = await launch()
     hosts: list[HostHandle] = list(cluster.hosts)
-    coordinator = Coordinator(scenario, plan, hosts, progress)
+    coordinator = Coordinator(scenario, plan, hosts, progress, pace)
     t0 = time.perf_counter()
     stop_grace_s = 5.0
     try:

@@ -58,3 +58,21 @@ def test_a_fast_peers_extra_frames_do_not_stand_in_for_a_slow_peers() -> None:
     assert not host.holds_all({"fast": 4, "slow": 1})  # the slow peer's frame is still on its way
     host.deliver("slow", [frame])
     assert host.holds_all({"fast": 4, "slow": 1})
+
+
+def test_a_paced_run_holds_virtual_time_at_wall_time_times_the_pace_and_changes_nothing_simulated() -> None:
+    import time
+
+    from orchestrator.results import deterministic_view
+    from orchestrator.run import run_scenario
+
+    scenario = parse_scenario(two_testers(duration="20ms", length="1km"), "<t>")
+    pace = 0.1  # a tenth of a virtual second per wall second: 20 ms take at least 0.2 s
+    t0 = time.perf_counter()
+    paced = run_scenario(scenario, pace=pace)
+    wall = time.perf_counter() - t0
+    assert wall >= 0.020 / pace
+    # windows of at most 50 ms of wall time: the counters move while people watch
+    assert paced["run"]["windows"] >= 0.020 / pace / 0.05
+    assert paced["run"]["pace"] == pace and paced["run"]["behind_s"] >= 0
+    assert deterministic_view(paced) == deterministic_view(run_scenario(scenario))
