@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
+from dataclasses import asdict
 from typing import Any
 
 from emulators.context import ScenarioContext
@@ -37,6 +38,14 @@ BusMessage = tuple[int, int, dict[str, Any]]  # (at_ps, key, payload)
 class CausalityError(RuntimeError):
     """A frame or bus message arrived for a time this host has already simulated: the partition's
     lookahead is wrong, or a bus message was posted too close to its delivery time."""
+
+
+INPUT_KEYS = 1 << 62  # bus keys from here up carry inputs from outside the run (injected faults)
+
+
+def fault_input(fault: FaultSpec) -> BusMessage:
+    """An injected fault as the bus message that takes it to every host."""
+    return (fault.at_ps, INPUT_KEYS + fault.index, {"fault": asdict(fault)})
 
 
 class HostRuntime:
@@ -106,6 +115,18 @@ class HostRuntime:
             if link is not None:
                 self.engine.add_change(fault.at_ps, fault.index, _fault_action(link, fault))
 
+    def add_fault(self, fault: FaultSpec) -> None:
+        """A fault injected while the run goes (through the orchestrator's control service): it joins
+        the timeline exactly as if the scenario had listed it, and devices that plan around the
+        timeline (switches' route convergence) hear of it. Every host gets it with the same window."""
+        link = self.links.get(fault.link)
+        if link is not None:
+            self.engine.add_change(fault.at_ps, fault.index, _fault_action(link, fault))
+        for device_id in sorted(self.by_id):
+            hook = getattr(self.by_id[device_id], "on_fault_added", None)
+            if hook is not None:
+                hook(fault)
+
     @property
     def peers(self) -> list[str]:
         return sorted(self.outboxes)
@@ -135,6 +156,9 @@ class HostRuntime:
             push(arrival, origin, seq, self.by_id[device_id].ports[port_name].receive, frame)
         self.inbox.clear()
         for at_ps, key, text in self._bus_inbox:
+            if key >= INPUT_KEYS:  # an input from outside the run, not a device's message
+                self.add_fault(FaultSpec(**json.loads(text)["fault"]))
+                continue
             if at_ps < self.window_end:
                 raise CausalityError(
                     f"host {self.host}: bus message {key} is due at {at_ps} ps, before this host's window "

@@ -17,7 +17,7 @@ from orchestrator.deploy import DEFAULT_IMAGE, DOCKER_NETWORKS, K8S_NAMESPACE, D
 from orchestrator.deploy.k8s_render import OVERLAYS
 from orchestrator.job_results import equivalent_compute
 from orchestrator.partition import PARTITIONS, PartitionError, plan_partition
-from orchestrator.run import BACKENDS, DEPLOY_BACKENDS, RunFailed, run_scenario, write_results
+from orchestrator.run import BACKENDS, DEPLOY_BACKENDS, ControlError, RunFailed, run_scenario, write_results
 from orchestrator.scenario.loader import ScenarioError, load_scenario
 from orchestrator.scenario.model import Scenario
 from orchestrator.scenario.units import format_bytes, format_rate, format_time
@@ -77,6 +77,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--pace", type=_pace, default=None, metavar="SPEED",
                      help="hold virtual time at wall time x SPEED (e.g. 1e-3: a virtual ms per wall second), so "
                           "people and controllers can watch and act on a live run")
+    run.add_argument("--control", default=None, metavar="HOST:PORT",
+                     help="serve the control service (testbed.control.v1: inject faults, read progress) there while "
+                          "the run goes; injected faults are recorded in OUT/inputs.json for `testbed replay`")
     run.add_argument("--no-progress", action="store_true",
                      help="no progress bar of virtual time (it is shown only when stderr is a terminal)")
     run.add_argument("--baseline", type=Path, default=None, metavar="BASELINE",
@@ -87,6 +90,10 @@ def build_parser() -> argparse.ArgumentParser:
     estimate = sub.add_parser("estimate", help="print the closed-form estimate of a scenario's training job")
     estimate.add_argument("scenario", type=Path)
     estimate.add_argument("--json", action="store_true", help="print the estimate as JSON")
+    replay = sub.add_parser("replay", help="run a recorded run again with the faults injected into it, and compare")
+    replay.add_argument("run_dir", type=Path, metavar="RUN_DIR",
+                        help="a directory `testbed run --control ... --out RUN_DIR` wrote (inputs.json, results.json)")
+    replay.add_argument("--out", type=Path, default=None, help="where to write the replay (default RUN_DIR/replay)")
     report = sub.add_parser("report", help="write RUN_DIR/report.html and CSV time series from RUN_DIR/results.json")
     report.add_argument("run_dir", type=Path, metavar="RUN_DIR", help="a directory `testbed run --out` wrote")
     render = sub.add_parser("render", help="write deployment manifests for a scenario's hosts")
@@ -127,6 +134,42 @@ def _add_deploy_arguments(parser: argparse.ArgumentParser, k8s_only: bool) -> No
                         help=f"{with_k8s}the k8s/ kustomization to build on (default kind)")
 
 
+def replay_run(run_dir: Path, out: Path | None) -> int:
+    """``testbed replay``: the recorded scenario with its injected faults in the timeline, run again;
+    0 when its results equal the recorded ones (everything outside ``run``), 1 when they differ."""
+    from orchestrator.control import replay_scenario
+    from orchestrator.results import deterministic_view
+    from orchestrator.run import INPUTS_FILE
+
+    try:
+        inputs = json.loads((run_dir / INPUTS_FILE).read_text())
+        recorded = json.loads((run_dir / "results.json").read_text())
+    except (OSError, json.JSONDecodeError) as e:
+        print(f"error: {run_dir} is not a recorded run (`testbed run --control ... --out {run_dir}`): {e}",
+              file=sys.stderr)
+        return 2
+    try:
+        scenario = replay_scenario(inputs)
+    except (OSError, ScenarioError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    run = recorded.get("run", {})
+    out = out or run_dir / "replay"
+    try:
+        results = run_scenario(scenario, run.get("partition", "single"), "inproc", out)
+    except (PartitionError, RunFailed) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    print(summary(results))
+    differing = sorted(k for k in set(deterministic_view(results)) | set(deterministic_view(recorded))
+                       if results.get(k) != recorded.get(k))
+    if differing:
+        print(f"replay differs from {run_dir}/results.json in: {', '.join(differing)}")
+        return 1
+    print(f"replay identical to {run_dir}/results.json ({len(inputs['faults'])} injected faults); results: {out}")
+    return 0
+
+
 def deploy_options(args: argparse.Namespace, backend: str) -> DeployOptions:
     """The deployment flags as options; ValueError naming a flag that does not apply to ``backend``."""
     if getattr(args, "docker_network", None) is not None and backend != "docker":
@@ -146,6 +189,8 @@ def main(argv: list[str] | None = None) -> int:
     configure_logging(args.log_level)
     if args.command == "report":
         return report_run(args.run_dir)
+    if args.command == "replay":
+        return replay_run(args.run_dir, args.out)
     if args.command in ("status", "logs", "down"):
         from orchestrator.deploy.containers import manage_containers  # the Docker SDK loads only for these
 
@@ -173,12 +218,15 @@ def main(argv: list[str] | None = None) -> int:
         baseline = None if args.baseline is None else read_baseline(args, show_progress, deploy)
         with progress_bar(scenario.duration_ps, show_progress) as progress:
             results = run_scenario(scenario, args.partition, args.backend, args.out, args.window_timeout, progress,
-                                   deploy, pace=args.pace)
+                                   deploy, pace=args.pace, control=args.control)
     except BaselineError as e:
         print(f"error: --baseline {e}", file=sys.stderr)
         return 2
     except PartitionError as e:
         print(f"error: {e}", file=sys.stderr)
+        return 2
+    except ControlError as e:
+        print(f"error: --control {e}", file=sys.stderr)
         return 2
     except RunFailed as e:
         print(f"error: {e}", file=sys.stderr)

@@ -28,8 +28,8 @@ from typing import Any, Protocol
 import structlog
 
 from emulators.kernel.vtime import NEVER
-from emulators.runtime import BusMessage
-from emulators.topology import Scenario
+from emulators.runtime import BusMessage, fault_input
+from emulators.topology import FaultSpec, Scenario
 from orchestrator.partition import Plan
 
 log = structlog.get_logger("coordinator")
@@ -79,6 +79,7 @@ class RunOutcome:
     error: str | None = None
     failed_host: str | None = None
     behind_s: float = 0.0  # paced runs: the most the run fell behind wall time x pace
+    injected: list[FaultSpec] = field(default_factory=list)  # faults injected while it ran
 
 
 class Coordinator:
@@ -95,23 +96,50 @@ class Coordinator:
         self.end_ps = 0
         self.behind_s = 0.0
         self._started = 0.0
+        self.running = False
+        self.injected: list[FaultSpec] = []  # faults injected while the run goes, in order
+        self._pending: list[BusMessage] = []  # injected faults not yet handed to the hosts
 
     async def run(self) -> RunOutcome:
         t0 = self._started = time.perf_counter()
         duration = self.scenario.duration_ps
         reports = await self._all(h.start() for h in self.hosts)
+        self.running = True
         while True:
-            t = min(r.earliest_ps() for r in reports)
-            if self.pace is not None:  # paced: time flows evenly, idle stretches too (a window may
-                t = min(t, self.end_ps)  # always start early)
+            t = self._next_start(reports)
             if t >= duration:
                 break
-            reports = await self._window(self._window_end(t), reports)
+            end = self._window_end(t)
+            if self.pace is not None:
+                await self._hold(end)
+                # a fault injected while we waited may be due before t: start there (a window may
+                # always start early, never late)
+                end = min(end, self._window_end(self._next_start(reports)))
+            reports = await self._window(end, reports)
         # a last window to the run's end: samples up to the end, faults before it
         await self._window(duration, reports)
+        self.running = False
         results = await self._all(h.results() for h in self.hosts)
         return RunOutcome({h.name: r for h, r in zip(self.hosts, results, strict=True)}, self.windows,
-                          time.perf_counter() - t0, self.end_ps, behind_s=self.behind_s)
+                          time.perf_counter() - t0, self.end_ps, behind_s=self.behind_s,
+                          injected=list(self.injected))
+
+    def _next_start(self, reports: list[Report]) -> int:
+        t = min(r.earliest_ps() for r in reports)
+        t = min(t, min((m[0] for m in self._pending), default=NEVER))
+        if self.pace is not None:  # paced: time flows evenly, idle stretches too
+            t = min(t, self.end_ps)
+        return t
+
+    def inject(self, faults: list[FaultSpec]) -> None:
+        """Faults to apply at their virtual times (at or after ``end_ps``, the virtual time reached):
+        every host gets them with the next window."""
+        for fault in faults:
+            if fault.at_ps < self.end_ps:
+                raise ValueError(f"fault {fault.index} is due at {fault.at_ps} ps, before the virtual time "
+                                 f"reached ({self.end_ps} ps)")
+        self.injected.extend(faults)
+        self._pending.extend(fault_input(f) for f in faults)
 
     def _window_end(self, t: int) -> int:
         duration = self.scenario.duration_ps
@@ -143,6 +171,9 @@ class Coordinator:
             for h in self.hosts:
                 if h.name != sender.name:
                     bus[h.name].extend(r.bus)
+        for h in self.hosts:
+            bus[h.name].extend(self._pending)
+        self._pending = []
         if self.pace is not None:
             await self._hold(end)
         self.windows += 1

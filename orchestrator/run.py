@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import json
 import time
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import structlog
 
@@ -19,6 +20,15 @@ from orchestrator.coordinator import Coordinator, HostFailed, HostHandle, RunOut
 from orchestrator.deploy import DeployOptions
 from orchestrator.partition import Plan, plan_partition
 from orchestrator.results import assemble
+
+if TYPE_CHECKING:
+    from orchestrator.control import FaultInputs
+
+INPUTS_FILE = "inputs.json"  # the faults injected into a run (orchestrator.control)
+
+
+class ControlError(OSError):
+    """The control service could not start where it was asked to listen."""
 
 BACKENDS = ("inproc", "process")  # on this machine alone
 DEPLOY_BACKENDS = ("docker", "k8s")  # hosts in containers or pods, from the testbed image
@@ -39,10 +49,13 @@ class RunFailed(RuntimeError):
 def run_scenario(scenario: Scenario, partition: str = "single", backend: str = "inproc",
                  out_dir: Path | None = None, window_timeout_s: float = 60.0,
                  progress: Callable[[int], None] | None = None,
-                 deploy: DeployOptions | None = None, pace: float | None = None) -> dict[str, Any]:
+                 deploy: DeployOptions | None = None, pace: float | None = None,
+                 control: str | None = None) -> dict[str, Any]:
     """Run ``scenario`` and return results.json's content (also written to ``out_dir`` if given).
     ``progress(end_ps)`` hears of the virtual time reached after every window; ``deploy`` says how
-    the docker and k8s backends deploy the hosts; ``pace`` holds virtual time at wall time x pace.
+    the docker and k8s backends deploy the hosts; ``pace`` holds virtual time at wall time x pace;
+    ``control`` (host:port) serves the control service there while the run goes, and the faults it
+    injects are written to ``out_dir``/inputs.json.
 
     Raises PartitionError for an impossible partition, RunFailed when a host fails mid-run,
     DeployError when the docker or k8s backend cannot deploy the hosts.
@@ -54,12 +67,23 @@ def run_scenario(scenario: Scenario, partition: str = "single", backend: str = "
     structlog.contextvars.bind_contextvars(run_id=run_id, scenario=scenario.name)
     log.info("run starting", partition=partition, backend=backend, hosts=len(plan.hosts),
              lookahead_ps=plan.lookahead_ps)
+    inputs = None
+    if control is not None:
+        from orchestrator.control import FaultInputs  # it needs the generated gRPC stubs
+
+        inputs = FaultInputs(scenario)
+    drive = _driver(inputs, control)
     if backend == "inproc":
-        outcome = asyncio.run(Coordinator(scenario, plan, start_inproc(scenario, plan), progress, pace).run())
+        outcome = asyncio.run(drive(Coordinator(scenario, plan, start_inproc(scenario, plan), progress, pace)))
     else:
         log_dir = (out_dir or Path("out")) / "hosts"
         launch = _launcher(backend, scenario, plan, run_id, log_dir, window_timeout_s, deploy or DeployOptions())
-        outcome = asyncio.run(_run_cluster(launch, scenario, plan, progress, pace))
+        outcome = asyncio.run(_run_cluster(launch, scenario, plan, progress, pace, drive))
+    if outcome.injected:  # the results show the timeline the run had
+        scenario = dataclasses.replace(scenario, faults=(*scenario.faults, *outcome.injected))
+    if inputs is not None and out_dir is not None:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        (out_dir / INPUTS_FILE).write_text(json.dumps(inputs.record(), indent=1) + "\n")
     results = assemble(scenario, plan, backend, outcome.host_results, windows=outcome.windows,
                        wall_seconds=outcome.wall_seconds, end_ps=outcome.end_ps, error=outcome.error,
                        failed_host=outcome.failed_host)
@@ -67,6 +91,7 @@ def run_scenario(scenario: Scenario, partition: str = "single", backend: str = "
         results["run"].update(pace=pace, behind_s=round(outcome.behind_s, 6))
     if out_dir is not None:
         write_results(results, out_dir)
+        write_gnmi_sets(collect_gnmi_sets(outcome.host_results), out_dir, merge=inputs is not None)
     if outcome.error:
         raise RunFailed(outcome.error, results)
     log.info("run finished", windows=outcome.windows, wall_seconds=round(outcome.wall_seconds, 3))
@@ -77,6 +102,26 @@ def write_results(results: dict[str, Any], out_dir: Path) -> Path:
     out_dir.mkdir(parents=True, exist_ok=True)
     path = out_dir / "results.json"
     path.write_text(json.dumps(results, indent=1, sort_keys=False) + "\n")
+    return path
+
+
+def collect_gnmi_sets(host_results: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
+    """Every gNMI Set the hosts applied, in the order they took effect: virtual time, then device,
+    then each host's own sequence."""
+    sets = [dict(i, host=host) for host, hr in host_results.items() for i in hr.get("inputs", [])]
+    return sorted(sets, key=lambda i: (i["at_ps"], i["device"], i["seq"]))
+
+
+def write_gnmi_sets(sets: list[dict[str, Any]], out_dir: Path, *, merge: bool = False) -> Path | None:
+    """``gnmi_sets`` of ``out_dir``/inputs.json when the run had any (none: nothing written). With
+    ``merge`` the file this run already wrote (its injected faults) keeps what it holds."""
+    if not sets:
+        return None
+    out_dir.mkdir(parents=True, exist_ok=True)
+    path = out_dir / INPUTS_FILE
+    record = json.loads(path.read_text()) if merge and path.exists() else {}
+    record["gnmi_sets"] = sets
+    path.write_text(json.dumps(record, indent=1) + "\n")
     return path
 
 
@@ -97,8 +142,29 @@ def _launcher(backend: str, scenario: Scenario, plan: Plan, run_id: str, log_dir
     return lambda: launch_pods(scenario, plan, run_id, log_dir, window_timeout_s, deploy)
 
 
+Drive = Callable[[Coordinator], Coroutine[Any, Any, RunOutcome]]
+
+
+def _driver(inputs: FaultInputs | None, control: str | None) -> Drive:
+    """How to run a coordinator: on its own, or with the control service beside it."""
+
+    async def drive(coordinator: Coordinator) -> RunOutcome:
+        if inputs is None or control is None:
+            return await coordinator.run()
+        from orchestrator.control import serve_control
+
+        server = await serve_control(coordinator, inputs, control)
+        try:
+            return await coordinator.run()
+        finally:
+            await server.stop(grace=0.5)
+
+    return drive
+
+
 async def _run_cluster(launch: Callable[[], Awaitable[Any]], scenario: Scenario, plan: Plan,
-                       progress: Callable[[int], None] | None, pace: float | None = None) -> RunOutcome:
+                       progress: Callable[[int], None] | None, pace: float | None = None,
+                       drive: Drive | None = None) -> RunOutcome:
     """Drive hosts that run outside this process. A cluster has ``hosts`` (RemoteHost), and
     ``first_exit()`` (completes when a host's process, container or pod ends), ``failure(host)``,
     ``kill(host)``, ``alive()`` and ``stop(grace_s)``."""
@@ -108,7 +174,7 @@ async def _run_cluster(launch: Callable[[], Awaitable[Any]], scenario: Scenario,
     t0 = time.perf_counter()
     stop_grace_s = 5.0
     try:
-        run = asyncio.ensure_future(coordinator.run())
+        run = asyncio.ensure_future(drive(coordinator) if drive is not None else coordinator.run())
         exited = asyncio.ensure_future(cluster.first_exit())
         done, _ = await asyncio.wait({run, exited}, return_when=asyncio.FIRST_COMPLETED)
         failure: HostFailed | None = None

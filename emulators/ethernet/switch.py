@@ -22,7 +22,7 @@ from emulators.kernel.port import PRIORITIES, Port
 from emulators.kernel.rng import stream_for
 from emulators.kernel.vtime import NEVER, PS_PER_MS
 from emulators.registry import SWITCH_LATENCY_PS
-from emulators.topology import Endpoint
+from emulators.topology import Endpoint, FaultSpec
 
 if TYPE_CHECKING:
     from emulators.context import ScenarioContext
@@ -161,8 +161,18 @@ class Switch(Device):
         changes = sorted((f.at_ps, f.index, f.link, f.state) for f in context.scenario.faults if f.state is not None)
         self._context = context
         self._state_changes = changes
-        for at_ps in sorted({c[0] for c in changes}):
+        self._reroutes_planned = {c[0] for c in changes}
+        for at_ps in sorted(self._reroutes_planned):
             self.at(at_ps + self.reconvergence_ps, self._reroute, at_ps)
+
+    def on_fault_added(self, fault: FaultSpec) -> None:
+        """A link state change injected into a running scenario: converge on it like on the timeline's."""
+        if self.kind != "switch" or fault.state is None:
+            return
+        self._state_changes = sorted([*self._state_changes, (fault.at_ps, fault.index, fault.link, fault.state)])
+        if fault.at_ps not in self._reroutes_planned:
+            self._reroutes_planned.add(fault.at_ps)
+            self.at(fault.at_ps + self.reconvergence_ps, self._reroute, fault.at_ps)
 
     def _reroute(self, as_of_ps: int) -> None:
         down: set[str] = set()

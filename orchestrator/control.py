@@ -1,0 +1,158 @@
+"""The control service of a live run: faults injected at a virtual time, and the run's progress.
+
+A fault is written like an entry of the scenario's ``faults:`` list. It is resolved by the scenario
+loader itself, on the scenario file with the faults injected so far appended: the same checks, the
+same expansion (a WAN cut, a fabric plane, a device failure), the same place in the fault timeline
+as if the file had listed it. The coordinator then hands it to every host with the next window.
+Each injected fault is recorded with the virtual time it took effect (:meth:`FaultInputs.record`),
+so ``testbed replay`` can run the scenario again with those faults in its timeline.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+import grpc
+import structlog
+import yaml
+from testbed.control.v1 import control_pb2, control_pb2_grpc
+
+from emulators.topology import FaultSpec, Scenario
+from orchestrator.coordinator import Coordinator
+from orchestrator.run import ControlError
+from orchestrator.scenario.loader import ScenarioError, parse_scenario
+
+log = structlog.get_logger("control")
+
+
+class InputError(ValueError):
+    """A fault the control service cannot take, with the gRPC status that says why."""
+
+    def __init__(self, code: grpc.StatusCode, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+class FaultInputs:
+    """The faults injected into a run of one scenario file, resolved by the scenario loader."""
+
+    def __init__(self, scenario: Scenario) -> None:
+        self.scenario = scenario
+        self.written: list[dict[str, Any]] = []  # as injected, each with its effective "at" in ps
+        self.specs: list[FaultSpec] = list(scenario.faults)
+        try:
+            self.document = yaml.safe_load(Path(scenario.source).read_text())
+        except (OSError, yaml.YAMLError):
+            self.document = None  # a scenario built in code: nothing to resolve faults against
+
+    def resolve(self, fault: Any, now_ps: int) -> list[FaultSpec]:
+        """The fault timeline entries ``fault`` (a scenario ``faults:`` entry) adds, due at or after
+        ``now_ps`` (its "at" defaults to ``now_ps``)."""
+        if self.document is None:
+            raise InputError(grpc.StatusCode.FAILED_PRECONDITION,
+                             f"{self.scenario.source} is not a scenario file: faults can only be injected into "
+                             f"runs of scenario files")
+        if not isinstance(fault, dict):
+            raise InputError(grpc.StatusCode.INVALID_ARGUMENT,
+                             "a fault is a JSON object like a scenario's faults: entry, e.g. "
+                             '{"link": "l1", "state": "down", "at": "5ms"}')
+        entry = dict(fault)
+        entry.setdefault("at", f"{now_ps}ps")
+        document = copy.deepcopy(self.document)
+        faults = document.get("faults") or []
+        document["faults"] = [*faults, *self.written, entry]
+        try:
+            resolved = parse_scenario(yaml.safe_dump(document, sort_keys=False), self.scenario.source,
+                                      self.scenario.seed)
+        except ScenarioError as e:
+            raise InputError(grpc.StatusCode.INVALID_ARGUMENT, str(e)) from None
+        known = len(self.specs)
+        if list(resolved.faults[:known]) != self.specs:
+            raise InputError(grpc.StatusCode.FAILED_PRECONDITION,
+                             "this fault would reorder the scenario's fault timeline; put it in the scenario file")
+        added = list(resolved.faults[known:])
+        late = [f for f in added if f.at_ps < now_ps]
+        if late:
+            raise InputError(grpc.StatusCode.FAILED_PRECONDITION,
+                             f"the fault is due at {late[0].at_ps} ps, but the run has reached {now_ps} ps")
+        beyond = [f for f in added if f.at_ps >= self.scenario.duration_ps]
+        if beyond:
+            raise InputError(grpc.StatusCode.FAILED_PRECONDITION,
+                             f"the fault is due at {beyond[0].at_ps} ps, at or after the run's end "
+                             f"({self.scenario.duration_ps} ps)")
+        self.written.append(entry)
+        self.specs.extend(added)
+        return added
+
+    def record(self) -> dict[str, Any]:
+        """What inputs.json holds: enough to run the scenario again with these faults in its timeline."""
+        return {"scenario": self.scenario.source, "seed": self.scenario.seed, "faults": self.written,
+                "timeline": [asdict(f) for f in self.specs[len(self.scenario.faults):]]}
+
+
+def replay_scenario(inputs: dict[str, Any]) -> Scenario:
+    """The scenario of a recorded run with its injected faults written into the timeline."""
+    source = inputs["scenario"]
+    document = yaml.safe_load(Path(source).read_text())
+    document["faults"] = [*(document.get("faults") or []), *inputs["faults"]]
+    return parse_scenario(yaml.safe_dump(document, sort_keys=False), source, inputs["seed"])
+
+
+class ControlService(control_pb2_grpc.ControlServicer):
+    def __init__(self, coordinator: Coordinator, inputs: FaultInputs) -> None:
+        self.coordinator = coordinator
+        self.inputs = inputs
+
+    async def InjectFault(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
+        coordinator = self.coordinator
+        if not coordinator.running:
+            await context.abort(grpc.StatusCode.FAILED_PRECONDITION, "the run has not started or is over")
+        try:
+            fault = json.loads(request.fault_json)
+        except json.JSONDecodeError as e:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"fault_json is not JSON: {e}")
+        try:
+            added = self.inputs.resolve(fault, coordinator.end_ps)
+            coordinator.inject(added)
+        except InputError as e:
+            await context.abort(e.code, str(e))
+        log.info("fault injected", faults=[asdict(f) for f in added])
+        return control_pb2.InjectFaultResponse(faults=[
+            control_pb2.AppliedFault(at_ps=f.at_ps, index=f.index, link=f.link, change=_change(f)) for f in added])
+
+    async def GetState(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
+        c = self.coordinator
+        return control_pb2.RunState(scenario=c.scenario.name, running=c.running, virtual_ps=c.end_ps,
+                                    duration_ps=c.scenario.duration_ps, windows=c.windows, pace=c.pace or 0.0,
+                                    injected=len(c.injected))
+
+
+def _change(fault: FaultSpec) -> str:
+    for key in ("state", "rate_bps", "ber", "length_mm"):
+        value = getattr(fault, key)
+        if value is not None:
+            return f"{key}={value}"
+    return ""
+
+
+async def serve_control(coordinator: Coordinator, inputs: FaultInputs, address: str) -> grpc.aio.Server:
+    """Start the control service on ``address`` (host:port) beside the coordinator."""
+    host, _, port_text = address.rpartition(":")
+    if not host or not port_text.isdigit() or not 0 < int(port_text) < 65536:
+        raise ControlError(f"{address!r} is not a host:port; give one such as 127.0.0.1:50070")
+    server = grpc.aio.server()
+    control_pb2_grpc.add_ControlServicer_to_server(ControlService(coordinator, inputs), server)
+    try:
+        port = server.add_insecure_port(address)
+    except RuntimeError:
+        port = 0
+    if not port:
+        raise ControlError(f"the control service cannot listen on {address}; give a free host:port, e.g. "
+                           f"127.0.0.1:50070")
+    await server.start()
+    log.info("control service listening", address=address)
+    return server

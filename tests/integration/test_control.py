@@ -1,0 +1,108 @@
+"""The control service of a live, paced run: faults injected at a virtual time equal the same faults
+in the scenario's timeline, bad requests get proper status codes, and `testbed replay` reproduces
+the run exactly."""
+
+from __future__ import annotations
+
+import json
+import socket
+import subprocess
+import time
+from pathlib import Path
+
+import grpc
+import pytest
+import yaml
+from testbed.control.v1 import control_pb2, control_pb2_grpc
+
+from orchestrator.results import deterministic_view
+from orchestrator.run import run_scenario
+from orchestrator.scenario.loader import load_scenario
+from tests.helpers import TESTBED, run_cli
+
+pytestmark = pytest.mark.integration
+
+SCENARIO = Path("scenarios/testers.yaml")
+FAULTS = [{"link": "lan-a", "state": "down", "at": "7ms"}, {"link": "lan-a", "state": "up", "at": "9ms"}]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def live_run(out: Path, inject: list[dict]) -> tuple[list[object], list[tuple[grpc.StatusCode, str]]]:
+    """Run the scenario paced, across two host processes, with the control service on loopback;
+    inject ``inject`` once it runs, then try a few bad requests. Returns the replies and the errors."""
+    address = f"127.0.0.1:{free_port()}"
+    run = subprocess.Popen([*TESTBED, "run", str(SCENARIO), "--pace", "0.003", "--control", address, "--out",
+                            str(out), "--partition", "site", "--backend", "process", "--no-progress"],
+                           stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        fast_reconnect = [("grpc.initial_reconnect_backoff_ms", 50), ("grpc.min_reconnect_backoff_ms", 50),
+                          ("grpc.max_reconnect_backoff_ms", 100)]  # the service starts after the hosts
+        with grpc.insecure_channel(address, options=fast_reconnect) as channel:
+            stub = control_pb2_grpc.ControlStub(channel)
+            deadline = time.monotonic() + 60
+            state = stub.GetState(control_pb2.GetStateRequest(), wait_for_ready=True, timeout=60)
+            while not state.running and time.monotonic() < deadline:
+                time.sleep(0.02)
+                state = stub.GetState(control_pb2.GetStateRequest(), timeout=5)
+            assert state.running and state.virtual_ps < 5_000_000_000, state
+            replies = [stub.InjectFault(control_pb2.InjectFaultRequest(fault_json=json.dumps(f)), timeout=30)
+                       for f in inject]
+            while stub.GetState(control_pb2.GetStateRequest(), timeout=5).virtual_ps < 2_000_000_000:
+                time.sleep(0.02)  # past 1 ms: a fault due then comes too late
+            errors = []
+            for bad in ('{"link": "nope", "state": "down"}', "{oops", '["a list"]', '{"link": "wan", "at": "1ms", '
+                        '"state": "down"}', '{"link": "wan", "state": "down", "at": "1s"}'):
+                with pytest.raises(grpc.RpcError) as caught:
+                    stub.InjectFault(control_pb2.InjectFaultRequest(fault_json=bad), timeout=30)
+                errors.append((caught.value.code(), caught.value.details()))
+        output, _ = run.communicate(timeout=120)
+    finally:
+        run.kill()
+    assert run.returncode == 0, output
+    return replies, errors
+
+
+def test_injected_faults_equal_the_same_faults_in_the_timeline_and_replay_reproduces_the_run(tmp_path):
+    out = tmp_path / "live"
+    replies, errors = live_run(out, FAULTS)
+    assert [(r.faults[0].at_ps, r.faults[0].change) for r in replies] == [  # type: ignore[attr-defined]
+        (7_000_000_000, "state=down"), (9_000_000_000, "state=up")]
+    codes = [code for code, _ in errors]
+    assert codes == [grpc.StatusCode.INVALID_ARGUMENT] * 3 + [grpc.StatusCode.FAILED_PRECONDITION,
+                                                               grpc.StatusCode.INVALID_ARGUMENT]
+    assert "no link named 'nope'" in errors[0][1] and "not JSON" in errors[1][1]
+    assert "the run has reached" in errors[3][1] and "faults[" in errors[4][1]
+
+    live = json.loads((out / "results.json").read_text())
+    document = yaml.safe_load(SCENARIO.read_text())
+    document["faults"] = [*document["faults"], *FAULTS]
+    written = tmp_path / "timeline.yaml"
+    written.write_text(yaml.safe_dump(document, sort_keys=False))
+    in_timeline = run_scenario(load_scenario(written))
+    in_timeline["scenario"]["source"] = live["scenario"]["source"]
+    assert deterministic_view(live) == deterministic_view(in_timeline)
+    assert live["flows"]["local-a"]["rx_frames"] < in_timeline["flows"]["local-b"]["rx_frames"] * 2  # it bit
+
+    inputs = json.loads((out / "inputs.json").read_text())
+    assert inputs["faults"] == FAULTS
+    replay = run_cli("replay", str(out))
+    assert replay.returncode == 0, replay.stdout + replay.stderr
+    assert "replay identical" in replay.stdout
+
+
+def test_replay_of_a_directory_without_inputs_is_a_one_line_error(tmp_path):
+    done = run_cli("replay", str(tmp_path))
+    assert done.returncode == 2
+    assert done.stderr.startswith("error: ") and "is not a recorded run" in done.stderr
+
+
+def test_a_control_address_that_is_not_host_port_is_a_one_line_error(tmp_path):
+    done = run_cli("run", str(SCENARIO), "--control", "nowhere", "--out", str(tmp_path))
+    assert done.returncode == 2
+    assert done.stderr.strip().splitlines() == [
+        "error: --control 'nowhere' is not a host:port; give one such as 127.0.0.1:50070"]
