@@ -137,7 +137,7 @@ def _add_deploy_arguments(parser: argparse.ArgumentParser, k8s_only: bool) -> No
 def replay_run(run_dir: Path, out: Path | None) -> int:
     """``testbed replay``: the recorded scenario with its injected faults in the timeline, run again;
     0 when its results equal the recorded ones (everything outside ``run``), 1 when they differ."""
-    from orchestrator.control import replay_scenario
+    from orchestrator.control import replay_scenario, schedule_sets
     from orchestrator.results import deterministic_view
     from orchestrator.run import INPUTS_FILE
 
@@ -156,7 +156,8 @@ def replay_run(run_dir: Path, out: Path | None) -> int:
     run = recorded.get("run", {})
     out = out or run_dir / "replay"
     try:
-        results = run_scenario(scenario, run.get("partition", "single"), "inproc", out)
+        results = run_scenario(scenario, run.get("partition", "single"), "inproc", out,
+                               prepare=schedule_sets(inputs.get("gnmi_sets", [])))
     except (PartitionError, RunFailed) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
@@ -166,7 +167,8 @@ def replay_run(run_dir: Path, out: Path | None) -> int:
     if differing:
         print(f"replay differs from {run_dir}/results.json in: {', '.join(differing)}")
         return 1
-    print(f"replay identical to {run_dir}/results.json ({len(inputs['faults'])} injected faults); results: {out}")
+    print(f"replay identical to {run_dir}/results.json ({len(inputs.get('faults', []))} injected faults, "
+          f"{len(inputs.get('gnmi_sets', []))} gNMI Sets); results: {out}")
     return 0
 
 

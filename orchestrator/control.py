@@ -11,7 +11,10 @@ so ``testbed replay`` can run the scenario again with those faults in its timeli
 from __future__ import annotations
 
 import copy
+import hmac
 import json
+import os
+from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -21,10 +24,12 @@ import structlog
 import yaml
 from testbed.control.v1 import control_pb2, control_pb2_grpc
 
+from emulators.runtime import HostRuntime
 from emulators.topology import FaultSpec, Scenario
 from orchestrator.coordinator import Coordinator
 from orchestrator.run import ControlError
 from orchestrator.scenario.loader import ScenarioError, parse_scenario
+from services.host import TOKEN_ENV  # one token for the hosts' gNMI and this service
 
 log = structlog.get_logger("control")
 
@@ -94,20 +99,52 @@ class FaultInputs:
                 "timeline": [asdict(f) for f in self.specs[len(self.scenario.faults):]]}
 
 
+def schedule_sets(sets: list[dict[str, Any]]) -> Callable[[HostRuntime], None]:
+    """Put recorded gNMI Sets back on a host's timeline, each at the virtual time it took effect,
+    after any fault at that time, in the order they were applied (services.gnmi does the same live)."""
+    from services import gnmi_paths  # the services layer: gNMI's own checks and setters
+    from services.gnmi import SET_INDEX
+
+    def prepare(runtime: HostRuntime) -> None:
+        local = {name for name, link in runtime.links.items() if len(link.ports) == 2}
+        for k, recorded in enumerate(sets):
+            device = runtime.devices.get(recorded["device"])
+            if device is None:
+                continue
+            updates = gnmi_paths.expand(gnmi_paths.parse(recorded["path"]), recorded["value"])
+            for change in gnmi_paths.plan_set(device, updates, local):
+                runtime.engine.add_change(recorded["at_ps"], SET_INDEX + k, change.apply)
+
+    return prepare
+
+
 def replay_scenario(inputs: dict[str, Any]) -> Scenario:
     """The scenario of a recorded run with its injected faults written into the timeline."""
     source = inputs["scenario"]
     document = yaml.safe_load(Path(source).read_text())
-    document["faults"] = [*(document.get("faults") or []), *inputs["faults"]]
+    document["faults"] = [*(document.get("faults") or []), *inputs.get("faults", [])]
     return parse_scenario(yaml.safe_dump(document, sort_keys=False), source, inputs["seed"])
 
 
 class ControlService(control_pb2_grpc.ControlServicer):
-    def __init__(self, coordinator: Coordinator, inputs: FaultInputs) -> None:
+    """With a ``token`` (TESTBED_TOKEN, as for the hosts' gNMI), every call needs metadata
+    ``authorization: Bearer <token>``."""
+
+    def __init__(self, coordinator: Coordinator, inputs: FaultInputs, token: str | None = None) -> None:
         self.coordinator = coordinator
         self.inputs = inputs
+        self.token = token
+
+    async def _authorize(self, context: grpc.aio.ServicerContext) -> None:
+        if self.token is None:
+            return
+        given = dict(context.invocation_metadata() or ()).get("authorization", "")
+        if not isinstance(given, str) or not hmac.compare_digest(given.encode(), f"Bearer {self.token}".encode()):
+            await context.abort(grpc.StatusCode.UNAUTHENTICATED,
+                                "the control service requires metadata 'authorization: Bearer <token>'")
 
     async def InjectFault(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
+        await self._authorize(context)
         coordinator = self.coordinator
         if not coordinator.running:
             await context.abort(grpc.StatusCode.FAILED_PRECONDITION, "the run has not started or is over")
@@ -125,6 +162,7 @@ class ControlService(control_pb2_grpc.ControlServicer):
             control_pb2.AppliedFault(at_ps=f.at_ps, index=f.index, link=f.link, change=_change(f)) for f in added])
 
     async def GetState(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
+        await self._authorize(context)
         c = self.coordinator
         return control_pb2.RunState(scenario=c.scenario.name, running=c.running, virtual_ps=c.end_ps,
                                     duration_ps=c.scenario.duration_ps, windows=c.windows, pace=c.pace or 0.0,
@@ -145,7 +183,8 @@ async def serve_control(coordinator: Coordinator, inputs: FaultInputs, address: 
     if not host or not port_text.isdigit() or not 0 < int(port_text) < 65536:
         raise ControlError(f"{address!r} is not a host:port; give one such as 127.0.0.1:50070")
     server = grpc.aio.server()
-    control_pb2_grpc.add_ControlServicer_to_server(ControlService(coordinator, inputs), server)
+    token = os.environ.get(TOKEN_ENV) or None
+    control_pb2_grpc.add_ControlServicer_to_server(ControlService(coordinator, inputs, token), server)
     try:
         port = server.add_insecure_port(address)
     except RuntimeError:

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 import structlog
 
+from emulators.runtime import HostRuntime
 from emulators.topology import Scenario
 from orchestrator.backends.inproc import start_inproc
 from orchestrator.coordinator import Coordinator, HostFailed, HostHandle, RunOutcome
@@ -50,12 +51,14 @@ def run_scenario(scenario: Scenario, partition: str = "single", backend: str = "
                  out_dir: Path | None = None, window_timeout_s: float = 60.0,
                  progress: Callable[[int], None] | None = None,
                  deploy: DeployOptions | None = None, pace: float | None = None,
-                 control: str | None = None) -> dict[str, Any]:
+                 control: str | None = None,
+                 prepare: Callable[[HostRuntime], None] | None = None) -> dict[str, Any]:
     """Run ``scenario`` and return results.json's content (also written to ``out_dir`` if given).
     ``progress(end_ps)`` hears of the virtual time reached after every window; ``deploy`` says how
     the docker and k8s backends deploy the hosts; ``pace`` holds virtual time at wall time x pace;
     ``control`` (host:port) serves the control service there while the run goes, and the faults it
-    injects are written to ``out_dir``/inputs.json.
+    injects are written to ``out_dir``/inputs.json; ``prepare`` (backend inproc) sees every host's
+    runtime before the run (a replay puts recorded gNMI Sets on their timelines).
 
     Raises PartitionError for an impossible partition, RunFailed when a host fails mid-run,
     DeployError when the docker or k8s backend cannot deploy the hosts.
@@ -74,7 +77,11 @@ def run_scenario(scenario: Scenario, partition: str = "single", backend: str = "
         inputs = FaultInputs(scenario)
     drive = _driver(inputs, control)
     if backend == "inproc":
-        outcome = asyncio.run(drive(Coordinator(scenario, plan, start_inproc(scenario, plan), progress, pace)))
+        hosts = start_inproc(scenario, plan)
+        if prepare is not None:
+            for host in hosts:
+                prepare(host.runtime)  # type: ignore[attr-defined]
+        outcome = asyncio.run(drive(Coordinator(scenario, plan, hosts, progress, pace)))
     else:
         log_dir = (out_dir or Path("out")) / "hosts"
         launch = _launcher(backend, scenario, plan, run_id, log_dir, window_timeout_s, deploy or DeployOptions())
@@ -91,7 +98,7 @@ def run_scenario(scenario: Scenario, partition: str = "single", backend: str = "
         results["run"].update(pace=pace, behind_s=round(outcome.behind_s, 6))
     if out_dir is not None:
         write_results(results, out_dir)
-        write_gnmi_sets(collect_gnmi_sets(outcome.host_results), out_dir, merge=inputs is not None)
+        write_gnmi_sets(collect_gnmi_sets(outcome.host_results), out_dir, scenario, merge=inputs is not None)
     if outcome.error:
         raise RunFailed(outcome.error, results)
     log.info("run finished", windows=outcome.windows, wall_seconds=round(outcome.wall_seconds, 3))
@@ -112,7 +119,8 @@ def collect_gnmi_sets(host_results: dict[str, dict[str, Any]]) -> list[dict[str,
     return sorted(sets, key=lambda i: (i["at_ps"], i["device"], i["seq"]))
 
 
-def write_gnmi_sets(sets: list[dict[str, Any]], out_dir: Path, *, merge: bool = False) -> Path | None:
+def write_gnmi_sets(sets: list[dict[str, Any]], out_dir: Path, scenario: Scenario, *,
+                    merge: bool = False) -> Path | None:
     """``gnmi_sets`` of ``out_dir``/inputs.json when the run had any (none: nothing written). With
     ``merge`` the file this run already wrote (its injected faults) keeps what it holds."""
     if not sets:
@@ -120,6 +128,9 @@ def write_gnmi_sets(sets: list[dict[str, Any]], out_dir: Path, *, merge: bool = 
     out_dir.mkdir(parents=True, exist_ok=True)
     path = out_dir / INPUTS_FILE
     record = json.loads(path.read_text()) if merge and path.exists() else {}
+    record.setdefault("scenario", scenario.source)  # what `testbed replay` runs again
+    record.setdefault("seed", scenario.seed)
+    record.setdefault("faults", [])
     record["gnmi_sets"] = sets
     path.write_text(json.dumps(record, indent=1) + "\n")
     return path

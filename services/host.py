@@ -25,11 +25,14 @@ from testbed.sync.v1 import sync_pb2, sync_pb2_grpc
 from emulators.kernel.vtime import NEVER
 from emulators.runtime import HostRuntime, earliest_arrival
 from emulators.topology import scenario_from_dict
+from services import gnmi
 from services.codec import decode_batch, decode_bus, encode_batch, encode_bus
 from services.interceptors import LoggingInterceptor
 from services.logs import configure_logging
 
 log = structlog.get_logger("host")
+
+TOKEN_ENV = "TESTBED_TOKEN"
 
 GRPC_OPTIONS = [
     ("grpc.max_send_message_length", 1 << 30),
@@ -70,9 +73,10 @@ class PeerStream:
 
 
 class HostState:
-    def __init__(self, name: str) -> None:
+    def __init__(self, name: str, token: str | None = None) -> None:
         self.name = name
         self.runtime: HostRuntime | None = None
+        self.management = gnmi.ManagementState(token)
         self.peers: dict[str, PeerStream] = {}
         self.arrived = asyncio.Event()
         self.window = 0
@@ -150,6 +154,7 @@ class HostControl(sync_pb2_grpc.HostControlServicer):
         async for advance in request_iterator:
             if advance.start:
                 runtime.start()
+                state.management.finished_window(runtime.window_end)
                 yield self._report(runtime, NEVER)
                 continue
             expect_from = dict(advance.expect_from)
@@ -158,11 +163,13 @@ class HostControl(sync_pb2_grpc.HostControlServicer):
                 await state.arrived.wait()
             state.window = advance.window
             runtime.deliver_bus(decode_bus(advance.bus))
+            state.management.apply_pending(runtime, advance.window)  # gNMI Sets take effect at this boundary
             try:
                 sent = runtime.advance(advance.end_ps)
             except Exception as e:  # a model bug must reach the coordinator with this host's name
                 log.exception("window failed", window=advance.window)
                 await context.abort(grpc.StatusCode.INTERNAL, f"host {state.name}: window {advance.window}: {e!r}")
+            state.management.finished_window(runtime.window_end)
             for peer, frames in sent.items():
                 await state.peer(peer).send(encode_batch(state.name, advance.window, frames))
             yield self._report(runtime, earliest_arrival(sent))
@@ -174,7 +181,10 @@ class HostControl(sync_pb2_grpc.HostControlServicer):
 
     async def Results(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
         runtime = await self.state.loaded(context)
-        return sync_pb2.ResultsResponse(results_json=json.dumps(runtime.results()))
+        results = runtime.results()
+        if self.state.management.inputs:  # only then: a run without external inputs keeps its results as they were
+            results["inputs"] = self.state.management.inputs
+        return sync_pb2.ResultsResponse(results_json=json.dumps(results))
 
 
 class FrameExchange(sync_pb2_grpc.FrameExchangeServicer):
@@ -195,23 +205,26 @@ class FrameExchange(sync_pb2_grpc.FrameExchangeServicer):
             self.state.on_batch(batch)
 
 
-async def serve(name: str, listen: str, exit_with_parent: bool = False, grace_s: float = 1.0) -> None:
-    state = HostState(name)
+async def serve(name: str, listen: str, exit_with_parent: bool = False, grace_s: float = 1.0,
+                token: str | None = None) -> None:
+    state = HostState(name, token)
     server = grpc.aio.server(interceptors=[LoggingInterceptor(name)], options=GRPC_OPTIONS)
     sync_pb2_grpc.add_HostControlServicer_to_server(HostControl(state), server)
     sync_pb2_grpc.add_FrameExchangeServicer_to_server(FrameExchange(state), server)
+    gnmi.gnmi_pb2_grpc.add_gNMIServicer_to_server(gnmi.Gnmi(state, state.management), server)
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     services = [
         sync_pb2.DESCRIPTOR.services_by_name["HostControl"].full_name,
         sync_pb2.DESCRIPTOR.services_by_name["FrameExchange"].full_name,
+        gnmi.SERVICE_NAME,
         health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
         reflection.SERVICE_NAME,
     ]
     reflection.enable_server_reflection(services, server)
     port = server.add_insecure_port(listen)
     await server.start()
-    for service in ["", *services[:2]]:
+    for service in ["", *services[:3]]:
         await health_servicer.set(service, health_pb2.HealthCheckResponse.SERVING)
     bind_host = listen.rsplit(":", 1)[0]
     print(f"LISTENING {bind_host}:{port}", flush=True)
@@ -243,12 +256,30 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--listen", default="127.0.0.1:0", help="address to serve on (port 0: any free port)")
     parser.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
     parser.add_argument("--exit-with-parent", action="store_true", help="stop when the launching process exits")
+    parser.add_argument("--token-file", help=f"require 'authorization: Bearer <token>' on gNMI calls, the token "
+                                             f"read from this file (default: the {TOKEN_ENV} environment variable)")
     args = parser.parse_args(argv)
     configure_logging(args.log_level)
     structlog.contextvars.bind_contextvars(host=args.name)
+    try:
+        token = read_token(args.token_file)
+    except (OSError, ValueError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
     with contextlib.suppress(KeyboardInterrupt):
-        asyncio.run(serve(args.name, args.listen, args.exit_with_parent))
+        asyncio.run(serve(args.name, args.listen, args.exit_with_parent, token=token))
     return 0
+
+
+def read_token(token_file: str | None) -> str | None:
+    """The gNMI bearer token: the file's content, else TESTBED_TOKEN, else none (gNMI open)."""
+    if token_file is not None:
+        with open(token_file) as f:
+            token = f.read().strip()
+        if not token:
+            raise ValueError(f"token file {token_file} is empty")
+        return token
+    return os.environ.get(TOKEN_ENV) or None
 
 
 if __name__ == "__main__":

@@ -13,7 +13,8 @@ import tomllib
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
-HOST_PACKAGES = ("grpcio", "grpcio-health-checking", "grpcio-reflection", "protobuf", "numpy", "structlog")
+HOST_PACKAGES = ("grpcio", "grpcio-health-checking", "grpcio-reflection", "protobuf", "numpy", "structlog",
+                 "pygnmi")  # pygnmi: the gnmi.proto stubs the host serves
 
 
 def canonical(name: str) -> str:

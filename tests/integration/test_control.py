@@ -106,3 +106,80 @@ def test_a_control_address_that_is_not_host_port_is_a_one_line_error(tmp_path):
     assert done.returncode == 2
     assert done.stderr.strip().splitlines() == [
         "error: --control 'nowhere' is not a host:port; give one such as 127.0.0.1:50070"]
+
+
+def test_the_control_service_requires_the_token_when_one_is_configured(tmp_path):
+    import os
+
+    address = f"127.0.0.1:{free_port()}"
+    env = dict(os.environ, TESTBED_TOKEN="s3cret")
+    run = subprocess.Popen([*TESTBED, "run", str(SCENARIO), "--pace", "0.01", "--control", address, "--out",
+                            str(tmp_path), "--no-progress"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                           text=True, env=env)
+    try:
+        with grpc.insecure_channel(address, options=[("grpc.initial_reconnect_backoff_ms", 50),
+                                                     ("grpc.max_reconnect_backoff_ms", 100)]) as channel:
+            stub = control_pb2_grpc.ControlStub(channel)
+            with pytest.raises(grpc.RpcError) as caught:
+                stub.GetState(control_pb2.GetStateRequest(), wait_for_ready=True, timeout=30)
+            assert caught.value.code() == grpc.StatusCode.UNAUTHENTICATED
+            state = stub.GetState(control_pb2.GetStateRequest(), metadata=[("authorization", "Bearer s3cret")],
+                                  timeout=30)
+            assert state.scenario == "testers"
+            with pytest.raises(grpc.RpcError) as caught:
+                stub.GetState(control_pb2.GetStateRequest(), metadata=[("authorization", "Bearer wrong")], timeout=30)
+            assert caught.value.code() == grpc.StatusCode.UNAUTHENTICATED
+        run.communicate(timeout=60)
+    finally:
+        run.kill()
+    assert run.returncode == 0
+
+
+def test_no_fault_request_crashes_the_run_and_what_was_taken_replays_exactly(tmp_path):
+    """Fuzz: a few hundred requests of random shapes (keys of the fault vocabulary and others, values
+    of every JSON type, some valid) while the run goes. Each gets OK, INVALID_ARGUMENT or
+    FAILED_PRECONDITION; the run ends normally; what it took replays to the same results."""
+    import random
+
+    rng = random.Random(7)
+    keys = ["at", "link", "state", "rate", "ber", "length", "wan", "cut", "repair", "device", "fabric", "plane",
+            "flexo", "lightpath", "bogus", ""]
+    values = ["down", "up", "lan-a", "lan-b", "wan", "tester-a", "1e-9", "400G", "1km", "12ms", "-1ms", "0ps",
+              "x" * 300, "", 0, -1, 1.5, 10**30, True, None, [], ["down"], {}, {"a": 1}, "working", "both", "a"]
+
+    def request() -> str:
+        kind = rng.random()
+        if kind < 0.05:
+            return rng.choice(["", "{", "[]", "null", "42", '"text"', "{}" * 3])
+        fault = {rng.choice(keys): rng.choice(values) for _ in range(rng.randint(0, 5))}
+        if kind < 0.5:  # mostly well-formed link faults, some of them in the future
+            fault = {"link": rng.choice(["lan-a", "lan-b", "wan"]), rng.choice(["state", "ber", "rate"]):
+                     rng.choice(values)} | ({"at": rng.choice(["12ms", "13ms", "-1ms", "1ms"])} if rng.random() < .5
+                                             else {})
+        return json.dumps(fault)
+
+    address = f"127.0.0.1:{free_port()}"
+    out = tmp_path / "fuzzed"
+    run = subprocess.Popen([*TESTBED, "run", str(SCENARIO), "--pace", "0.005", "--control", address, "--out",
+                            str(out), "--no-progress"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    codes: dict[str, int] = {}
+    try:
+        with grpc.insecure_channel(address, options=[("grpc.initial_reconnect_backoff_ms", 50),
+                                                     ("grpc.max_reconnect_backoff_ms", 100)]) as channel:
+            stub = control_pb2_grpc.ControlStub(channel)
+            stub.GetState(control_pb2.GetStateRequest(), wait_for_ready=True, timeout=30)
+            for _ in range(300):
+                try:
+                    stub.InjectFault(control_pb2.InjectFaultRequest(fault_json=request()), timeout=30)
+                    codes["OK"] = codes.get("OK", 0) + 1
+                except grpc.RpcError as e:
+                    codes[e.code().name] = codes.get(e.code().name, 0) + 1
+                    assert e.details()
+        output, _ = run.communicate(timeout=120)
+    finally:
+        run.kill()
+    assert run.returncode == 0, output
+    assert set(codes) <= {"OK", "INVALID_ARGUMENT", "FAILED_PRECONDITION"}, codes
+    assert codes.get("OK", 0) > 0 and codes.get("INVALID_ARGUMENT", 0) > 0
+    replay = run_cli("replay", str(out))
+    assert replay.returncode == 0, replay.stdout + replay.stderr

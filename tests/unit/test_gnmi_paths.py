@@ -1,0 +1,173 @@
+"""The gNMI path layer over device models: parsing, reading leaves, checking and applying Sets."""
+
+from __future__ import annotations
+
+import pytest
+
+from emulators.ethernet.switch import Switch
+from emulators.runtime import HostRuntime
+from orchestrator.scenario.loader import parse_scenario
+from services.gnmi_paths import (
+    InvalidPath,
+    InvalidValue,
+    PathNotFound,
+    elem,
+    expand,
+    matches,
+    parse,
+    plan_set,
+    render,
+    select,
+)
+
+KIB = 1024
+
+INCAST = """
+name: gnmi-incast
+seed: 1
+duration: 1ms
+sample_interval: 100us
+devices:
+  tx: {kind: tester, site: a, ports: [p0, p1]}
+  rx: {kind: tester, site: a, ports: [p0]}
+  leaf: {kind: switch, site: a, ports: [i0, i1, o]}
+links:
+  - {name: in0, a: tx/p0, z: leaf/i0, rate: 400G, length: 10m}
+  - {name: in1, a: tx/p1, z: leaf/i1, rate: 400G, length: 10m}
+  - {name: out, a: leaf/o, z: rx/p0, rate: 400G, length: 10m}
+flows:
+  - {name: a, src: tx/p0, dst: rx/p0, rate: 400G, frame: 64KiB, count: 200, priority: 0}
+  - {name: b, src: tx/p1, dst: rx/p0, rate: 400G, frame: 64KiB, count: 200, priority: 0}
+faults: []
+"""
+
+
+def runtime() -> HostRuntime:
+    scenario = parse_scenario(INCAST, "<test>")
+    return HostRuntime(scenario, "h", {d.name: "h" for d in scenario.devices})
+
+
+def value(rt: HostRuntime, device: str, path: str) -> object:
+    [(_, v)] = select(rt.devices[device], parse(path))
+    return v
+
+
+def test_parse_and_render_round_trip_keys_and_wildcards() -> None:
+    path = parse("/interfaces/interface[name=p0]/state/counters/in-octets")
+    assert path[1] == elem("interface", name="p0")
+    assert render(path) == "/interfaces/interface[name=p0]/state/counters/in-octets"
+    assert parse("/") == ()
+    assert matches(parse("/interfaces/interface[name=*]/state"), path)
+    assert matches(parse("/.../in-octets"), path)
+    assert not matches(parse("/interfaces/interface[name=p1]"), path)
+    with pytest.raises(InvalidPath):
+        parse("/a/b[novalue]/c")
+
+
+def test_interface_counters_follow_the_port_counters() -> None:
+    rt = runtime()
+    rt.start()
+    rt.advance(1_000_000_000)  # 1 ms: both flows done
+    port = rt.devices["rx"].ports["p0"]
+    base = "/interfaces/interface[name=p0]/state"
+    assert value(rt, "rx", f"{base}/counters/in-octets") == port.rx_bytes == 400 * 64 * KIB
+    assert value(rt, "rx", f"{base}/counters/in-pkts") == port.rx_frames
+    assert value(rt, "rx", f"{base}/oper-status") == "UP"
+    assert value(rt, "rx", f"{base}/high-speed") == 400_000
+    leaf = rt.devices["leaf"]
+    assert value(rt, "leaf", "/qos/ecn/state/marked-frames") == leaf.counters["ecn_marked_frames"] > 0
+    assert value(rt, "leaf", "/system/state/counters/buffer-peak-bytes") == leaf.counters["buffer_peak_bytes"]
+    assert len(select(leaf, parse("/interfaces/interface[name=*]/state/counters/out-octets"))) == 3
+
+
+def test_unknown_paths_are_not_found() -> None:
+    rt = runtime()
+    with pytest.raises(PathNotFound, match="nothing at /nowhere"):
+        select(rt.devices["leaf"], parse("/nowhere"))
+    with pytest.raises(PathNotFound):
+        select(rt.devices["tx"], parse("/qos/ecn"))  # a tester has no QoS
+
+
+def test_set_checks_types_and_ranges_before_anything_changes() -> None:
+    rt = runtime()
+    leaf = rt.devices["leaf"]
+    with pytest.raises(InvalidValue, match="unsigned integer"):
+        plan_set(leaf, [(parse("/qos/ecn/config/kmin-bytes"), "lots")], set())
+    with pytest.raises(InvalidValue, match="boolean"):
+        plan_set(leaf, [(parse("/qos/pfc/config/enabled"), 1)], set())
+    with pytest.raises(InvalidValue, match="below kmax"):
+        plan_set(leaf, [(parse("/qos/ecn/config/kmin-bytes"), 4 << 20)], set())
+    with pytest.raises(InvalidValue, match="between 1 and"):
+        plan_set(leaf, [(parse("/interfaces/interface[name=o]/config/high-speed"), 0)], {"out"})
+    with pytest.raises(InvalidValue, match="two hosts"):
+        plan_set(leaf, [(parse("/interfaces/interface[name=o]/config/high-speed"), 100_000)], set())
+    with pytest.raises(PathNotFound, match="writable"):
+        plan_set(leaf, [(parse("/qos/ecn/state/marked-frames"), 0)], set())
+    assert isinstance(leaf, Switch) and leaf.ecn_kmin == 128 * KIB
+
+
+def test_set_applies_ecn_pfc_and_rate() -> None:
+    rt = runtime()
+    leaf = rt.devices["leaf"]
+    assert isinstance(leaf, Switch)
+    updates = expand(parse("/qos/ecn/config"), {"kmin-bytes": 1 << 20, "kmax-bytes": 2 << 20})
+    updates += [(parse("/qos/pfc/config/enabled"), False),
+                (parse("/interfaces/interface[name=o]/config/high-speed"), 100_000)]
+    changes = plan_set(leaf, updates, {"out"})
+    for change in changes:
+        change.apply()
+    assert (leaf.ecn_kmin, leaf.ecn_kmax) == (1 << 20, 2 << 20)
+    assert leaf.ecn_marker is not None and leaf.ecn_marker.kmin == 1 << 20
+    assert not leaf.pfc and not leaf.lossless
+    assert rt.links["out"].rate_bps == 100 * 10**9
+    assert value(rt, "leaf", "/interfaces/interface[name=o]/state/high-speed") == 100_000
+    assert {c.path for c in changes} == {"/qos/ecn/config", "/qos/pfc/config/enabled",
+                                         "/interfaces/interface[name=o]/config/high-speed"}
+
+
+def test_every_device_kind_of_the_default_scenario_has_its_paths() -> None:
+    from orchestrator.scenario.loader import load_scenario
+
+    scenario = load_scenario("scenarios/default.yaml")
+    rt = HostRuntime(scenario, "h", {d.name: "h" for d in scenario.devices})
+    rt.start()
+    rt.advance(20_000_000_000)  # 20 ms: the job is computing and sending
+    assert value(rt, "otn-dc1", "/aps/aps-modules/aps-module[name=0]/state/active-path") == "WORKING"
+    assert value(rt, "gw-dc1", "/qos/buffer/state/size-bytes") > 1 << 30  # the gateway's deep buffer
+    assert value(rt, "dc1-s0", "/gpus/state/compute-ps") > 0
+    assert value(rt, "dc1-s0", "/nics/nic[name=nic0]/state/ports") == "nic0"
+    assert value(rt, "otn-dc1", "/system/state/counters/protection-switches") == 0
+
+
+def test_gnmi_sets_of_every_host_are_written_in_the_order_they_took_effect(tmp_path) -> None:
+    import json
+
+    from orchestrator.run import collect_gnmi_sets, write_gnmi_sets
+    from tests.helpers import two_testers
+
+    one = {"seq": 0, "at_ps": 5, "window": 2, "kind": "gnmi-set", "device": "b", "path": "/x", "value": 1}
+    two = dict(one, seq=1, at_ps=3, device="c")
+    sets = collect_gnmi_sets({"h1": {"inputs": [one]}, "h2": {"inputs": [two]}, "h3": {}})
+    assert [(i["host"], i["at_ps"]) for i in sets] == [("h2", 3), ("h1", 5)]
+    scenario = parse_scenario(two_testers(), "scenarios/x.yaml")
+    assert write_gnmi_sets([], tmp_path, scenario) is None
+    (tmp_path / "inputs.json").write_text('{"scenario": "scenarios/x.yaml", "seed": 1, "faults": [1]}')
+    path = write_gnmi_sets(sets, tmp_path, scenario, merge=True)
+    assert path is not None and json.loads(path.read_text()) == {"scenario": "scenarios/x.yaml", "seed": 1,
+                                                                "faults": [1], "gnmi_sets": sets}
+    write_gnmi_sets(sets, tmp_path, scenario)  # a run without injected faults: an earlier run's file is not kept
+    assert json.loads(path.read_text()) == {"scenario": "scenarios/x.yaml", "seed": 1, "faults": [],
+                                            "gnmi_sets": sets}
+
+
+def test_queue_pairs_of_an_rdma_nic() -> None:
+    from tests.helpers import two_testers
+
+    text = two_testers(flows="  - {name: f, src: ta/p0, dst: tb/p0, transport: rdma, bytes: 1MiB}")
+    scenario = parse_scenario(text, "<test>")
+    rt = HostRuntime(scenario, "h", {d.name: "h" for d in scenario.devices})
+    rt.start()
+    rt.advance(10_000_000_000)
+    [(path, state)] = select(rt.devices["ta"], parse("/nics/nic[name=*]/qps/qp[name=*]/state/state"))
+    assert state == "complete"
+    assert value(rt, "ta", render(path[:-1]) + "/acked-bytes") == 1 << 20
