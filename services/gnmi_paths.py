@@ -18,6 +18,7 @@ from emulators.ethernet.switch import Switch
 from emulators.kernel.device import Device
 from emulators.kernel.link import Link
 from emulators.kernel.port import Port
+from emulators.otn.node import OtnNode
 
 Keys = tuple[tuple[str, str], ...]
 Elem = tuple[str, Keys]
@@ -114,11 +115,16 @@ def leaves(device: Device) -> list[Leaf]:
         out += _aps(selectors)
     for nic in getattr(device, "nics", None) or []:
         out += _nic(nic)
-    gpus = getattr(device, "gpus", None)
-    if isinstance(gpus, int) and "gpu_compute_ps" in device.counters:
-        # compute time is charged when a compute op starts: a utilisation from it would run ahead of the clock
+    busy = getattr(device, "gpu_busy_ps", None)
+    if callable(busy):
+        # the counter charges a compute op when it starts; busy time runs with the clock
         gpu = (elem("gpus"), elem("state"))
-        out += [((*gpu, elem("count")), gpus), ((*gpu, elem("compute-ps")), device.counters["gpu_compute_ps"])]
+        out += [((*gpu, elem("count")), getattr(device, "gpus", 0)),
+                ((*gpu, elem("compute-ps")), device.counters["gpu_compute_ps"])]
+        now = device.engine.now
+        for index, ps in busy().items():
+            one = (elem("gpus"), elem("gpu", id=str(index)), elem("state"))
+            out += [((*one, elem("busy-ps")), ps), ((*one, elem("utilization")), 100.0 * ps / now if now else 0.0)]
     return out
 
 
@@ -283,6 +289,8 @@ def plan_set(device: Device, updates: Iterable[tuple[Path, Any]], local_links: s
                 raise PathNotFound(f"{device.name} has no writable leaf {text}")
         elif isinstance(device, Switch) and names == ("qos", "pfc", "config", "enabled"):
             changes.append(Change(device.name, text, _bool(text, value), _pfc_setter(device, value)))
+        elif isinstance(device, OtnNode) and names == ("aps", "aps-modules", "aps-module", "config", "force-side"):
+            changes.append(_force_change(device, path, text, value))
         elif names == ("interfaces", "interface", "config", "high-speed"):
             pname = dict(path[1][1]).get("name")
             port = device.ports.get(pname or "")
@@ -310,7 +318,31 @@ def writable(device: Device) -> list[str]:
     if isinstance(device, Switch):
         out += ["/qos/pfc/config/enabled"] + [f"/qos/ecn/config/{leaf}"
                                                for leaf in ("enabled", "kmin-bytes", "kmax-bytes", "pmax")]
+    if isinstance(device, OtnNode):
+        out += ["/aps/aps-modules/aps-module[name=*]/config/force-side"]
     return out
+
+
+SIDES = {"WORKING": 0, "PROTECTION": 1}
+
+
+def _force_change(node: OtnNode, path: Path, text: str, value: Any) -> Change:
+    """A forced protection switch of one APS module (a 1+1 pair or an OTS group) at this node."""
+    name = dict(path[2][1]).get("name", "")
+    if not name.isdigit() or int(name) >= len(node.selectors):
+        raise PathNotFound(f"{node.name} has no APS module {name!r}; it has {len(node.selectors)} "
+                           f"(names 0 to {len(node.selectors) - 1})")
+    if not isinstance(value, str) or value.upper() not in SIDES:
+        raise InvalidValue(f"{text} takes WORKING or PROTECTION, not {value!r}")
+    index, side = int(name), SIDES[value.upper()]
+    selector = node.selectors[index]
+    if not selector.healthy[side]:
+        raise InvalidValue(f"the {value.lower()} path of APS module {name} on {node.name} is down: nothing "
+                           f"to switch to")
+    def apply() -> None:
+        node.force_switch(index, side)  # the side may have failed since: then the node stays where it is
+
+    return Change(node.name, text, value.upper(), apply)
 
 
 def _rate_setter(link: Link, rate_bps: int) -> Callable[[], None]:

@@ -685,6 +685,13 @@ class GpuServer(Device):
         self.post({"type": "abort", "attempt": self.attempt, "at_ps": self.now, "device": self.name,
                    "cause": f"scale-up link {port} down"})
 
+    def gpu_busy_ps(self) -> dict[int, int]:
+        """Compute time of each GPU so far, up to now (a compute op under way counts as far as it ran)."""
+        busy = dict.fromkeys(range(self.gpus), 0)
+        for rank in self.ranks.values():
+            busy[rank.gpu] += rank.compute_ps + (self.now - rank.since if rank.computing else 0)
+        return busy
+
     # -- results ----------------------------------------------------------------------------------
     def counter_names(self) -> list[str]:
         return super().counter_names() + olink.counter_names(self.olink)

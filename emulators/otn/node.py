@@ -320,6 +320,16 @@ class OtnNode(Switch):
         for port in new_ports:
             self._send_path_info(port, switch=True)
 
+    def force_switch(self, index: int, side: int) -> bool:
+        """A management command (a forced switch): selector ``index`` moves to ``side`` now, if that
+        side is up and in service; False if it cannot (or is there already). This end only, as a
+        1+1 tail end selects on its own."""
+        selector = self.selectors[index]
+        if side == selector.selected or not selector.healthy[side] or selector.ready_at[side] > self.engine.now:
+            return False
+        self._switch(selector, side, "forced switch (management)")
+        return True
+
     def _send_path_info(self, line_port: Port, switch: bool) -> None:
         link = line_port.link
         assert link is not None

@@ -135,6 +135,10 @@ def test_every_device_kind_of_the_default_scenario_has_its_paths() -> None:
     assert value(rt, "otn-dc1", "/aps/aps-modules/aps-module[name=0]/state/active-path") == "WORKING"
     assert value(rt, "gw-dc1", "/qos/buffer/state/size-bytes") > 1 << 30  # the gateway's deep buffer
     assert value(rt, "dc1-s0", "/gpus/state/compute-ps") > 0
+    # busy time runs with the clock: at most the virtual time reached, and the GPUs have been computing
+    busy, now = value(rt, "dc1-s0", "/gpus/gpu[id=0]/state/busy-ps"), rt.engine.now
+    assert isinstance(busy, int) and 0 < busy <= now
+    assert value(rt, "dc1-s0", "/gpus/gpu[id=0]/state/utilization") == pytest.approx(100 * busy / now)
     assert value(rt, "dc1-s0", "/nics/nic[name=nic0]/state/ports") == "nic0"
     assert value(rt, "otn-dc1", "/system/state/counters/protection-switches") == 0
 
@@ -171,3 +175,24 @@ def test_queue_pairs_of_an_rdma_nic() -> None:
     [(path, state)] = select(rt.devices["ta"], parse("/nics/nic[name=*]/qps/qp[name=*]/state/state"))
     assert state == "complete"
     assert value(rt, "ta", render(path[:-1]) + "/acked-bytes") == 1 << 20
+
+
+def test_a_forced_protection_switch_moves_the_selector_and_says_why() -> None:
+    from orchestrator.scenario.loader import load_scenario
+
+    scenario = load_scenario("scenarios/wan/protection-1plus1.yaml")
+    rt = HostRuntime(scenario, "h", {d.name: "h" for d in scenario.devices})
+    rt.start()
+    rt.advance(1_000_000)
+    node = next(d for d in rt.devices.values() if d.kind == "otn")
+    aps = "/aps/aps-modules/aps-module[name=0]"
+    with pytest.raises(InvalidValue, match="takes WORKING or PROTECTION"):
+        plan_set(node, expand(parse(f"{aps}/config/force-side"), "sideways"), set())
+    with pytest.raises(PathNotFound, match="no APS module '9'"):
+        plan_set(node, expand(parse("/aps/aps-modules/aps-module[name=9]/config/force-side"), "WORKING"), set())
+    [change] = plan_set(node, expand(parse(f"{aps}/config/force-side"), "protection"), set())
+    assert value(rt, node.name, f"{aps}/state/active-path") == "WORKING"
+    change.apply()
+    assert value(rt, node.name, f"{aps}/state/active-path") == "PROTECTION"
+    assert node.protection_events[-1]["reason"] == "forced switch (management)"
+    assert value(rt, node.name, "/system/state/counters/protection-switches") >= 1
