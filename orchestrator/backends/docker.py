@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import signal
 import socket
 from collections.abc import Callable
@@ -33,6 +34,7 @@ from orchestrator.backends.remote import RemoteHost, load_and_connect, wait_unti
 from orchestrator.coordinator import HostFailed
 from orchestrator.deploy import DOCKER_NETWORKS, HOST_PORT, DeployError, DeployOptions, dns_label, host_names
 from orchestrator.partition import Plan
+from services.host import TOKEN_ENV
 
 log = structlog.get_logger("docker-backend")
 
@@ -114,6 +116,9 @@ def host_specs(scenario: str, plan: Plan, run_id: str, options: DeployOptions,
             "healthcheck": {"test": ["CMD", "python", "-m", "orchestrator.deploy.probe", probe], **HEALTHCHECK},
             **network,
         }
+        token = os.environ.get(TOKEN_ENV)
+        if token:  # the hosts' gNMI asks for the same token as with the process backend
+            run_kwargs["environment"] = {TOKEN_ENV: token}
         specs.append(HostSpec(host, name, listen, peer_address, run_kwargs))
     return specs
 

@@ -165,3 +165,11 @@ def test_deployment_flags_for_another_backend_are_bad_input(flags: list[str], me
     assert cli.main(["run", "scenarios/testers.yaml", *flags]) == 2
     err = capsys.readouterr().err
     assert err == f"error: {message}\n"
+
+
+def test_the_management_token_reaches_the_containers_when_one_is_set(monkeypatch) -> None:
+    monkeypatch.delenv("TESTBED_TOKEN", raising=False)
+    assert "environment" not in backend.host_specs("t", _plan(), "r", DeployOptions())[0].run_kwargs
+    monkeypatch.setenv("TESTBED_TOKEN", "s3cret")
+    for spec in backend.host_specs("t", _plan(), "r", DeployOptions()):
+        assert spec.run_kwargs["environment"] == {"TESTBED_TOKEN": "s3cret"}
