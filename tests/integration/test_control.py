@@ -36,7 +36,7 @@ def live_run(out: Path, inject: list[dict]) -> tuple[list[object], list[tuple[gr
     """Run the scenario paced, across two host processes, with the control service on loopback;
     inject ``inject`` once it runs, then try a few bad requests. Returns the replies and the errors."""
     address = f"127.0.0.1:{free_port()}"
-    run = subprocess.Popen([*TESTBED, "run", str(SCENARIO), "--pace", "0.003", "--control", address, "--out",
+    run = subprocess.Popen([*TESTBED, "run", str(SCENARIO), "--pace", "0.002", "--control", address, "--out",
                             str(out), "--partition", "site", "--backend", "process", "--no-progress"],
                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
@@ -160,7 +160,7 @@ def test_no_fault_request_crashes_the_run_and_what_was_taken_replays_exactly(tmp
 
     address = f"127.0.0.1:{free_port()}"
     out = tmp_path / "fuzzed"
-    run = subprocess.Popen([*TESTBED, "run", str(SCENARIO), "--pace", "0.005", "--control", address, "--out",
+    run = subprocess.Popen([*TESTBED, "run", str(SCENARIO), "--pace", "0.002", "--control", address, "--out",
                             str(out), "--no-progress"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     codes: dict[str, int] = {}
     try:
@@ -173,6 +173,8 @@ def test_no_fault_request_crashes_the_run_and_what_was_taken_replays_exactly(tmp
                     stub.InjectFault(control_pb2.InjectFaultRequest(fault_json=request()), timeout=30)
                     codes["OK"] = codes.get("OK", 0) + 1
                 except grpc.RpcError as e:
+                    if e.code() == grpc.StatusCode.UNAVAILABLE:  # the run is over: its service with it
+                        break
                     codes[e.code().name] = codes.get(e.code().name, 0) + 1
                     assert e.details()
         output, _ = run.communicate(timeout=120)
@@ -180,6 +182,6 @@ def test_no_fault_request_crashes_the_run_and_what_was_taken_replays_exactly(tmp
         run.kill()
     assert run.returncode == 0, output
     assert set(codes) <= {"OK", "INVALID_ARGUMENT", "FAILED_PRECONDITION"}, codes
-    assert codes.get("OK", 0) > 0 and codes.get("INVALID_ARGUMENT", 0) > 0
+    assert codes.get("OK", 0) > 0 and codes.get("INVALID_ARGUMENT", 0) > 0 and sum(codes.values()) >= 50
     replay = run_cli("replay", str(out))
     assert replay.returncode == 0, replay.stdout + replay.stderr
