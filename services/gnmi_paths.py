@@ -115,6 +115,12 @@ def leaves(device: Device) -> list[Leaf]:
         out += _aps(selectors)
     for nic in getattr(device, "nics", None) or []:
         out += _nic(nic)
+    capacity = getattr(device, "capacity_bps", None)
+    if callable(capacity):  # a computing gateway: its two sides and their ratio
+        dc, wan = capacity(False), capacity(True)
+        gw = (elem("gateway"), elem("state"))
+        out += [((*gw, elem("dc-capacity-bps")), dc), ((*gw, elem("wan-capacity-bps")), wan),
+                ((*gw, elem("convergence")), dc / wan if wan else 0.0)]
     busy = getattr(device, "gpu_busy_ps", None)
     if callable(busy):
         # the counter charges a compute op when it starts; busy time runs with the clock

@@ -134,6 +134,10 @@ def test_every_device_kind_of_the_default_scenario_has_its_paths() -> None:
     rt.advance(20_000_000_000)  # 20 ms: the job is computing and sending
     assert value(rt, "otn-dc1", "/aps/aps-modules/aps-module[name=0]/state/active-path") == "WORKING"
     assert value(rt, "gw-dc1", "/qos/buffer/state/size-bytes") > 1 << 30  # the gateway's deep buffer
+    dc = value(rt, "gw-dc1", "/gateway/state/dc-capacity-bps")
+    wan = value(rt, "gw-dc1", "/gateway/state/wan-capacity-bps")
+    assert isinstance(dc, int) and isinstance(wan, int) and wan > 0
+    assert value(rt, "gw-dc1", "/gateway/state/convergence") == dc / wan
     assert value(rt, "dc1-s0", "/gpus/state/compute-ps") > 0
     # busy time runs with the clock: at most the virtual time reached, and the GPUs have been computing
     busy, now = value(rt, "dc1-s0", "/gpus/gpu[id=0]/state/busy-ps"), rt.engine.now
