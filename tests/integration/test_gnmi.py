@@ -228,3 +228,55 @@ def test_the_token_comes_from_a_file_or_the_environment(tmp_path, monkeypatch) -
     (tmp_path / "empty").write_text("\n")
     with pytest.raises(ValueError, match="empty"):
         read_token(str(tmp_path / "empty"))
+
+
+# pygnmi's reader thread raises CANCELLED when its channel closes after the stream: the client's, not ours
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnhandledThreadExceptionWarning")
+def test_pygnmi_gets_and_streams_from_a_paced_process_backend_run(tmp_path) -> None:
+    """The way a person or a controller watches a live run: `testbed run --pace` with one process per
+    host; pygnmi finds the receiving tester's host in its log, reads it and streams a counter."""
+    import subprocess
+    import time
+
+    from tests.helpers import TESTBED, two_testers
+
+    scenario = tmp_path / "watch.yaml"
+    scenario.write_text(two_testers(duration="4ms", flows="  - {name: f, src: ta/p0, dst: tb/p0, rate: 100G, "
+                                                          "frame: 64KiB, for: 4ms}"))
+    run = subprocess.Popen([*TESTBED, "run", str(scenario), "--pace", "0.001", "--partition", "device",
+                            "--backend", "process", "--out", str(tmp_path / "out"), "--no-progress"],
+                           stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        log = tmp_path / "out" / "hosts" / "tb.log"
+        deadline = time.monotonic() + 60
+        line = None
+        while line is None and time.monotonic() < deadline:
+            if log.exists():
+                line = next((json.loads(x) for x in log.read_text().splitlines() if '"serving"' in x), None)
+            time.sleep(0.05)
+        assert line is not None, "the host never said where it serves"
+        host, port = line["address"].rsplit(":", 1)
+        with gNMIclient(target=(host, int(port)), insecure=True, gnmi_timeout=10) as gc:
+            while True:  # until the scenario is loaded and a window has passed (a timestamp above 0)
+                try:
+                    got = gc.get(path=["/system/state/current-time-ps"])
+                    if got["notification"][0]["timestamp"] > 0:
+                        break
+                except Exception:
+                    pass
+                assert time.monotonic() < deadline
+                time.sleep(0.05)
+            stream = gc.subscribe2(subscribe={
+                "mode": "stream", "encoding": "json",
+                "subscription": [{"path": "/interfaces/interface[name=p0]/state/counters/in-octets",
+                                  "mode": "sample", "sample_interval": 500_000}]})  # 0.5 ms of virtual time
+            samples = [stream.get_update(timeout=30)["update"] for _ in range(4)]
+            stream.close()
+        output, _ = run.communicate(timeout=60)
+    finally:
+        run.kill()
+    assert run.returncode == 0, output
+    stamps = [s["timestamp"] for s in samples]
+    assert stamps == sorted(stamps) and len(set(stamps)) == 4 and stamps[-1] <= 4_000_000  # virtual ns
+    octets = [s["update"][0]["val"] for s in samples]
+    assert octets == sorted(octets) and octets[-1] > octets[0]  # the flow arriving while we watch
