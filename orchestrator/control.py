@@ -11,7 +11,6 @@ so ``testbed replay`` can run the scenario again with those faults in its timeli
 from __future__ import annotations
 
 import copy
-import hmac
 import json
 import os
 from collections.abc import Callable
@@ -30,6 +29,7 @@ from orchestrator.coordinator import Coordinator
 from orchestrator.run import ControlError
 from orchestrator.scenario.loader import ScenarioError, parse_scenario
 from services.host import TOKEN_ENV  # one token for the hosts' gNMI and this service
+from services.interceptors import bearer_ok
 
 log = structlog.get_logger("control")
 
@@ -136,10 +136,7 @@ class ControlService(control_pb2_grpc.ControlServicer):
         self.token = token
 
     async def _authorize(self, context: grpc.aio.ServicerContext) -> None:
-        if self.token is None:
-            return
-        given = dict(context.invocation_metadata() or ()).get("authorization", "")
-        if not isinstance(given, str) or not hmac.compare_digest(given.encode(), f"Bearer {self.token}".encode()):
+        if not bearer_ok(context, self.token):
             await context.abort(grpc.StatusCode.UNAUTHENTICATED,
                                 "the control service requires metadata 'authorization: Bearer <token>'")
 

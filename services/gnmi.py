@@ -10,7 +10,6 @@ each applied change with the virtual time it took effect.
 from __future__ import annotations
 
 import asyncio
-import hmac
 import json
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
@@ -24,6 +23,7 @@ from emulators.kernel.device import Device
 from emulators.runtime import HostRuntime
 from services import gnmi_paths
 from services.gnmi_paths import Change, InvalidPath, InvalidValue, Path, PathNotFound
+from services.interceptors import bearer_ok
 
 log = structlog.get_logger("gnmi")
 
@@ -144,11 +144,7 @@ class Gnmi(gnmi_pb2_grpc.gNMIServicer):
 
     # -- helpers ----------------------------------------------------------------------------------
     def _authorize(self, context: grpc.aio.ServicerContext) -> None:
-        token = self.management.token
-        if token is None:
-            return
-        given = dict(context.invocation_metadata() or ()).get("authorization", "")
-        if not isinstance(given, str) or not hmac.compare_digest(given.encode(), f"Bearer {token}".encode()):
+        if not bearer_ok(context, self.management.token):
             raise RequestError(grpc.StatusCode.UNAUTHENTICATED,
                                "this host requires metadata 'authorization: Bearer <token>' for gNMI")
 

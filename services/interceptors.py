@@ -1,7 +1,9 @@
-"""A server interceptor that binds request context (rpc, peer, host) into structlog contextvars."""
+"""A server interceptor that binds request context (rpc, peer, host) into structlog contextvars, and
+the bearer-token check the management services share."""
 
 from __future__ import annotations
 
+import hmac
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
@@ -54,3 +56,11 @@ class LoggingInterceptor(grpc.aio.ServerInterceptor):
             return grpc.stream_stream_rpc_method_handler(
                 stream_stream, handler.request_deserializer, handler.response_serializer)
         return handler  # unary-stream and stream-unary are not used by the testbed's services
+
+
+def bearer_ok(context: Any, token: str | None) -> bool:
+    """Whether a call carries ``authorization: Bearer <token>`` (always, when no token is set)."""
+    if token is None:
+        return True
+    given = dict(context.invocation_metadata() or ()).get("authorization", "")
+    return isinstance(given, str) and hmac.compare_digest(given.encode(), f"Bearer {token}".encode())
