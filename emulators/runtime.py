@@ -156,14 +156,14 @@ class HostRuntime:
             push(arrival, origin, seq, self.by_id[device_id].ports[port_name].receive, frame)
         self.inbox.clear()
         for at_ps, key, text in self._bus_inbox:
-            if key >= INPUT_KEYS:  # an input from outside the run, not a device's message
-                self.add_fault(FaultSpec(**json.loads(text)["fault"]))
-                continue
             if at_ps < self.window_end:
                 raise CausalityError(
                     f"host {self.host}: bus message {key} is due at {at_ps} ps, before this host's window "
                     f"end {self.window_end} ps: post at least the partition's lookahead ahead (the job's "
                     f"detect delay)")
+            if key >= INPUT_KEYS:  # an input from outside the run (an injected fault), not a device's message
+                self.add_fault(FaultSpec(**json.loads(text)["fault"]))
+                continue
             self._schedule_bus(at_ps, key, text)
         self._bus_inbox.clear()
 

@@ -150,7 +150,7 @@ def replay_run(run_dir: Path, out: Path | None) -> int:
         return 2
     try:
         scenario = replay_scenario(inputs)
-    except (OSError, ScenarioError) as e:
+    except (OSError, ScenarioError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     run = recorded.get("run", {})

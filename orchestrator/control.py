@@ -24,8 +24,9 @@ import yaml
 from testbed.control.v1 import control_pb2, control_pb2_grpc
 
 from emulators.runtime import HostRuntime
-from emulators.topology import FaultSpec, Scenario
+from emulators.topology import FaultSpec, Scenario, propagation_ps
 from orchestrator.coordinator import Coordinator
+from orchestrator.partition import Plan
 from orchestrator.run import ControlError
 from orchestrator.scenario.loader import ScenarioError, parse_scenario
 from services.host import TOKEN_ENV  # one token for the hosts' gNMI and this service
@@ -45,8 +46,9 @@ class InputError(ValueError):
 class FaultInputs:
     """The faults injected into a run of one scenario file, resolved by the scenario loader."""
 
-    def __init__(self, scenario: Scenario) -> None:
+    def __init__(self, scenario: Scenario, plan: Plan) -> None:
         self.scenario = scenario
+        self.plan = plan
         self.written: list[dict[str, Any]] = []  # as injected, each with its effective "at" in ps
         self.specs: list[FaultSpec] = list(scenario.faults)
         try:
@@ -54,9 +56,10 @@ class FaultInputs:
         except (OSError, yaml.YAMLError):
             self.document = None  # a scenario built in code: nothing to resolve faults against
 
-    def resolve(self, fault: Any, now_ps: int) -> list[FaultSpec]:
-        """The fault timeline entries ``fault`` (a scenario ``faults:`` entry) adds, due at or after
-        ``now_ps`` (its "at" defaults to ``now_ps``)."""
+    def resolve(self, fault: Any, now_ps: int) -> tuple[dict[str, Any], list[FaultSpec]]:
+        """The entry as it will be recorded, and the fault timeline entries ``fault`` (a scenario
+        ``faults:`` entry) adds, due at or after ``now_ps`` (its "at" defaults to ``now_ps``).
+        Nothing is kept until :meth:`accept`."""
         if self.document is None:
             raise InputError(grpc.StatusCode.FAILED_PRECONDITION,
                              f"{self.scenario.source} is not a scenario file: faults can only be injected into "
@@ -75,6 +78,8 @@ class FaultInputs:
                                       self.scenario.seed)
         except ScenarioError as e:
             raise InputError(grpc.StatusCode.INVALID_ARGUMENT, str(e)) from None
+        except RecursionError:
+            raise InputError(grpc.StatusCode.INVALID_ARGUMENT, "the fault is nested too deeply") from None
         known = len(self.specs)
         if list(resolved.faults[:known]) != self.specs:
             raise InputError(grpc.StatusCode.FAILED_PRECONDITION,
@@ -89,9 +94,20 @@ class FaultInputs:
             raise InputError(grpc.StatusCode.FAILED_PRECONDITION,
                              f"the fault is due at {beyond[0].at_ps} ps, at or after the run's end "
                              f"({self.scenario.duration_ps} ps)")
+        links = {link.name: link for link in self.scenario.links}
+        lookahead = self.plan.lookahead_ps
+        for f in added:  # the partition's lookahead rests on the propagation of the links it cuts
+            cut = f.length_mm is not None and f.link in self.plan.cut_links and lookahead is not None
+            if cut and propagation_ps(f.length_mm or 0, links[f.link].delay_ps_per_m) < (lookahead or 0):
+                raise InputError(grpc.StatusCode.FAILED_PRECONDITION, (
+                    f"link {f.link} joins two hosts of this partition, whose windows are {lookahead} ps long: it "
+                    f"cannot get shorter than that in a live run; put the change in the scenario file"))
+        return entry, added
+
+    def accept(self, entry: dict[str, Any], added: list[FaultSpec]) -> None:
+        """Record a resolved fault that the run has taken."""
         self.written.append(entry)
         self.specs.extend(added)
-        return added
 
     def record(self) -> dict[str, Any]:
         """What inputs.json holds: enough to run the scenario again with these faults in its timeline."""
@@ -119,11 +135,18 @@ def schedule_sets(sets: list[dict[str, Any]]) -> Callable[[HostRuntime], None]:
 
 
 def replay_scenario(inputs: dict[str, Any]) -> Scenario:
-    """The scenario of a recorded run with its injected faults written into the timeline."""
+    """The scenario of a recorded run with its injected faults written into the timeline. ValueError
+    when they no longer resolve to the recorded timeline (the scenario file changed since)."""
     source = inputs["scenario"]
     document = yaml.safe_load(Path(source).read_text())
-    document["faults"] = [*(document.get("faults") or []), *inputs.get("faults", [])]
-    return parse_scenario(yaml.safe_dump(document, sort_keys=False), source, inputs["seed"])
+    written = document.get("faults") or []
+    document["faults"] = [*written, *inputs.get("faults", [])]
+    scenario = parse_scenario(yaml.safe_dump(document, sort_keys=False), source, inputs["seed"])
+    recorded = inputs.get("timeline", [])
+    if recorded and [asdict(f) for f in scenario.faults[-len(recorded):]] != recorded:
+        raise ValueError(f"{source}: the recorded faults no longer resolve to the recorded timeline; has the "
+                         f"scenario file changed since the run?")
+    return scenario
 
 
 class ControlService(control_pb2_grpc.ControlServicer):
@@ -147,13 +170,16 @@ class ControlService(control_pb2_grpc.ControlServicer):
             await context.abort(grpc.StatusCode.FAILED_PRECONDITION, "the run has not started or is over")
         try:
             fault = json.loads(request.fault_json)
-        except json.JSONDecodeError as e:
+        except (json.JSONDecodeError, RecursionError) as e:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"fault_json is not JSON: {e}")
         try:
-            added = self.inputs.resolve(fault, coordinator.end_ps)
+            entry, added = self.inputs.resolve(fault, coordinator.end_ps)
             coordinator.inject(added)
         except InputError as e:
             await context.abort(e.code, str(e))
+        except ValueError as e:  # the run moved on while the fault was resolved
+            await context.abort(grpc.StatusCode.FAILED_PRECONDITION, str(e))
+        self.inputs.accept(entry, added)
         log.info("fault injected", faults=[asdict(f) for f in added])
         return control_pb2.InjectFaultResponse(faults=[
             control_pb2.AppliedFault(at_ps=f.at_ps, index=f.index, link=f.link, change=_change(f)) for f in added])

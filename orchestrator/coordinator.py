@@ -63,8 +63,10 @@ class HostHandle(Protocol):
 
     async def start(self) -> Report: ...
 
-    async def advance(self, end_ps: int, expect_from: dict[str, int], bus: list[BusMessage]) -> Report:
-        """Schedule ``bus`` (other hosts' messages), then run every event before ``end_ps``."""
+    async def advance(self, end_ps: int, expect_from: dict[str, int], bus: list[BusMessage],
+                      start_ps: int = 0) -> Report:
+        """Schedule ``bus`` (other hosts' messages), then run every event before ``end_ps``; the window
+        starts at ``start_ps`` (nothing anywhere happens earlier)."""
         ...
 
     async def results(self) -> dict[str, Any]: ...
@@ -114,10 +116,11 @@ class Coordinator:
                 await self._hold(end)
                 # a fault injected while we waited may be due before t: start there (a window may
                 # always start early, never late)
-                end = min(end, self._window_end(self._next_start(reports)))
-            reports = await self._window(end, reports)
+                t = self._next_start(reports)
+                end = min(end, self._window_end(t))
+            reports = await self._window(t, end, reports)
         # a last window to the run's end: samples up to the end, faults before it
-        await self._window(duration, reports)
+        await self._window(min(t, duration), duration, reports)
         self.running = False
         results = await self._all(h.results() for h in self.hosts)
         return RunOutcome({h.name: r for h, r in zip(self.hosts, results, strict=True)}, self.windows,
@@ -160,7 +163,8 @@ class Coordinator:
         step = -(-duration // PROGRESS_WINDOWS)
         return min((t // step + 1) * step, duration)
 
-    async def _window(self, end: int, reports: list[Report]) -> list[Report]:
+    async def _window(self, start: int, end: int, reports: list[Report]) -> list[Report]:
+        """Run every host from ``start`` (nothing happens anywhere before it) to ``end``."""
         # per receiving host, per sending peer: what the peer has sent it so far
         expect: dict[str, dict[str, int]] = {h.name: {} for h in self.hosts}
         # per receiving host: every other host's bus messages
@@ -171,14 +175,12 @@ class Coordinator:
             for h in self.hosts:
                 if h.name != sender.name:
                     bus[h.name].extend(r.bus)
-        for h in self.hosts:
+        for h in self.hosts:  # what was injected until now; nothing is awaited from here to the advance
             bus[h.name].extend(self._pending)
         self._pending = []
-        if self.pace is not None:
-            await self._hold(end)
         self.windows += 1
         self.end_ps = end
-        reports = await self._all(h.advance(end, expect[h.name], bus[h.name]) for h in self.hosts)
+        reports = await self._all(h.advance(end, expect[h.name], bus[h.name], start) for h in self.hosts)
         if self.progress is not None:
             self.progress(end)
         return reports

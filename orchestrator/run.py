@@ -70,11 +70,13 @@ def run_scenario(scenario: Scenario, partition: str = "single", backend: str = "
     structlog.contextvars.bind_contextvars(run_id=run_id, scenario=scenario.name)
     log.info("run starting", partition=partition, backend=backend, hosts=len(plan.hosts),
              lookahead_ps=plan.lookahead_ps)
+    if out_dir is not None:  # an earlier run's inputs must not pass for this one's
+        (out_dir / INPUTS_FILE).unlink(missing_ok=True)
     inputs = None
     if control is not None:
         from orchestrator.control import FaultInputs  # it needs the generated gRPC stubs
 
-        inputs = FaultInputs(scenario)
+        inputs = FaultInputs(scenario, plan)
     drive = _driver(inputs, control)
     if backend == "inproc":
         hosts = start_inproc(scenario, plan)
@@ -113,10 +115,10 @@ def write_results(results: dict[str, Any], out_dir: Path) -> Path:
 
 
 def collect_gnmi_sets(host_results: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
-    """Every gNMI Set the hosts applied, in the order they took effect: virtual time, then device,
-    then each host's own sequence."""
+    """Every gNMI Set the hosts applied, in the order they took effect: virtual time, then host, then
+    each host's own sequence (Sets on different hosts touch different devices: they commute)."""
     sets = [dict(i, host=host) for host, hr in host_results.items() for i in hr.get("inputs", [])]
-    return sorted(sets, key=lambda i: (i["at_ps"], i["device"], i["seq"]))
+    return sorted(sets, key=lambda i: (i["at_ps"], i["host"], i["seq"]))
 
 
 def write_gnmi_sets(sets: list[dict[str, Any]], out_dir: Path, scenario: Scenario, *,
@@ -227,6 +229,7 @@ async def _run_cluster(launch: Callable[[], Awaitable[Any]], scenario: Scenario,
                 partial[h.name] = got
         stop_grace_s = 1.0
         return RunOutcome(partial, coordinator.windows, time.perf_counter() - t0, coordinator.end_ps,
-                          error=str(failure), failed_host=failure.host)
+                          error=str(failure), failed_host=failure.host, behind_s=coordinator.behind_s,
+                          injected=list(coordinator.injected))
     finally:
         await cluster.stop(stop_grace_s)

@@ -52,10 +52,10 @@ class ManagementState:
     inputs: list[dict[str, Any]] = field(default_factory=list)
     samplers: set[Callable[[int], None]] = field(default_factory=set)  # STREAM subscriptions
 
-    def apply_pending(self, runtime: HostRuntime, window: int) -> None:
-        """Put the waiting Sets in force at ``runtime.window_end``, before any event at that time
-        (a change on the engine's timeline, as faults are, ordered after them)."""
-        at_ps = runtime.window_end
+    def apply_pending(self, runtime: HostRuntime, window: int, at_ps: int) -> None:
+        """Put the waiting Sets in force at ``at_ps`` (the start of the window about to run: nothing may
+        act earlier), before any event at that time (a change on the engine's timeline, as faults
+        are, ordered after them)."""
         for change in self.pending:
             seq = len(self.inputs)
             runtime.engine.add_change(at_ps, SET_INDEX + seq, change.apply)

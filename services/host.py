@@ -163,7 +163,8 @@ class HostControl(sync_pb2_grpc.HostControlServicer):
                 await state.arrived.wait()
             state.window = advance.window
             runtime.deliver_bus(decode_bus(advance.bus))
-            state.management.apply_pending(runtime, advance.window)  # gNMI Sets take effect at this boundary
+            # gNMI Sets take effect at this boundary, or where the window starts if it skipped ahead
+            state.management.apply_pending(runtime, advance.window, max(runtime.window_end, advance.start_ps))
             try:
                 sent = runtime.advance(advance.end_ps)
             except Exception as e:  # a model bug must reach the coordinator with this host's name

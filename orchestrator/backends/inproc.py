@@ -28,7 +28,8 @@ class InprocHost:
         self.runtime.start()
         return self._report({})
 
-    async def advance(self, end_ps: int, expect_from: dict[str, int], bus: list[BusMessage]) -> Report:
+    async def advance(self, end_ps: int, expect_from: dict[str, int], bus: list[BusMessage],
+                      start_ps: int = 0) -> Report:
         # delivery is immediate here, so a host may already hold frames of the window after this one
         assert self.runtime.holds_all(expect_from)
         self.runtime.deliver_bus(bus)

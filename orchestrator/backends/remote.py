@@ -74,9 +74,10 @@ class RemoteHost:
         self._sync = self.control.Sync()
         return await self._exchange(sync_pb2.Advance(start=True))
 
-    async def advance(self, end_ps: int, expect_from: dict[str, int], bus: list[BusMessage]) -> Report:
+    async def advance(self, end_ps: int, expect_from: dict[str, int], bus: list[BusMessage],
+                      start_ps: int = 0) -> Report:
         self._window += 1
-        return await self._exchange(sync_pb2.Advance(window=self._window, end_ps=end_ps,
+        return await self._exchange(sync_pb2.Advance(window=self._window, end_ps=end_ps, start_ps=start_ps,
                                                      expect_from=expect_from, bus=encode_bus(bus)))
 
     async def close(self) -> None:

@@ -185,3 +185,20 @@ def test_no_fault_request_crashes_the_run_and_what_was_taken_replays_exactly(tmp
     assert codes.get("OK", 0) > 0 and codes.get("INVALID_ARGUMENT", 0) > 0 and sum(codes.values()) >= 50
     replay = run_cli("replay", str(out))
     assert replay.returncode == 0, replay.stdout + replay.stderr
+
+
+def test_a_live_length_change_below_the_lookahead_of_a_cut_link_is_refused_in_process() -> None:
+    """In-process check of the rule that keeps conservative sync safe: the WAN link joins the two
+    hosts of the site partition, so it may not get shorter than the windows rest on."""
+    from orchestrator.control import FaultInputs, InputError
+    from orchestrator.partition import plan_partition
+
+    scenario = load_scenario(SCENARIO)
+    inputs = FaultInputs(scenario, plan_partition(scenario, "site"))
+    with pytest.raises(InputError, match="cannot get shorter") as caught:
+        inputs.resolve({"link": "wan", "length": "1km", "at": "3ms"}, 0)
+    assert caught.value.code == grpc.StatusCode.FAILED_PRECONDITION
+    entry, added = inputs.resolve({"link": "wan", "length": "400km", "at": "3ms"}, 0)  # longer is fine
+    assert [f.length_mm for f in added] == [400_000_000] and not inputs.written
+    inputs.accept(entry, added)
+    assert inputs.written == [entry]

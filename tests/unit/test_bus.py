@@ -123,7 +123,7 @@ class BusHost:
     async def start(self) -> Report:
         return Report(NEVER, NEVER, {}, list(self.posts))
 
-    async def advance(self, end_ps: int, expect_from: dict[str, int], bus: list[Any]) -> Report:
+    async def advance(self, end_ps: int, expect_from: dict[str, int], bus: list[Any], start_ps: int = 0) -> Report:
         self.told.append((end_ps, bus))
         return Report(NEVER, NEVER)
 

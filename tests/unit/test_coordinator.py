@@ -33,7 +33,7 @@ class FakeHost:
     async def start(self) -> Report:
         return self._report()
 
-    async def advance(self, end_ps: int, expect_from: dict[str, int], bus: list[Any]) -> Report:
+    async def advance(self, end_ps: int, expect_from: dict[str, int], bus: list[Any], start_ps: int = 0) -> Report:
         self.told.append(dict(expect_from))
         self.sent += self.per_window
         self.now = end_ps
