@@ -128,6 +128,11 @@ class HostRuntime:
                 hook(fault)
 
     @property
+    def local_links(self) -> set[str]:
+        """Links whose both ends this host runs (a change on one end is seen by the other)."""
+        return {name for name, link in self.links.items() if len(link.ports) == 2}
+
+    @property
     def peers(self) -> list[str]:
         return sorted(self.outboxes)
 

@@ -122,7 +122,7 @@ def schedule_sets(sets: list[dict[str, Any]]) -> Callable[[HostRuntime], None]:
     from services.gnmi import SET_INDEX
 
     def prepare(runtime: HostRuntime) -> None:
-        local = {name for name, link in runtime.links.items() if len(link.ports) == 2}
+        local = runtime.local_links
         for k, recorded in enumerate(sets):
             device = runtime.devices.get(recorded["device"])
             if device is None:

@@ -233,9 +233,8 @@ class Gnmi(gnmi_pb2_grpc.gNMIServicer):
                     except InvalidValue as e:
                         raise RequestError(grpc.StatusCode.INVALID_ARGUMENT, str(e)) from None
                     results.append(gnmi_pb2.UpdateResult(path=update.path, op=op))
-            local = {name for name, link in runtime.links.items() if len(link.ports) == 2}
             try:
-                changes = gnmi_paths.plan_set(device, updates, local)
+                changes = gnmi_paths.plan_set(device, updates, runtime.local_links)
             except PathNotFound as e:
                 raise RequestError(grpc.StatusCode.NOT_FOUND, str(e)) from None
             except InvalidValue as e:

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import dataclasses
 import subprocess
 import sys
 from typing import Any
 
+from emulators.gpu_server.program import JobPlan, Op, RankPlace
+from emulators.topology import Scenario
 from orchestrator.run import run_scenario
 from orchestrator.scenario.loader import parse_scenario
 
@@ -40,3 +43,14 @@ faults:
 
 def run_text(text: str, partition: str = "single", backend: str = "inproc", **kw: Any) -> dict[str, Any]:
     return run_scenario(parse_scenario(text, "<test>"), partition, backend, **kw)
+
+
+def with_programs(text: str, ranks: list[tuple[str, int]], groups: list[tuple[int, ...]],
+                  programs: list[tuple[Op, ...]], *, spread: str = "dp", **fields: object) -> Scenario:
+    """A scenario whose GPU servers run hand-written per-rank programs: rank r on ``ranks[r]``
+    (server, GPU), the job reported as parallel over ``spread``; ``fields`` override the plan's."""
+    parallel = {"tp": 1, "pp": 1, "dp": 1, "ep": 1} | {spread: len(ranks)}
+    plan = JobPlan("test", parallel, tuple(RankPlace(d, g) for d, g in ranks), tuple(groups), tuple(programs),
+                   **{"iterations": 1, "tokens_per_iteration": 1, "flops_per_iteration": 1, "detect_ps": 10**9}
+                   | fields)  # type: ignore[arg-type]
+    return dataclasses.replace(parse_scenario(text), job=plan)

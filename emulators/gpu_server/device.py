@@ -138,6 +138,7 @@ class GpuServer(Device):
         self.olink_arrived: dict[int, int] = {}  # message id -> payload bytes arrived on OLink
         self.domain_of: dict[tuple[str, int], int | None] = {}  # (server, gpu) -> its scale-up domain
         self.in_network: dict[int, list[str] | None] = {}  # collective group -> its reducing switches
+        self.olink_peer_addresses: dict[int, list[int]] = {}  # rank -> its scale-up port addresses
         self.collective_chunk = self.olink_chunk
         self.plan: JobPlan | None = None
         self.ranks: dict[int, Rank] = {}
@@ -356,6 +357,18 @@ class GpuServer(Device):
         mine = self.domain(rank.rank)
         return mine is not None and mine == self.domain(peer)
 
+    def _olink_addresses(self, peer: int) -> list[int]:
+        """Rank ``peer``'s scale-up port addresses, plane by plane (looked up once per peer)."""
+        found = self.olink_peer_addresses.get(peer)
+        if found is None:
+            assert self.plan is not None
+            place = self.plan.ranks[peer]
+            scenario = self.context.scenario
+            found = [self.context.address(place.device, port)
+                     for port, _ in gpu_planes(scenario, scenario.device(place.device), place.gpu)]
+            self.olink_peer_addresses[peer] = found
+        return found
+
     def in_network_for(self, group: int) -> list[str] | None:
         """The switches (one per plane) that reduce for collective group ``group``, or None."""
         if group not in self.in_network:
@@ -380,11 +393,8 @@ class GpuServer(Device):
         self.account(rank, dim, link_class, nbytes)
         self.counters["messages_sent"] += 1
         if olink_path:
-            place = self.plan.ranks[peer]
-            scenario = self.context.scenario
-            far = [self.context.address(place.device, port)
-                   for port, _ in gpu_planes(scenario, scenario.device(place.device), place.gpu)]
-            self.olink_send(rank, [(0, max(1, nbytes), far)], uid, olink_spec.DATA_VC, None, done)
+            self.olink_send(rank, [(0, max(1, nbytes), self._olink_addresses(peer))], uid, olink_spec.DATA_VC,
+                            None, done)
             return
         if link_class == SCALE_UP:
             start = max(self.now, self.egress_free[rank.gpu])

@@ -3,8 +3,6 @@ mesh, conservation of bytes, and interruption / restart through the job's contro
 
 from __future__ import annotations
 
-import dataclasses
-
 import pytest
 
 from emulators.gpu_server.collectives import bytes_sent, mesh_time_ps
@@ -17,16 +15,14 @@ from emulators.gpu_server.program import (
     RECV,
     RING,
     SEND,
-    JobPlan,
     Op,
-    RankPlace,
 )
 from emulators.kernel.vtime import serialization_ps
 from emulators.rdma.settings import NicSettings
 from emulators.topology import FIBER_DELAY_PS_PER_M, Scenario
 from orchestrator.results import deterministic_view
 from orchestrator.run import run_scenario
-from orchestrator.scenario.loader import parse_scenario
+from tests.helpers import with_programs
 
 MiB = 1 << 20
 SWITCH_PS = 600_000
@@ -50,12 +46,7 @@ def cluster(servers: int, gpus: int, *, extra: str = "", faults: str = "", durat
 
 def job(scenario_text: str, ranks: list[tuple[str, int]], groups: list[tuple[int, ...]],
         programs: list[tuple[Op, ...]], **fields: object) -> Scenario:
-    scenario = parse_scenario(scenario_text)
-    plan = JobPlan("test", {"tp": 1, "pp": 1, "dp": len(ranks), "ep": 1},
-                   tuple(RankPlace(d, g) for d, g in ranks), tuple(groups), tuple(programs),
-                   **{"iterations": 1, "tokens_per_iteration": 1, "flops_per_iteration": 1, "detect_ps": 10**9}
-                   | fields)  # type: ignore[arg-type]
-    return dataclasses.replace(scenario, job=plan)
+    return with_programs(scenario_text, ranks, groups, programs, spread="dp", **fields)
 
 
 def all_reduce(nbytes: int, group: int = 0) -> Op:

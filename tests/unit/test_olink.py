@@ -17,9 +17,7 @@ from emulators.gpu_server.program import (
     RECV,
     REDUCE_SCATTER,
     SEND,
-    JobPlan,
     Op,
-    RankPlace,
 )
 from emulators.kernel.vtime import serialization_ps
 from emulators.olink import spec
@@ -28,6 +26,7 @@ from emulators.topology import FIBER_DELAY_PS_PER_M, Scenario
 from orchestrator.results import deterministic_view
 from orchestrator.run import run_scenario
 from orchestrator.scenario.loader import ScenarioError, parse_scenario
+from tests.helpers import with_programs
 
 MiB = 1 << 20
 RATE = 3_600_000_000_000
@@ -57,11 +56,7 @@ def supernode(servers: int, gpus: int, *, switch: str = "", ber: dict[str, float
 
 def job(text: str, ranks: list[tuple[str, int]], groups: list[tuple[int, ...]], programs: list[tuple[Op, ...]],
         **fields: object) -> Scenario:
-    plan = JobPlan("test", {"tp": len(ranks), "pp": 1, "dp": 1, "ep": 1},
-                   tuple(RankPlace(d, g) for d, g in ranks), tuple(groups), tuple(programs),
-                   **{"iterations": 1, "tokens_per_iteration": 1, "flops_per_iteration": 1, "detect_ps": 10**9}
-                   | fields)  # type: ignore[arg-type]
-    return dataclasses.replace(parse_scenario(text), job=plan)
+    return with_programs(text, ranks, groups, programs, spread="tp", **fields)
 
 
 def ranks_of(servers: int, gpus: int) -> list[tuple[str, int]]:
