@@ -187,9 +187,11 @@ class ControlService(control_pb2_grpc.ControlServicer):
     async def GetState(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
         await self._authorize(context)
         c = self.coordinator
+        hosts = [control_pb2.Host(name=h.name, address=getattr(h, "address", ""), devices=c.plan.hosts[h.name])
+                 for h in c.hosts]
         return control_pb2.RunState(scenario=c.scenario.name, running=c.running, virtual_ps=c.end_ps,
                                     duration_ps=c.scenario.duration_ps, windows=c.windows, pace=c.pace or 0.0,
-                                    injected=len(c.injected))
+                                    injected=len(c.injected), hosts=hosts)
 
 
 def _change(fault: FaultSpec) -> str:

@@ -50,6 +50,7 @@ def live_run(out: Path, inject: list[dict]) -> tuple[list[object], list[tuple[gr
                 time.sleep(0.02)
                 state = stub.GetState(control_pb2.GetStateRequest(), timeout=5)
             assert state.running and state.virtual_ps < 5_000_000_000, state
+            assert_hosts_answer_at_their_addresses(state)
             replies = [stub.InjectFault(control_pb2.InjectFaultRequest(fault_json=json.dumps(f)), timeout=30)
                        for f in inject]
             while stub.GetState(control_pb2.GetStateRequest(), timeout=5).virtual_ps < 2_000_000_000:
@@ -65,6 +66,27 @@ def live_run(out: Path, inject: list[dict]) -> tuple[list[object], list[tuple[gr
         run.kill()
     assert run.returncode == 0, output
     return replies, errors
+
+
+def assert_hosts_answer_at_their_addresses(state: object) -> None:
+    """GetState lists the partition's hosts, each with the devices it runs and an address where its
+    gNMI service answers for them."""
+    from pygnmi.spec.v080 import gnmi_pb2, gnmi_pb2_grpc
+
+    from orchestrator.partition import plan_partition
+
+    plan = plan_partition(load_scenario(SCENARIO), "site")
+    hosts = state.hosts  # type: ignore[attr-defined]
+    assert [(h.name, tuple(h.devices)) for h in hosts] == list(plan.hosts.items())
+    for h in hosts:
+        assert h.address.startswith("127.0.0.1:"), h
+        with grpc.insecure_channel(h.address) as channel:
+            device = h.devices[0]
+            request = gnmi_pb2.GetRequest(prefix=gnmi_pb2.Path(target=device), path=[gnmi_pb2.Path(
+                elem=[gnmi_pb2.PathElem(name="system"), gnmi_pb2.PathElem(name="state")])],
+                encoding=gnmi_pb2.Encoding.Value("JSON"))
+            reply = gnmi_pb2_grpc.gNMIStub(channel).Get(request, timeout=10)
+            assert reply.notification[0].prefix.target == device
 
 
 def test_injected_faults_equal_the_same_faults_in_the_timeline_and_replay_reproduces_the_run(tmp_path):
