@@ -158,6 +158,7 @@ class GpuServer(Device):
         self.saves: dict[int, int] = {}  # iteration -> ranks that saved it (until all have)
         self.checkpoint = (-1, 0)  # the last iteration every rank saved, and when the last save ended
         self.checkpoints: list[dict[str, int]] = []
+        self.finished: set[int] = set()  # ranks that ended their last iteration in this attempt
         self.interruptions: list[dict[str, Any]] = []
         self.dead_serials: set[int] = set()  # iteration serials of aborted attempts
 
@@ -184,8 +185,8 @@ class GpuServer(Device):
     def _configure_olink(self, context: ScenarioContext) -> None:
         scenario = context.scenario
         me = scenario.device(self.name)
-        options = self.options.get("olink", {})
         chunk = olink_spec.largest_chunk(scenario.devices)
+        timeout = olink_spec.replay_timeout(self.kind, self.options)
         for gpu, names in olink_spec.scale_up_ports(self.ports).items():
             for pname in names:
                 port = self.ports[pname]
@@ -194,14 +195,13 @@ class GpuServer(Device):
                     continue
                 switch = scenario.device(far.device)
                 far_credit = olink_spec.credit(switch.kind, switch.options, chunk)
-                timeout = options.get("replay_timeout") or olink.replay_timeout_ps(
-                    olink_spec.wire_bytes(chunk), far_credit, port.link.rate_bps, port.link.propagation_ps)
                 vcs = int(switch.options.get("vcs", olink_spec.DEFAULT_VCS))
                 link = olink.OLinkPort(
                     self, port, context.address(self.name, pname), context.address(far), vcs=vcs,
                     own_credit=olink_spec.credit(self.kind, self.options, chunk), far_credit=far_credit,
                     replay_buffer=olink_spec.replay_buffer(self.kind, self.options, chunk),
-                    replay_timeout_ps=int(timeout), accept=self._olink_accept, refill=self._olink_refill)
+                    largest_wire_bytes=olink_spec.wire_bytes(chunk), replay_timeout_ps=timeout,
+                    accept=self._olink_accept, refill=self._olink_refill)
                 self.olink[pname] = link
                 self.olink_of_gpu.setdefault(gpu, []).append(link)
                 self.olink_out[pname] = [deque() for _ in range(vcs)]
@@ -299,6 +299,8 @@ class GpuServer(Device):
         self.counters["iterations_done"] += 1
         finished = rank.iteration
         rank.iteration += 1
+        if rank.iteration == plan.iterations:  # the job is over once every rank is: a failure after that is not its
+            self.post({"type": "finished", "rank": rank.rank, "attempt": self.attempt, "at_ps": self.now})
         if plan.checkpoint_every and (finished + 1) % plan.checkpoint_every == 0:
             self.at(self.now + plan.checkpoint_save_ps, self._saved, (rank, rank.epoch, finished))
         elif rank.iteration < plan.iterations:
@@ -609,7 +611,9 @@ class GpuServer(Device):
             return  # news of an attempt that is over
         if payload["type"] == "checkpoint":
             self._checkpointed(payload)
-        elif payload["type"] == "abort":
+        elif payload["type"] == "finished":
+            self.finished.add(payload["rank"])
+        elif payload["type"] == "abort" and len(self.finished) < len(self.plan.ranks):
             self._abort(payload)
 
     def _checkpointed(self, payload: dict[str, Any]) -> None:
@@ -629,6 +633,7 @@ class GpuServer(Device):
         assert self.plan is not None
         plan = self.plan
         self.aborted = True
+        self.finished.clear()
         self.counters["job_interruptions"] += 1
         restart_iteration, checkpoint_ps = self.checkpoint[0] + 1, self.checkpoint[1]
         if restart_iteration <= self._timeline_iteration():  # it will run again: count it afresh

@@ -75,7 +75,8 @@ class OLinkPort:
     so one channel waiting for credit never holds up another."""
 
     def __init__(self, device: Device, port: Port, address: int, peer_address: int, *, vcs: int,
-                 far_credit: int, own_credit: int, replay_buffer: int, replay_timeout_ps: int, accept: Accept,
+                 far_credit: int, own_credit: int, replay_buffer: int, largest_wire_bytes: int,
+                 replay_timeout_ps: int | None, accept: Accept,
                  refill: Callable[[OLinkPort, int], None] | None = None) -> None:
         self.device = device
         self.port = port
@@ -91,14 +92,16 @@ class OLinkPort:
         self.sent_bytes = [0] * vcs  # running totals, against the receiver's freed totals
         self.freed_by_far = [0] * vcs
         self.replay_limit = replay_buffer
-        self.replay_timeout_ps = replay_timeout_ps
+        self.largest_wire_bytes = largest_wire_bytes
+        self.fixed_timeout_ps = replay_timeout_ps  # as configured; None: follow the link (see link_changed)
+        self.replay_timeout_ps = replay_timeout_ps or self._default_timeout_ps()
         self.next_seq = 0
         self.unacked: deque[_Sent] = deque()
         self.resend: deque[_Sent] = deque()
         self.timer_armed = False
         self.stalled_since = -1
         self.stalled_on_credit = False
-        self.poll_interval_ps = replay_timeout_ps
+        self.poll_interval_ps = self.replay_timeout_ps
         # receiver
         self.expected = 0
         self.nak_pending = False
@@ -371,10 +374,22 @@ class OLinkPort:
                              priority=CONTROL_PRIORITY, created_ps=self.device.engine.now, fields=fields))
 
     # -- the link ---------------------------------------------------------------------------------
+    def _default_timeout_ps(self) -> int:
+        link = self.port.link
+        if link is None:
+            return replay_timeout_ps(self.largest_wire_bytes, self.far_credit, 0, 0)
+        return replay_timeout_ps(self.largest_wire_bytes, self.far_credit, link.rate_bps, link.propagation_ps)
+
     def link_changed(self) -> None:
         """Back up: the two ends retrain. Tell the far end where we are and replay what it may have
-        missed. Anything else (down, or a new rate, BER or length): nothing to do."""
+        missed. A new rate or length: the default replay timeout follows it. Down, or a new BER:
+        nothing to do."""
         link = self.port.link
+        if self.fixed_timeout_ps is None:
+            timeout = self._default_timeout_ps()
+            if self.stalled_since < 0 or self.poll_interval_ps < timeout:
+                self.poll_interval_ps = timeout
+            self.replay_timeout_ps = timeout
         up = link is not None and link.up
         came_back, self.link_up = up and not self.link_up, up
         if not came_back:  # still up (a new rate, BER or length), or down

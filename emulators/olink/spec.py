@@ -86,6 +86,13 @@ def credit(kind: str, options: Mapping[str, Any], chunk: int) -> int:
     return int(written) if written is not None else max(DEFAULT_CREDIT, CREDIT_FRAMES * wire_bytes(chunk))
 
 
+def replay_timeout(kind: str, options: Mapping[str, Any]) -> int | None:
+    """A device's replay timeout on its OLink ports as written (ps), or None: derived from each
+    link's rate and length, and following them when they change."""
+    written = _olink_options(kind, options).get("replay_timeout")
+    return int(written) if written else None
+
+
 def replay_buffer(kind: str, options: Mapping[str, Any], chunk: int) -> int:
     """A device's replay buffer per OLink port: as written, or the default raised to REPLAY_FRAMES frames."""
     written = _olink_options(kind, options).get("replay_buffer")

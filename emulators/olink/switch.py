@@ -19,6 +19,13 @@ so its credit goes back at once: collectives of different groups, or started in 
 never wait on each other's buffer space. Results then queue for their egress like any frame.
 ``reduction_peak_bytes`` shows how much the engine held at most (members that fall behind make it
 grow). Contributions of an attempt the job has aborted are dropped (the job's bus says when).
+
+The switch forwards around a parallel link that is down, but it does not reroute beyond itself:
+a trunk (a link to another OLink switch) that stays down can leave GPUs out of its reach, as when a
+spine loses its only link to a leaf. Like a GPU whose own scale-up link is down, the switch then
+reports the fault to the job once the trunk has been down for the job's ``detect`` delay, and again
+each time the job restarts while the trunk is still down; shorter outages are retrained and
+replayed by the link layer, unseen by the job.
 """
 
 from __future__ import annotations
@@ -31,7 +38,7 @@ from emulators.kernel.engine import Engine
 from emulators.kernel.frame import DATA, Frame
 from emulators.kernel.port import Port
 from emulators.olink import spec
-from emulators.olink.link import OLinkPort, counter_names, counter_values, replay_timeout_ps
+from emulators.olink.link import OLinkPort, counter_names, counter_values
 from emulators.olink.topology import gpu_planes
 from emulators.topology import Endpoint
 
@@ -59,6 +66,12 @@ class OLinkSwitch(Device):
         self.reduction_bytes = 0  # contributions held by the reduction engine
         self.members: dict[int, list[tuple[int, int]]] = {}  # group -> (port address here, rank) of its members
         self.dead_serials: set[int] = set()
+        self.trunks: list[str] = []  # ports toward another OLink switch
+        self.rank_ports: frozenset[int] | None = None  # port addresses of GPUs with ranks of the job
+        self.attempt = 0  # the job's attempt, as the bus tells it
+        self.job_aborted = False
+        self.finished: set[int] = set()  # ranks that ended the job in this attempt
+        self.bus_seq = 0
         self.counters.update(forwarded_frames=0, unroutable_frames=0, reduced_chunks=0, replicated_frames=0,
                              abandoned_chunks=0,  # of reductions an aborted attempt left unfinished
                              reduction_peak_bytes=0)
@@ -71,21 +84,21 @@ class OLinkSwitch(Device):
         self.credit = spec.credit(self.kind, self.options, chunk)
         self.replay_buffer = spec.replay_buffer(self.kind, self.options, chunk)
         largest = spec.wire_bytes(chunk)
+        timeout = spec.replay_timeout(self.kind, self.options)
         for pname, port in self.ports.items():
             far = context.peer_of.get(Endpoint(self.name, pname))
             if far is None or port.link is None:
                 continue
             far_spec = scenario.device(far.device)
             far_credit = spec.credit(far_spec.kind, far_spec.options, chunk)
-            timeout = self.options.get("replay_timeout") or replay_timeout_ps(
-                largest, far_credit, port.link.rate_bps, port.link.propagation_ps)
             vcs = self.vcs  # a GPU uses its switch's; two switches the channels both have
             if far_spec.kind == spec.KIND:
                 vcs = min(vcs, int(far_spec.options.get("vcs", spec.DEFAULT_VCS)))
+                self.trunks.append(pname)
             self.links[pname] = OLinkPort(
                 self, port, context.address(self.name, pname), context.address(far), vcs=vcs,
                 own_credit=self.credit, far_credit=far_credit, replay_buffer=self.replay_buffer,
-                replay_timeout_ps=int(timeout), accept=self._accept)
+                largest_wire_bytes=largest, replay_timeout_ps=timeout, accept=self._accept)
         self.routes = {
             dst: tuple(self.links[p] for p in names if p in self.links)
             for dst, names in context.routes(self.name).items()
@@ -143,8 +156,54 @@ class OLinkSwitch(Device):
 
     def on_link_change(self, port: Port) -> None:
         link = self.links.get(port.name)
-        if link is not None:
-            link.link_changed()
+        if link is None:
+            return
+        link.link_changed()
+        if not link.link_up and port.name in self.trunks and self.plan is not None:
+            assert port.link is not None
+            self.at(self.engine.now + self.plan.detect_ps, self._trunk_down, (port.name, port.link.epoch))
+
+    # -- faults the job must hear of --------------------------------------------------------------
+    def _trunk_down(self, args: tuple[str, int]) -> None:
+        """A trunk has been down since its link epoch ``args[1]`` began, for the job's detect delay."""
+        port, epoch = args
+        link = self.ports[port].link
+        if link is not None and not link.up and link.epoch == epoch:
+            self._report_unreachable()
+
+    def _report_unreachable(self) -> None:
+        """Tell the job (on its bus, ``detect`` from now) when GPUs with its ranks are out of reach
+        because every way to them is a trunk that is down."""
+        if self.plan is None or self.job_aborted or len(self.finished) == len(self.plan.ranks):
+            return
+        down = [name for name in self.trunks if not self.links[name].link_up]
+        if not down:
+            return
+        cut = {self.links[name] for name in down}
+        ranks = self._rank_ports()
+        lost = [dst for dst, egress in self.routes.items()
+                if dst in ranks and egress and not any(p.link_up for p in egress) and cut.intersection(egress)]
+        if not lost:
+            return
+        self.bus_seq += 1
+        self.context.post(self.engine.now + self.plan.detect_ps, (self.id << 32) | self.bus_seq, {
+            "type": "abort", "attempt": self.attempt, "at_ps": self.engine.now, "device": self.name,
+            "cause": f"scale-up trunk {', '.join(down)} down: {len(lost)} GPU ports out of reach"})
+
+    def _rank_ports(self) -> frozenset[int]:
+        if self.rank_ports is None:
+            assert self.plan is not None
+            scenario = self.context.scenario
+            self.rank_ports = frozenset(
+                self.context.address(place.device, port) for place in self.plan.ranks
+                for port, _ in gpu_planes(scenario, scenario.device(place.device), place.gpu))
+        return self.rank_ports
+
+    def _resumed(self, attempt: int) -> None:
+        """The job restarts now, as attempt ``attempt``: it fails again if a trunk is still down."""
+        self.attempt = attempt
+        self.job_aborted = False
+        self._report_unreachable()
 
     # -- in-network collectives -------------------------------------------------------------------
     def _contribute(self, ingress: OLinkPort, frame: Frame) -> None:
@@ -211,10 +270,21 @@ class OLinkSwitch(Device):
         return found
 
     def on_bus(self, payload: dict[str, Any]) -> None:
-        """An aborted attempt never completes its reductions: free what they hold."""
-        if payload.get("type") != "abort" or self.plan is None:
-            return
+        """An aborted attempt never completes its reductions: free what they hold. The job restarts
+        ``restart`` later, as the GPU servers do on the same message (unless it was over)."""
         plan = self.plan
+        if plan is None or payload["type"] not in ("finished", "abort"):
+            return
+        current = payload["attempt"] == self.attempt and not self.job_aborted
+        if payload["type"] == "finished":
+            if current:
+                self.finished.add(payload["rank"])
+            return
+        if current and len(self.finished) < len(plan.ranks):
+            self.job_aborted = True
+            self.finished.clear()
+            if plan.restart:
+                self.at(self.engine.now + plan.restart_ps, self._resumed, self.attempt + 1)
         self.dead_serials.update(iteration_serial(payload["attempt"], i, plan.iterations)
                                  for i in range(plan.iterations))
         for key in [k for k in self.reductions if (k[0] >> SERIAL_SHIFT) in self.dead_serials]:
