@@ -163,7 +163,7 @@ class Switch(Device):
         self._state_changes = changes
         self._reroutes_planned = {c[0] for c in changes}
         for at_ps in sorted(self._reroutes_planned):
-            self.at(at_ps + self.reconvergence_ps, self._reroute, at_ps)
+            self.at_planned(at_ps + self.reconvergence_ps, at_ps, self._reroute, at_ps)
 
     def on_fault_added(self, fault: FaultSpec) -> None:
         """A link state change injected into a running scenario: converge on it like on the timeline's."""
@@ -172,7 +172,7 @@ class Switch(Device):
         self._state_changes = sorted([*self._state_changes, (fault.at_ps, fault.index, fault.link, fault.state)])
         if fault.at_ps not in self._reroutes_planned:
             self._reroutes_planned.add(fault.at_ps)
-            self.at(fault.at_ps + self.reconvergence_ps, self._reroute, fault.at_ps)
+            self.at_planned(fault.at_ps + self.reconvergence_ps, fault.at_ps, self._reroute, fault.at_ps)
 
     def _reroute(self, as_of_ps: int) -> None:
         down: set[str] = set()

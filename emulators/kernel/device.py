@@ -15,6 +15,7 @@ if TYPE_CHECKING:
     from emulators.context import ScenarioContext
 
 DEFAULT_BUFFER_BYTES = 64 * 1024 * 1024
+PLANNED_KEYS = 1 << 62  # at_planned events take sequence numbers below 0, ahead of at()'s
 
 
 class Device:
@@ -46,6 +47,13 @@ class Device:
         """Schedule ``handler(arg)`` at ``time_ps``, keyed by this device's own sequence."""
         self._seq += 1
         heappush(self._heap, (time_ps, self.id, self._seq, handler, arg))
+
+    def at_planned(self, time_ps: int, key: int, handler: Callable[[Any], None], arg: Any = None) -> None:
+        """Schedule ``handler(arg)`` at ``time_ps`` ahead of this device's other events at that time,
+        ordered by ``key`` (>= 0, unique per device among these). Its place does not depend on when it
+        was scheduled, so an action planned from the scenario's timeline at the start and the same
+        action planned for a fault injected into the running scenario land alike."""
+        heappush(self._heap, (time_ps, self.id, key - PLANNED_KEYS, handler, arg))
 
     @property
     def now(self) -> int:

@@ -67,6 +67,26 @@ def test_event_order_depends_on_key_not_insertion():
     assert orders[0] == orders[1] == orders[2] == sorted(keys)
 
 
+def test_a_planned_event_lands_by_its_key_whenever_it_was_scheduled():
+    from emulators.kernel.device import Device
+
+    def run(plan_late: bool) -> list[str]:
+        engine = Engine()
+        device = Device("d", 0, engine, seed=1)
+        seen: list[str] = []
+        if not plan_late:
+            device.at_planned(10, 7, seen.append, "planned 7")
+        device.at(10, seen.append, "first")
+        device.at(5, lambda _: device.at(10, seen.append, "second"))
+        if plan_late:  # as for a fault injected into a running scenario
+            device.at(6, lambda _: device.at_planned(10, 7, seen.append, "planned 7"))
+        device.at_planned(10, 3, seen.append, "planned 3")
+        engine.run_until(20)
+        return seen
+
+    assert run(plan_late=False) == run(plan_late=True) == ["planned 3", "planned 7", "first", "second"]
+
+
 def test_changes_apply_before_events_at_their_time_and_samples_before_changes():
     engine = Engine(sample_interval_ps=10)
     log: list[str] = []
