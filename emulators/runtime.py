@@ -166,11 +166,35 @@ class HostRuntime:
                     f"host {self.host}: bus message {key} is due at {at_ps} ps, before this host's window "
                     f"end {self.window_end} ps: post at least the partition's lookahead ahead (the job's "
                     f"detect delay)")
-            if key >= INPUT_KEYS:  # an input from outside the run (an injected fault), not a device's message
-                self.add_fault(FaultSpec(**json.loads(text)["fault"]))
+            if key >= INPUT_KEYS:  # an input from outside the run, not a device's message
+                self._take_input(at_ps, json.loads(text))
                 continue
             self._schedule_bus(at_ps, key, text)
         self._bus_inbox.clear()
+
+    def _take_input(self, at_ps: int, payload: dict[str, Any]) -> None:
+        if "fault" in payload:  # injected through the orchestrator's control service
+            self.add_fault(FaultSpec(**payload["fault"]))
+        elif "link_rate" in payload:  # a management Set on another host, of a link this one may share
+            change = payload["link_rate"]
+            self.add_link_rate(at_ps, change["index"], change["link"], change["rate_bps"])
+        else:
+            raise ValueError(f"host {self.host}: an input message at {at_ps} ps says nothing known: {payload}")
+
+    def add_link_rate(self, at_ps: int, index: int, name: str, rate_bps: int) -> None:
+        """Link ``name`` runs at ``rate_bps`` from ``at_ps`` on, on this host's side of it (if any);
+        ``index`` orders it among the timeline's changes at that time."""
+        link = self.links.get(name)
+        if link is not None:
+            self.engine.add_change(at_ps, index, lambda: link.set_rate(rate_bps))
+
+    def post_input(self, at_ps: int, key: int, payload: dict[str, Any]) -> None:
+        """Hand an input (``key`` >= INPUT_KEYS) to every other host, due at ``at_ps``: at or after this
+        window's end, which the other hosts have not passed. This host has already scheduled it."""
+        if key < INPUT_KEYS or at_ps < self.window_end:
+            raise ValueError(f"host {self.host}: input {key} at {at_ps} ps: inputs take keys from {INPUT_KEYS} "
+                             f"and are due no earlier than the window's end ({self.window_end} ps)")
+        self.bus_out.append((at_ps, key, payload))
 
     # -- the job control bus ----------------------------------------------------------------------
     def post(self, at_ps: int, key: int, payload: dict[str, Any]) -> None:

@@ -116,20 +116,24 @@ class FaultInputs:
 
 
 def schedule_sets(sets: list[dict[str, Any]]) -> Callable[[HostRuntime], None]:
-    """Put recorded gNMI Sets back on a host's timeline, each at the virtual time it took effect,
-    after any fault at that time, in the order they were applied (services.gnmi does the same live)."""
+    """Put recorded gNMI Sets back on a host's timeline, each at the virtual time it took effect with
+    the order it had there (services.gnmi does the same live). A link's rate changes on every host
+    that has a side of the link, whichever host the Set went to."""
     from services import gnmi_paths  # the services layer: gNMI's own checks and setters
-    from services.gnmi import SET_INDEX
 
     def prepare(runtime: HostRuntime) -> None:
         local = runtime.local_links
-        for k, recorded in enumerate(sets):
+        for recorded in sets:
+            at_ps, index = recorded["at_ps"], recorded["index"]
+            if "link" in recorded:
+                runtime.add_link_rate(at_ps, index, recorded["link"], recorded["rate_bps"])
+                continue
             device = runtime.devices.get(recorded["device"])
             if device is None:
                 continue
             updates = gnmi_paths.expand(gnmi_paths.parse(recorded["path"]), recorded["value"])
             for change in gnmi_paths.plan_set(device, updates, local):
-                runtime.engine.add_change(recorded["at_ps"], SET_INDEX + k, change.apply)
+                runtime.engine.add_change(at_ps, index, change.apply)
 
     return prepare
 

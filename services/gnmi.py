@@ -20,7 +20,7 @@ import structlog
 from pygnmi.spec.v080 import gnmi_pb2, gnmi_pb2_grpc
 
 from emulators.kernel.device import Device
-from emulators.runtime import HostRuntime
+from emulators.runtime import INPUT_KEYS, HostRuntime
 from services import gnmi_paths
 from services.gnmi_paths import Change, InvalidPath, InvalidValue, Path, PathNotFound
 from services.interceptors import bearer_ok
@@ -33,6 +33,7 @@ DEFAULT_SAMPLE_NS = 1_000_000  # 1 ms of virtual time when a subscription names 
 ENCODINGS = {gnmi_pb2.JSON: "JSON", gnmi_pb2.JSON_IETF: "JSON_IETF", gnmi_pb2.PROTO: "PROTO"}
 ORIGINS = ("", "openconfig", "testbed")
 SET_INDEX = 1 << 40  # timeline order of Sets: after every fault (scenario or injected) at the same time
+SHARED_SET_INDEX = 1 << 41  # Sets of links between hosts: after the others, by device id then sequence
 
 
 class RequestError(Exception):
@@ -52,15 +53,29 @@ class ManagementState:
     inputs: list[dict[str, Any]] = field(default_factory=list)
     samplers: set[Callable[[int], None]] = field(default_factory=set)  # STREAM subscriptions
 
-    def apply_pending(self, runtime: HostRuntime, window: int, at_ps: int) -> None:
-        """Put the waiting Sets in force at ``at_ps`` (the start of the window about to run: nothing may
-        act earlier), before any event at that time (a change on the engine's timeline, as faults
-        are, ordered after them)."""
+    def apply_pending(self, runtime: HostRuntime, window: int, at_ps: int, end_ps: int) -> None:
+        """Put the waiting Sets in force at ``at_ps`` (the start of the window about to run, to
+        ``end_ps``: nothing may act earlier), before any event at that time (a change on the engine's
+        timeline, as faults are, ordered after them). A link between hosts changes rate at
+        ``end_ps`` instead, on both sides: the other host may be running this window already, and
+        hears of it with the next."""
         for change in self.pending:
             seq = len(self.inputs)
-            runtime.engine.add_change(at_ps, SET_INDEX + seq, change.apply)
-            self.inputs.append({"seq": seq, "at_ps": at_ps, "window": window, "kind": "gnmi-set",
-                                "device": change.device, "path": change.path, "value": change.value})
+            record = {"seq": seq, "at_ps": at_ps, "window": window, "kind": "gnmi-set", "device": change.device,
+                      "path": change.path, "value": change.value}
+            if change.shared:
+                index = SHARED_SET_INDEX + (runtime.devices[change.device].id << 20) + seq
+                runtime.add_link_rate(end_ps, index, change.link, change.rate_bps)
+                runtime.post_input(end_ps, INPUT_KEYS + index, {"link_rate": {
+                    "link": change.link, "rate_bps": change.rate_bps, "index": index}})
+                record["at_ps"] = end_ps
+            else:
+                index = SET_INDEX + seq
+                runtime.engine.add_change(at_ps, index, change.apply)
+            record["index"] = index
+            if change.link:
+                record |= {"link": change.link, "rate_bps": change.rate_bps}
+            self.inputs.append(record)
         self.pending.clear()
 
     def finished_window(self, window_end_ps: int) -> None:

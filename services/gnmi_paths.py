@@ -233,12 +233,17 @@ def select(device: Device, pattern: Path) -> list[Leaf]:
 # -- writing ---------------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class Change:
-    """One checked configuration change: ``apply()`` puts it in force (at a window boundary)."""
+    """One checked configuration change: ``apply()`` puts it in force (at a window boundary). A
+    change of a link's rate names the link; ``shared`` when the link's other end is on another host,
+    which must change its side at the same virtual time."""
 
     device: str
     path: str
     value: Any
     apply: Callable[[], None]
+    link: str = ""
+    rate_bps: int = 0
+    shared: bool = False
 
 
 def _uint(path: str, value: Any, lo: int, hi: int) -> int:
@@ -276,8 +281,8 @@ def expand(path: Path, value: Any) -> list[tuple[Path, Any]]:
 
 def plan_set(device: Device, updates: Iterable[tuple[Path, Any]], local_links: set[str]) -> list[Change]:
     """Check every update against ``device`` (together: ECN kmin below kmax after all of them) and
-    return the changes. ``local_links`` are the links whose both ends this host runs: only those may
-    change rate here (the other end would not follow)."""
+    return the changes. ``local_links`` are the links whose both ends this host runs: a rate change
+    of any other link is ``shared`` with the host of its other end."""
     changes: list[Change] = []
     ecn: dict[str, Any] = {}
     for path, value in updates:
@@ -306,10 +311,9 @@ def plan_set(device: Device, updates: Iterable[tuple[Path, Any]], local_links: s
             link = port.link
             if link is None:
                 raise PathNotFound(f"interface {pname} of {device.name} has no link")
-            if link.name not in local_links:
-                raise InvalidValue(f"link {link.name} joins devices on two hosts: its rate changes as a fault, "
-                                   f"not by gNMI on one end")
-            changes.append(Change(device.name, text, mbps, _rate_setter(link, mbps * 1_000_000)))
+            rate = mbps * 1_000_000
+            changes.append(Change(device.name, text, mbps, _rate_setter(link, rate), link=link.name, rate_bps=rate,
+                                  shared=link.name not in local_links))
         else:
             raise PathNotFound(f"{device.name} ({device.kind}) has no writable leaf {text}; writable: "
                                f"{', '.join(writable(device))}")

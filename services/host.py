@@ -164,7 +164,8 @@ class HostControl(sync_pb2_grpc.HostControlServicer):
             state.window = advance.window
             runtime.deliver_bus(decode_bus(advance.bus))
             # gNMI Sets take effect at this boundary, or where the window starts if it skipped ahead
-            state.management.apply_pending(runtime, advance.window, max(runtime.window_end, advance.start_ps))
+            state.management.apply_pending(runtime, advance.window, max(runtime.window_end, advance.start_ps),
+                                           advance.end_ps)
             try:
                 sent = runtime.advance(advance.end_ps)
             except Exception as e:  # a model bug must reach the coordinator with this host's name

@@ -88,7 +88,7 @@ def test_set_of_ecn_thresholds_changes_marking(host: DrivenHost) -> None:
         assert results["inputs"] == [{
             "seq": 0, "at_ps": 150 * US, "window": 4, "kind": "gnmi-set", "device": "leaf",
             "path": "/qos/ecn/config", "value": {"enabled": True, "kmin-bytes": 32 << 20, "kmax-bytes": 48 << 20,
-                                                 "pmax": 0.1}}]
+                                                 "pmax": 0.1}, "index": 1 << 40}]
     finally:
         raised.close()
         halfway.close()
@@ -216,6 +216,43 @@ def test_a_set_during_a_process_backend_run_takes_effect_and_is_recorded(tmp_pat
     replay = run_cli("replay", str(tmp_path))
     assert replay.returncode == 0, replay.stdout + replay.stderr
     assert "replay identical" in replay.stdout and "1 gNMI Sets" in replay.stdout
+
+
+def test_a_rate_set_on_a_link_between_hosts_changes_both_sides_at_once(tmp_path) -> None:
+    """One process per tester, a 100G flow each way over one link: pygnmi slows the link to 40G at
+    ta's end only. Both sides run at 40G from the end of the window the Set went into (the other
+    host may be in that window already), and replay reproduces it."""
+    from tests.helpers import two_testers
+
+    flows = "".join(f"  - {{name: {a}{b}, src: {a}/p0, dst: {b}/p0, rate: 100G, frame: 64KiB, for: 4ms}}\n"
+                    for a, b in (("ta", "tb"), ("tb", "ta")))
+    text = two_testers(rate="100G", length="20km", duration="4ms", flows=flows)  # 98 us windows
+    done: list[int] = []
+
+    def set_once(end_ps: int) -> None:
+        if done or end_ps < 1_000 * US:
+            return
+        line = next(json.loads(x) for x in (tmp_path / "hosts" / "ta.log").read_text().splitlines()
+                    if '"serving"' in x)
+        host, port = line["address"].rsplit(":", 1)
+        with gNMIclient(target=(host, int(port)), insecure=True, gnmi_timeout=5) as gc:
+            gc.set(update=[("/interfaces/interface[name=p0]/config/high-speed", 40_000)])
+        done.append(end_ps)
+
+    scenario_file = tmp_path / "two.yaml"
+    scenario_file.write_text(text)
+    results = run_scenario(load_scenario(scenario_file), "device", "process", tmp_path, progress=set_once)
+    [applied] = json.loads((tmp_path / "inputs.json").read_text())["gnmi_sets"]
+    assert (applied["device"], applied["link"], applied["rate_bps"]) == ("ta", "l", 40 * 10**9)
+    at_ps = applied["at_ps"]
+    assert done[0] < at_ps <= done[0] + 2 * 98_000_000  # the end of the window after the Set came
+    frame = 64 * KIB
+    expected = (100e9 * at_ps + 40e9 * (4_000 * US - at_ps)) / 8e12  # bytes each side sent
+    for device in ("ta", "tb"):
+        sent = results["devices"][device]["ports"]["p0"]["tx_bytes"]
+        assert abs(sent - expected) <= 2 * frame, (device, sent, expected)
+    replay = run_cli("replay", str(tmp_path))
+    assert replay.returncode == 0, replay.stdout + replay.stderr
 
 
 def test_the_token_comes_from_a_file_or_the_environment(tmp_path, monkeypatch) -> None:

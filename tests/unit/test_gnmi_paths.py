@@ -99,8 +99,8 @@ def test_set_checks_types_and_ranges_before_anything_changes() -> None:
         plan_set(leaf, [(parse("/qos/ecn/config/kmin-bytes"), 4 << 20)], set())
     with pytest.raises(InvalidValue, match="between 1 and"):
         plan_set(leaf, [(parse("/interfaces/interface[name=o]/config/high-speed"), 0)], {"out"})
-    with pytest.raises(InvalidValue, match="two hosts"):
-        plan_set(leaf, [(parse("/interfaces/interface[name=o]/config/high-speed"), 100_000)], set())
+    [shared] = plan_set(leaf, [(parse("/interfaces/interface[name=o]/config/high-speed"), 100_000)], set())
+    assert (shared.link, shared.rate_bps, shared.shared) == ("out", 100 * 10**9, True)  # its far end is elsewhere
     with pytest.raises(PathNotFound, match="writable"):
         plan_set(leaf, [(parse("/qos/ecn/state/marked-frames"), 0)], set())
     assert isinstance(leaf, Switch) and leaf.ecn_kmin == 128 * KIB
