@@ -18,7 +18,7 @@ from emulators.ethernet.switch import Switch
 from emulators.kernel.device import Device
 from emulators.kernel.link import Link
 from emulators.kernel.port import Port
-from emulators.otn.node import OtnNode
+from emulators.otn.node import FLEXO_STEP_BPS, OtnNode
 
 Keys = tuple[tuple[str, str], ...]
 Elem = tuple[str, Keys]
@@ -113,6 +113,8 @@ def leaves(device: Device) -> list[Leaf]:
     selectors = getattr(device, "selectors", None)
     if isinstance(selectors, list):
         out += _aps(selectors)
+    if isinstance(device, OtnNode):
+        out += _terminal_device(device)
     for nic in getattr(device, "nics", None) or []:
         out += _nic(nic)
     capacity = getattr(device, "capacity_bps", None)
@@ -201,6 +203,42 @@ def _aps(selectors: list[Any]) -> list[Leaf]:
             ((*base, elem("active-path")), "WORKING" if selector.selected == 0 else "PROTECTION"),
             ((*base, elem("active-ports")), ",".join(p.name for p in selector.active_ports)),
             ((*base, elem("in-service")), bool(selector.in_service)),
+        ]
+    return out
+
+
+def _terminal_device(node: OtnNode) -> list[Leaf]:
+    """The node's line side: a logical channel per line port (an ODU on its optical channel), and per
+    remote node the Flex-O line its channels share."""
+    out: list[Leaf] = []
+    index = 0
+    for peer, (ports, odus) in sorted(node.lines().items()):
+        for port in ports:
+            link = port.link
+            assert link is not None
+            channel = (elem("terminal-device"), elem("logical-channels"), elem("channel", index=str(index)))
+            state = (*channel, elem("state"))
+            out += [
+                ((*state, elem("index")), index),
+                ((*state, elem("description")), f"{port.name} to {peer}"),
+                ((*state, elem("line-port")), port.name),
+                ((*state, elem("peer")), peer),
+                ((*state, elem("link-state")), "UP" if link.up else "DOWN"),
+                ((*state, elem("rate-bps")), link.rate_bps),
+                ((*state, elem("length-mm")), link.length_mm),
+                ((*state, elem("protection-role")), node.protection_role(port)),
+                ((*state, elem("carrying-traffic")), node.carries(port)),
+                ((*channel, elem("otn"), elem("state"), elem("pre-fec-ber"), elem("instant")), float(link.ber)),
+            ]
+            index += 1
+        group = (elem("terminal-device"), elem("flexo-groups"), elem("flexo-group", peer=peer))
+        capacity = sum(p.link.rate_bps for p in ports if p.link is not None and node.protection_role(p) != "PROTECTION")
+        out += [
+            ((*group, elem("config"), elem("size")), capacity // FLEXO_STEP_BPS),
+            ((*group, elem("state"), elem("size")), capacity // FLEXO_STEP_BPS),
+            ((*group, elem("state"), elem("capacity-bps")), capacity),
+            ((*group, elem("state"), elem("odus")), odus),
+            ((*group, elem("state"), elem("line-ports")), ",".join(p.name for p in ports)),
         ]
     return out
 
@@ -302,6 +340,9 @@ def plan_set(device: Device, updates: Iterable[tuple[Path, Any]], local_links: s
             changes.append(Change(device.name, text, _bool(text, value), _pfc_setter(device, value)))
         elif isinstance(device, OtnNode) and names == ("aps", "aps-modules", "aps-module", "config", "force-side"):
             changes.append(_force_change(device, path, text, value))
+        elif isinstance(device, OtnNode) and names == ("terminal-device", "flexo-groups", "flexo-group", "config",
+                                                       "size"):
+            changes += _flexo_changes(device, path, text, value, local_links)
         elif names == ("interfaces", "interface", "config", "high-speed"):
             pname = dict(path[1][1]).get("name")
             port = device.ports.get(pname or "")
@@ -329,7 +370,8 @@ def writable(device: Device) -> list[str]:
         out += ["/qos/pfc/config/enabled"] + [f"/qos/ecn/config/{leaf}"
                                                for leaf in ("enabled", "kmin-bytes", "kmax-bytes", "pmax")]
     if isinstance(device, OtnNode):
-        out += ["/aps/aps-modules/aps-module[name=*]/config/force-side"]
+        out += ["/aps/aps-modules/aps-module[name=*]/config/force-side",
+                "/terminal-device/flexo-groups/flexo-group[peer=*]/config/size"]
     return out
 
 
@@ -353,6 +395,25 @@ def _force_change(node: OtnNode, path: Path, text: str, value: Any) -> Change:
         node.force_switch(index, side)  # the side may have failed since: then the node stays where it is
 
     return Change(node.name, text, value.upper(), apply)
+
+
+def _flexo_changes(node: OtnNode, path: Path, text: str, value: Any, local_links: set[str]) -> list[Change]:
+    """A Flex-O resize of the line toward one remote node: N x 100G shared by its ODUs, on every
+    line port toward it (protection paths alike), as the scenario's ``flexo`` fault does."""
+    peer = dict(path[2][1]).get("peer", "")
+    lines = node.lines()
+    if peer not in lines:
+        raise PathNotFound(f"{node.name} has no line toward {peer!r}; it has lines toward {', '.join(sorted(lines))}")
+    ports, odus = lines[peer]
+    size = _uint(text, value, 1, MAX_RATE_MBPS // 100_000)
+    rate = size * FLEXO_STEP_BPS // odus
+    changes = []
+    for port in ports:
+        link = port.link
+        assert link is not None
+        changes.append(Change(node.name, text, size, _rate_setter(link, rate), link=link.name, rate_bps=rate,
+                              shared=link.name not in local_links))
+    return changes
 
 
 def _rate_setter(link: Link, rate_bps: int) -> Callable[[], None]:

@@ -38,6 +38,7 @@ if TYPE_CHECKING:
     from emulators.context import ScenarioContext
 
 KIND = "otn"
+FLEXO_STEP_BPS = 100 * 10**9  # a Flex-O line grows and shrinks in steps of 100G
 WAN_CHUNK_BYTES = 4 * MIB  # the largest frame the node expects: a bulk DP chunk across the WAN
 OTN_DEFAULTS: dict[str, Any] = DEFAULTS | {
     "latency": OTN_LATENCY_PS,  # client mapping + FEC encode/decode
@@ -117,6 +118,7 @@ class OtnNode(Switch):
         self.line_ports: set[Port] = set()
         self.gateway_ports: list[tuple[Port, int]] = []  # client ports facing a gateway, its address
         self.line_peer: dict[str, int] = {}  # port -> id of the device across its link
+        self.line_peer_node: dict[Port, str] = {}  # line port -> the remote OTN node
         self.selectors: list[Selector] = []
         self._arrival = ""
         self.selector_of: dict[Port, Selector] = {}
@@ -135,6 +137,7 @@ class OtnNode(Switch):
                 continue
             if context.scenario.device(peer.device).kind == KIND:
                 self.line_ports.add(port)
+                self.line_peer_node[port] = peer.device
                 assert port.link is not None
                 self._line_rate[port] = port.link.rate_bps
                 self._line_optics[port] = (port.link.length_mm, port.link.ber)
@@ -238,7 +241,7 @@ class OtnNode(Switch):
         if port not in self.line_ports:
             if port.link is not None and port.link.up and any(port is p for p, _ in self.gateway_ports):
                 for line in self.line_ports:  # a gateway back in touch learns the lines as they are now
-                    if self._in_use(line):
+                    if self.carries(line):
                         self._send_path_info(line, switch=False)
             return
         link = port.link
@@ -246,7 +249,7 @@ class OtnNode(Switch):
         if link.rate_bps != self._line_rate[port]:
             self._line_rate[port] = link.rate_bps
             self.counters["line_rate_changes"] += 1
-            if self._in_use(port):
+            if self.carries(port):
                 self._send_path_info(port, switch=False)
         self._check_optics(port)
         selector = self.selector_of.get(port)
@@ -259,13 +262,31 @@ class OtnNode(Switch):
         optics = (link.length_mm, link.ber)
         if optics != self._line_optics[port]:
             self._line_optics[port] = optics
-            if self._in_use(port):
+            if self.carries(port):
                 self._send_path_info(port, switch=False)
 
-    def _in_use(self, port: Port) -> bool:
+    def carries(self, port: Port) -> bool:
         """Whether clients' traffic may ride this line port: ungrouped, or on its selector's active side."""
         selector = self.selector_of.get(port)
         return selector is None or port in selector.active_ports
+
+    def lines(self) -> dict[str, tuple[list[Port], int]]:
+        """Per remote OTN node, the line ports toward it (by name) and the ODUs that share the line:
+        its ports less the protecting ones. A Flex-O line of N x 100G gives each port N x 100G / ODUs,
+        protection paths alike (the scenario's ``flexo`` fault does the same)."""
+        protecting = {name for group in self.groups for name in group.protecting}
+        out: dict[str, tuple[list[Port], int]] = {}
+        for port in sorted(self.line_ports, key=lambda p: p.name):
+            ports, odus = out.get(self.line_peer_node[port], ([], 0))
+            out[self.line_peer_node[port]] = ([*ports, port], odus + (port.name not in protecting))
+        return out
+
+    def protection_role(self, port: Port) -> str:
+        """WORKING or PROTECTION for a line port of a protection group, NONE for an ungrouped one."""
+        selector = self.selector_of.get(port)
+        if selector is None:
+            return "NONE"
+        return "WORKING" if port in selector.sides[WORKING] else "PROTECTION"
 
     # -- protection -------------------------------------------------------------------------------
     def _on_member_change(self, selector: Selector) -> None:

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from fractions import Fraction
 from typing import TYPE_CHECKING, Any
 
+from emulators.otn.node import FLEXO_STEP_BPS
 from orchestrator.scenario.fabric import ExpansionError, Origin
 from orchestrator.scenario.schema_errors import KeyPath, listing
 from orchestrator.scenario.units import parse_rate, parse_time_ps, shown
@@ -31,7 +32,6 @@ OTN_KIND = "otn"
 DEFAULT_GATEWAY_LINK_LENGTH = "30m"
 DEFAULT_CLIENT_LINK_LENGTH = "10m"
 DEFAULT_SETUP_TIME = "2s"
-FLEXO_STEP_BPS = 100 * 10**9
 PATHS = ("working", "protection")
 
 

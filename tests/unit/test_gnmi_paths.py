@@ -200,3 +200,60 @@ def test_a_forced_protection_switch_moves_the_selector_and_says_why() -> None:
     assert value(rt, node.name, f"{aps}/state/active-path") == "PROTECTION"
     assert node.protection_events[-1]["reason"] == "forced switch (management)"
     assert value(rt, node.name, "/system/state/counters/protection-switches") >= 1
+
+
+def test_otn_logical_channels_and_a_flexo_resize_of_a_protected_line() -> None:
+    from orchestrator.scenario.loader import load_scenario
+
+    scenario = load_scenario("scenarios/wan/protection-1plus1.yaml")
+    rt = HostRuntime(scenario, "h", {d.name: "h" for d in scenario.devices})
+    rt.start()
+    rt.advance(1_000_000)
+    node = rt.devices["otn-dc1"]
+    channels = "/terminal-device/logical-channels/channel"
+    assert [value(rt, node.name, f"{channels}[index={i}]/state/{leaf}") for i in (0, 1)
+            for leaf in ("line-port", "protection-role", "carrying-traffic", "rate-bps")] == [
+        "dc2-p", "PROTECTION", False, 800 * 10**9, "dc2-w", "WORKING", True, 800 * 10**9]
+    assert value(rt, node.name, f"{channels}[index=1]/state/length-mm") == 300 * 10**6
+    assert value(rt, node.name, f"{channels}[index=1]/otn/state/pre-fec-ber/instant") == 0.0
+    group = "/terminal-device/flexo-groups/flexo-group[peer=otn-dc2]"
+    assert [value(rt, node.name, f"{group}/state/{leaf}") for leaf in ("size", "odus", "capacity-bps")] == [
+        8, 1, 800 * 10**9]
+    with pytest.raises(PathNotFound, match="no line toward 'otn-dc9'"):
+        plan_set(node, expand(parse(group.replace("dc2", "dc9") + "/config/size"), 4), set())
+    with pytest.raises(InvalidValue, match="between 1 and"):
+        plan_set(node, expand(parse(f"{group}/config/size"), 0), set())
+    # both paths of the line shrink to 4 x 100G; the far node runs on this host too
+    changes = plan_set(node, expand(parse(f"{group}/config/size"), 4), rt.local_links)
+    assert sorted((c.link, c.rate_bps, c.shared) for c in changes) == [
+        ("wan-dc1-dc2", 400 * 10**9, False), ("wan-dc1-dc2-protection", 400 * 10**9, False)]
+    for change in changes:
+        change.apply()
+    assert value(rt, node.name, f"{group}/config/size") == 4
+    assert value(rt, "otn-dc2", "/terminal-device/flexo-groups/flexo-group[peer=otn-dc1]/state/size") == 4
+    assert value(rt, node.name, "/system/state/counters/line-rate-changes") == 2
+
+
+def test_a_flexo_set_does_what_the_scenarios_flexo_fault_does() -> None:
+    import dataclasses
+
+    from orchestrator.results import deterministic_view
+    from orchestrator.run import run_scenario
+    from orchestrator.scenario.loader import load_scenario
+    from services.gnmi import SET_INDEX
+
+    with_faults = load_scenario("scenarios/wan/flexo-resize.yaml")
+    assert [f.rate_bps for f in with_faults.faults] == [400 * 10**9, 800 * 10**9]
+    group = "/terminal-device/flexo-groups/flexo-group[peer=otn-dc2]/config/size"
+
+    def by_gnmi(runtime: HostRuntime) -> None:
+        node = runtime.devices.get("otn-dc1")
+        if node is None:
+            return
+        for k, (at_ps, size) in enumerate(((10_000_000_000, 4), (20_000_000_000, 8))):
+            for change in plan_set(node, expand(parse(group), size), runtime.local_links):
+                runtime.engine.add_change(at_ps, SET_INDEX + k, change.apply)
+
+    faults = deterministic_view(run_scenario(with_faults))
+    sets = deterministic_view(run_scenario(dataclasses.replace(with_faults, faults=()), prepare=by_gnmi))
+    assert sets["devices"] == faults["devices"] and sets["flows"] == faults["flows"]
