@@ -139,6 +139,7 @@ class GpuServer(Device):
         self.domain_of: dict[tuple[str, int], int | None] = {}  # (server, gpu) -> its scale-up domain
         self.in_network: dict[int, list[str] | None] = {}  # collective group -> its reducing switches
         self.olink_peer_addresses: dict[int, list[int]] = {}  # rank -> its scale-up port addresses
+        self.olink_down_since: dict[str, int] = {}  # scale-up ports whose link is down, since when
         self.collective_chunk = self.olink_chunk
         self.plan: JobPlan | None = None
         self.ranks: dict[int, Rank] = {}
@@ -570,9 +571,13 @@ class GpuServer(Device):
         link = self.olink.get(port.name)
         if link is not None:
             link.link_changed()
-            if not link.link_up and self.plan is not None:
-                assert port.link is not None
-                self.at(self.now + self.plan.detect_ps, self._scale_up_down, (port.name, port.link.epoch))
+            if link.link_up:
+                self.olink_down_since.pop(port.name, None)
+            elif port.name not in self.olink_down_since:
+                self.olink_down_since[port.name] = self.now
+                if self.plan is not None:
+                    assert port.link is not None
+                    self.at(self.now + self.plan.detect_ps, self._scale_up_down, (port.name, port.link.epoch))
             return
         if port.link is not None and not port.link.up:
             port.paused = 0
@@ -681,10 +686,11 @@ class GpuServer(Device):
         for rank in self.ranks.values():
             rank.since = self.now
             self._begin_iteration((rank, rank.epoch))
-        for name, link in self.olink.items():
-            if not link.link_up:  # still broken: the restarted job fails again
-                assert link.port.link is not None
-                self._scale_up_down((name, link.port.link.epoch))
+        assert self.plan is not None
+        for name, since in self.olink_down_since.items():
+            link = self.ports[name].link
+            if self.now - since >= self.plan.detect_ps and link is not None:  # still broken: it fails again
+                self._scale_up_down((name, link.epoch))  # (a shorter outage has its own check coming)
 
     def _scale_up_down(self, args: tuple[str, int]) -> None:
         """A scale-up link of a GPU with ranks has been down for the job's detect delay (since the

@@ -41,6 +41,7 @@ class Device:
         self.series: list[list[int]] = []
         self._heap = engine.heap
         self._seq = 0
+        self._planned: set[tuple[int, int]] = set()  # (time, key) of at_planned events
         engine.add_device(self)
 
     def at(self, time_ps: int, handler: Callable[[Any], None], arg: Any = None) -> None:
@@ -53,6 +54,9 @@ class Device:
         ordered by ``key`` (>= 0, unique per device among these). Its place does not depend on when it
         was scheduled, so an action planned from the scenario's timeline at the start and the same
         action planned for a fault injected into the running scenario land alike."""
+        if (time_ps, key) in self._planned:
+            raise ValueError(f"{self.name}: an event at {time_ps} ps with key {key} is already planned")
+        self._planned.add((time_ps, key))
         heappush(self._heap, (time_ps, self.id, key - PLANNED_KEYS, handler, arg))
 
     @property

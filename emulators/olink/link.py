@@ -95,6 +95,7 @@ class OLinkPort:
         self.largest_wire_bytes = largest_wire_bytes
         self.fixed_timeout_ps = replay_timeout_ps  # as configured; None: follow the link (see link_changed)
         self.replay_timeout_ps = replay_timeout_ps or self._default_timeout_ps()
+        self.timeout_changes = 0  # link changes that moved the default timeout
         self.next_seq = 0
         self.unacked: deque[_Sent] = deque()
         self.resend: deque[_Sent] = deque()
@@ -382,14 +383,17 @@ class OLinkPort:
 
     def link_changed(self) -> None:
         """Back up: the two ends retrain. Tell the far end where we are and replay what it may have
-        missed. A new rate or length: the default replay timeout follows it. Down, or a new BER:
-        nothing to do."""
+        missed. A new rate or length: the default replay timeout follows it (a shorter one once the
+        old one has passed). Down, or a new BER: nothing else to do."""
         link = self.port.link
         if self.fixed_timeout_ps is None:
             timeout = self._default_timeout_ps()
-            if self.stalled_since < 0 or self.poll_interval_ps < timeout:
-                self.poll_interval_ps = timeout
-            self.replay_timeout_ps = timeout
+            self.timeout_changes += 1
+            if timeout >= self.replay_timeout_ps:
+                self._set_timeout((timeout, self.timeout_changes))
+            else:  # what was sent at the old rate may take the old timeout to be acknowledged
+                self.device.at(self.device.engine.now + self.replay_timeout_ps, self._set_timeout,
+                               (timeout, self.timeout_changes))
         up = link is not None and link.up
         came_back, self.link_up = up and not self.link_up, up
         if not came_back:  # still up (a new rate, BER or length), or down
@@ -399,6 +403,16 @@ class OLinkPort:
             self._go_back()
         else:
             self.pump()
+
+    def _set_timeout(self, args: tuple[int, int]) -> None:
+        timeout, change = args
+        if change != self.timeout_changes:
+            return  # the link changed again since
+        self.replay_timeout_ps = timeout
+        if self.stalled_since < 0:
+            self.poll_interval_ps = timeout
+        else:  # polling: keep the backoff, within its bounds at the new timeout
+            self.poll_interval_ps = min(max(self.poll_interval_ps, timeout), MAX_POLL_BACKOFF * timeout)
 
     # -- counters ---------------------------------------------------------------------------------
     def counters(self) -> dict[str, int]:

@@ -21,11 +21,12 @@ never wait on each other's buffer space. Results then queue for their egress lik
 grow). Contributions of an attempt the job has aborted are dropped (the job's bus says when).
 
 The switch forwards around a parallel link that is down, but it does not reroute beyond itself:
-a trunk (a link to another OLink switch) that stays down can leave GPUs out of its reach, as when a
-spine loses its only link to a leaf. Like a GPU whose own scale-up link is down, the switch then
-reports the fault to the job once the trunk has been down for the job's ``detect`` delay, and again
-each time the job restarts while the trunk is still down; shorter outages are retrained and
-replayed by the link layer, unseen by the job.
+frames already queued on a trunk (a link to another OLink switch) when it fails, or sent toward GPUs
+it can reach only over that trunk (a spine's only link to a leaf), wait for it. Once the trunk has
+been down for the job's ``detect`` delay with frames of the job waiting on it, the switch reports
+the fault to the job, as a GPU does for its own scale-up link; again if the restarted job sends
+onto it while it is still down. Shorter outages are retrained and replayed by the link layer,
+unseen by the job, and so is a trunk that no traffic of the job needs.
 """
 
 from __future__ import annotations
@@ -67,7 +68,8 @@ class OLinkSwitch(Device):
         self.members: dict[int, list[tuple[int, int]]] = {}  # group -> (port address here, rank) of its members
         self.dead_serials: set[int] = set()
         self.trunks: list[str] = []  # ports toward another OLink switch
-        self.rank_ports: frozenset[int] | None = None  # port addresses of GPUs with ranks of the job
+        self.trunk_down_since: dict[str, int] = {}
+        self.reported = -1  # the last attempt this switch reported stuck frames of
         self.attempt = 0  # the job's attempt, as the bus tells it
         self.job_aborted = False
         self.finished: set[int] = set()  # ranks that ended the job in this attempt
@@ -135,7 +137,7 @@ class OLinkSwitch(Device):
         out = egress[0] if len(egress) == 1 else egress[_spread(frame.flow, frame.offset) % len(egress)]
         frame.ingress = ingress
         self.counters["forwarded_frames"] += 1
-        out.enqueue(frame)
+        self._enqueue(out, frame)
 
     def on_frame_sent(self, port: Port, frame: Frame) -> None:
         holder = frame.ingress
@@ -159,51 +161,100 @@ class OLinkSwitch(Device):
         if link is None:
             return
         link.link_changed()
-        if not link.link_up and port.name in self.trunks and self.plan is not None:
+        if port.name not in self.trunks:
+            return
+        if link.link_up:
+            self.trunk_down_since.pop(port.name, None)
+        elif port.name not in self.trunk_down_since:
             assert port.link is not None
-            self.at(self.engine.now + self.plan.detect_ps, self._trunk_down, (port.name, port.link.epoch))
+            self.trunk_down_since[port.name] = self.engine.now
+            if self.plan is not None:
+                self.at(self.engine.now + self.plan.detect_ps, self._trunk_down, (port.name, port.link.epoch))
 
     # -- faults the job must hear of --------------------------------------------------------------
     def _trunk_down(self, args: tuple[str, int]) -> None:
         """A trunk has been down since its link epoch ``args[1]`` began, for the job's detect delay."""
-        port, epoch = args
-        link = self.ports[port].link
+        name, epoch = args
+        link = self.ports[name].link
         if link is not None and not link.up and link.epoch == epoch:
-            self._report_unreachable()
+            self._check_trunks()
 
-    def _report_unreachable(self) -> None:
-        """Tell the job (on its bus, ``detect`` from now) when GPUs with its ranks are out of reach
-        because every way to them is a trunk that is down."""
-        if self.plan is None or self.job_aborted or len(self.finished) == len(self.plan.ranks):
+    def _enqueue(self, out: OLinkPort, frame: Frame) -> None:
+        out.enqueue(frame)
+        if not out.link_up and out.port.name in self.trunk_down_since:
+            self._check_trunks(out)
+
+    def _check_trunks(self, trunk: OLinkPort | None = None) -> None:
+        """Tell the job (on its bus, ``detect`` from now), once per attempt, when a trunk down for at
+        least its detect delay holds it up: frames of its current attempt wait on the trunk, or
+        the trunk cuts this switch off from GPUs of the job that talk to GPUs it still reaches.
+        With ``trunk``, look only for frames waiting on that one (one has just been queued)."""
+        plan = self.plan
+        if plan is None or self.job_aborted or self.reported == self.attempt or len(self.finished) == len(plan.ranks):
             return
-        down = [name for name in self.trunks if not self.links[name].link_up]
-        if not down:
+        now = self.engine.now
+        down = [self.links[n] for n, since in self.trunk_down_since.items() if now - since >= plan.detect_ps]
+        cause = ""
+        for t in [trunk] if trunk is not None else down:
+            if t in down and (stuck := self._waiting_frames(t)):
+                cause = f"scale-up trunk {t.port.name} down: {stuck} frames of the job stuck on it"
+                break
+        if not cause and trunk is None and down:
+            cut, lost = self._cut_off(down)
+            if lost:
+                cause = f"scale-up trunk {', '.join(cut)} down: {lost} GPUs of the job out of reach"
+        if not cause:
             return
-        cut = {self.links[name] for name in down}
-        ranks = self._rank_ports()
-        lost = [dst for dst, egress in self.routes.items()
-                if dst in ranks and egress and not any(p.link_up for p in egress) and cut.intersection(egress)]
-        if not lost:
-            return
+        self.reported = self.attempt
         self.bus_seq += 1
-        self.context.post(self.engine.now + self.plan.detect_ps, (self.id << 32) | self.bus_seq, {
-            "type": "abort", "attempt": self.attempt, "at_ps": self.engine.now, "device": self.name,
-            "cause": f"scale-up trunk {', '.join(down)} down: {len(lost)} GPU ports out of reach"})
+        self.context.post(now + plan.detect_ps, (self.id << 32) | self.bus_seq, {
+            "type": "abort", "attempt": self.attempt, "at_ps": now, "device": self.name, "cause": cause})
 
-    def _rank_ports(self) -> frozenset[int]:
-        if self.rank_ports is None:
-            assert self.plan is not None
-            scenario = self.context.scenario
-            self.rank_ports = frozenset(
-                self.context.address(place.device, port) for place in self.plan.ranks
-                for port, _ in gpu_planes(scenario, scenario.device(place.device), place.gpu))
-        return self.rank_ports
+    def _waiting_frames(self, trunk: OLinkPort) -> int:
+        """Frames of the job's live attempts queued on ``trunk`` or waiting in its replay buffer."""
+        dead = self.dead_serials
+        waiting = [f for queue in trunk.queues for f in queue] + [sent.frame for sent in trunk.unacked]
+        return sum(1 for f in waiting if f.kind == DATA and (f.flow >> SERIAL_SHIFT) not in dead)
+
+    def _cut_off(self, down: list[OLinkPort]) -> tuple[list[str], int]:
+        """The trunks among ``down`` that are every way left to some GPUs of the job, and how many of
+        those GPUs talk (a collective group or a send/receive) to GPUs this switch still reaches."""
+        plan = self.plan
+        assert plan is not None
+        scenario = self.context.scenario
+        lost: set[int] = set()
+        reached: set[int] = set()
+        cut: set[str] = set()
+        for rank, place in enumerate(plan.ranks):
+            for port, _ in gpu_planes(scenario, scenario.device(place.device), place.gpu):
+                egress = self.routes.get(self.context.address(place.device, port))
+                if not egress:
+                    continue  # another plane's
+                if any(p.link_up for p in egress):
+                    reached.add(rank)
+                elif any(p in down for p in egress):
+                    lost.add(rank)
+                    cut.update(p.port.name for p in egress if p in down)
+        groups: dict[int, list[int]] = {}  # rank -> its collective groups
+        peers: dict[int, set[int]] = {}  # rank -> the ranks it sends to or receives from
+        for g, members in enumerate(plan.groups):
+            for rank in members:
+                groups.setdefault(rank, []).append(g)
+        for rank, program in enumerate(plan.programs):
+            for op in program:
+                if op.peer >= 0:
+                    peers.setdefault(rank, set()).add(op.peer)
+                    peers.setdefault(op.peer, set()).add(rank)
+        heard = [rank for rank in sorted(lost)
+                 if peers.get(rank, set()) & reached
+                 or any(reached.intersection(plan.groups[g]) for g in groups.get(rank, ()))]
+        return sorted(cut), len(heard)
 
     def _resumed(self, attempt: int) -> None:
-        """The job restarts now, as attempt ``attempt``: it fails again if a trunk is still down."""
+        """The job restarts now, as attempt ``attempt``: a trunk still down fails it again."""
         self.attempt = attempt
         self.job_aborted = False
-        self._report_unreachable()
+        self._check_trunks()
 
     # -- in-network collectives -------------------------------------------------------------------
     def _contribute(self, ingress: OLinkPort, frame: Frame) -> None:
@@ -252,7 +303,7 @@ class OLinkSwitch(Device):
             if not egress:
                 self.counters["unroutable_frames"] += 1
                 continue
-            egress[0].enqueue(copy)
+            self._enqueue(egress[0], copy)
 
     def _members(self, group: int) -> list[tuple[int, int]]:
         """(port address here, rank) of a collective group's members, in group order."""

@@ -352,8 +352,9 @@ supernodes:
 """
 
 
-def test_a_trunk_down_longer_than_detect_that_cuts_gpus_off_aborts_the_job_which_restarts_cleanly():
-    # sp0 reaches leaf 0's four GPUs only over l0.up0; the other leaves keep sending it their share
+def test_a_trunk_down_longer_than_detect_under_the_jobs_traffic_aborts_the_job_which_restarts_cleanly():
+    # l0.up0 fails with frames queued on it; sp0 reaches leaf 0's four GPUs only over it, and the
+    # other leaves keep sending it their share of the ring
     n, size = 16, 16 * MiB
     ops = (collective(ALL_REDUCE, size),)
     ranks = [(f"sn-s{s}", g) for s in range(4) for g in range(4)]
@@ -363,11 +364,12 @@ def test_a_trunk_down_longer_than_detect_that_cuts_gpus_off_aborts_the_job_which
     results = run_scenario(scenario)
     run = results["job"]
     assert run["status"] == "completed"
-    # as for a GPU's own link: seen by sp0 after detect, known everywhere after detect more; the
-    # restart finds the trunk still down and fails again; the next one runs
-    stops = run["interruptions"]
-    cause = ("sn-sp0", "scale-up trunk p0 down: 4 GPU ports out of reach")
-    assert [(s["device"], s["cause"]) for s in stops] == [cause] * 2
+    # as for a GPU's own link: seen after detect, known everywhere after detect more; the restart
+    # finds the trunk still down and fails again; the next one runs
+    (first, second) = stops = run["interruptions"]
+    assert first["device"] == "sn-l0" and first["cause"].startswith("scale-up trunk up0 down: ")
+    assert first["cause"].endswith(" frames of the job stuck on it")
+    assert (second["device"], second["cause"]) == ("sn-sp0", "scale-up trunk p0 down: 4 GPUs of the job out of reach")
     assert [s["aborted_ps"] for s in stops] == [230_000_000, 1_330_000_000]
     assert [s["resumed_ps"] for s in stops] == [1_230_000_000, 2_330_000_000]
     clean = run_scenario(job(TWO_TIERS, ranks, [tuple(range(n))], [ops] * n, iterations=2))
@@ -376,10 +378,22 @@ def test_a_trunk_down_longer_than_detect_that_cuts_gpus_off_aborts_the_job_which
     assert deterministic_view(run_scenario(scenario, partition="device")) == deterministic_view(results)
 
 
+def test_a_trunk_the_jobs_traffic_does_not_need_is_not_the_jobs_failure():
+    # every rank under leaf 0: nothing of the job crosses a spine
+    ops = (collective(ALL_REDUCE, 16 * MiB),)
+    ranks = [("sn-s0", g) for g in range(4)]
+    fields = {"iterations": 2, "detect_ps": 100_000_000, "restart_ps": 1_000_000_000}
+    clean = run_scenario(job(TWO_TIERS, ranks, [tuple(range(4))], [ops] * 4, **fields))
+    faults = "faults:\n  - {at: 30us, link: sn-l0.up0, state: down}\n"
+    cut = run_scenario(job(TWO_TIERS + faults, ranks, [tuple(range(4))], [ops] * 4, **fields))
+    assert cut["job"]["interruptions"] == [] and cut["job"] == clean["job"]
+
+
 @pytest.mark.parametrize("outage", [
     "{at: 30us, link: sn-l1.up2, state: down}\n  - {at: 90us, link: sn-l1.up2, state: up}",
-    "{at: 4ms, link: sn-l1.up2, state: down}"])
-def test_a_trunk_outage_shorter_than_detect_or_after_the_job_is_unseen_by_the_job(outage):
+    "{at: 4ms, link: sn-l1.up2, state: down}",
+    "{at: 4ms, link: sn-s1.olink2, state: down}"])
+def test_an_outage_shorter_than_detect_or_after_the_job_is_unseen_by_the_job(outage):
     n, size = 16, 16 * MiB
     ops = (collective(ALL_REDUCE, size),)
     ranks = [(f"sn-s{s}", g) for s in range(4) for g in range(4)]
@@ -398,6 +412,21 @@ def test_a_trunk_outage_shorter_than_detect_or_after_the_job_is_unseen_by_the_jo
         assert results["job"] == clean["job"]
 
 
+@pytest.mark.parametrize("link", ["sn-s0.olink1", "sn-l0.up0"])
+def test_a_flap_when_the_job_restarts_is_retrained_like_any_short_outage(link):
+    # a first outage aborts the job (restart at 1.23 ms); a 10 us flap around the restart is shorter
+    # than detect: the restarted job must not fail for it
+    n = 16
+    ops = (collective(ALL_REDUCE, 16 * MiB),)
+    ranks = [(f"sn-s{s}", g) for s in range(4) for g in range(4)]
+    faults = (f"faults:\n  - {{at: 30us, link: {link}, state: down}}\n  - {{at: 150us, link: {link}, state: up}}\n"
+              f"  - {{at: 1225us, link: {link}, state: down}}\n  - {{at: 1235us, link: {link}, state: up}}\n")
+    run = run_scenario(job(TWO_TIERS + faults, ranks, [tuple(range(n))], [ops] * n, iterations=2,
+                           detect_ps=100_000_000, restart_ps=1_000_000_000))["job"]
+    assert run["status"] == "completed"
+    assert [s["resumed_ps"] for s in run["interruptions"]] == [1_230_000_000]
+
+
 def test_the_default_replay_timeout_follows_a_new_rate():
     # at 100G a 64 KiB frame takes 5.4 us, longer than the whole timeout derived for 3.6T: a timeout
     # left at the old rate would replay every frame
@@ -414,3 +443,19 @@ def test_the_default_replay_timeout_follows_a_new_rate():
     slow = 100e9 * spec.PACKET_PAYLOAD / spec.PACKET_BYTES
     took = results["job"]["iterations"][0]["time_ps"]
     assert took == pytest.approx(10e6 + (size - 10e-6 * GOODPUT / 8) * 8 / slow * 1e12, rel=0.02)
+
+
+@pytest.mark.parametrize("at_ns", [95_997, 184_043, 267_455, 150_000])
+def test_a_faster_rate_shortens_the_replay_timeout_only_once_the_old_one_has_passed(at_ns):
+    # 100G to 3.6T mid-message: frames sent at 100G, and acknowledgements batched at 100G, may take
+    # the old timeout; a timeout shortened at once would replay them for nothing
+    size = 4 * MiB
+    programs = [(Op(SEND, "s", peer=1, tag=0, nbytes=size, dim="tp"),),
+                (Op(RECV, "r", peer=0, tag=0, nbytes=size, dim="tp"),)]
+    faults = "faults:\n" + "".join(f"  - {{at: {at_ns}ns, link: s0.{g}, rate: 3.6T}}\n" for g in range(2))
+    text = supernode(1, 2).replace("rate: 3.6T", "rate: 100G") + faults
+    results = run_scenario(job(text, ranks_of(1, 2), [], programs))
+    assert results["job"]["status"] == "completed"
+    for name, device in (("olink0", "s0"), ("olink1", "s0"), ("p0", "sw"), ("p1", "sw")):
+        port = results["devices"][device]["olink"][name]
+        assert port["replay_timeouts"] == 0 and port["replayed_frames"] == 0, (device, name, port)
