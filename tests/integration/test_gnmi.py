@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import grpc
 import pytest
@@ -185,22 +186,33 @@ def test_a_token_is_required_when_configured() -> None:
         h.close()
 
 
+def set_between_windows(run_dir: Path, device: str, from_ps: int,
+                        update: tuple[str, object]) -> tuple[Callable[[int], None], list[int]]:
+    """A progress callback for a run with one process per device, writing to ``run_dir``: between the
+    first two windows past ``from_ps`` it finds ``device``'s host in its log and sends it ``update``
+    with pygnmi (its only device: no target). The list gets the boundary it did that at."""
+    done: list[int] = []
+
+    def set_once(end_ps: int) -> None:
+        if done or end_ps < from_ps:
+            return
+        line = next(json.loads(x) for x in (run_dir / "hosts" / f"{device}.log").read_text().splitlines()
+                    if '"serving"' in x)
+        host, port = line["address"].rsplit(":", 1)
+        with gNMIclient(target=(host, int(port)), insecure=True, gnmi_timeout=5) as gc:
+            gc.set(update=[update])
+        done.append(end_ps)
+
+    return set_once, done
+
+
 def test_a_set_during_a_process_backend_run_takes_effect_and_is_recorded(tmp_path) -> None:
     """A real run (one process per device): the coordinator's progress callback, between two
     windows, finds the leaf's host from its log and raises the ECN thresholds with pygnmi."""
     text = INCAST.replace("length: 10m", "length: 1km")  # 4.9 us windows: about a hundred of them
     baseline = run_text(text)["devices"]["leaf"]["counters"]["ecn_marked_frames"]
-    done: list[int] = []
-
-    def set_once(end_ps: int) -> None:
-        if done or end_ps < 150 * US:
-            return
-        line = next(json.loads(x) for x in (tmp_path / "hosts" / "leaf.log").read_text().splitlines()
-                    if '"serving"' in x)
-        host, port = line["address"].rsplit(":", 1)
-        with gNMIclient(target=(host, int(port)), insecure=True, gnmi_timeout=5) as gc:  # the only device: no target
-            gc.set(update=[("/qos/ecn/config", {"kmin-bytes": 32 << 20, "kmax-bytes": 48 << 20})])
-        done.append(end_ps)
+    set_once, done = set_between_windows(tmp_path, "leaf", 150 * US,
+                                         ("/qos/ecn/config", {"kmin-bytes": 32 << 20, "kmax-bytes": 48 << 20}))
 
     scenario_file = tmp_path / "incast.yaml"
     scenario_file.write_text(text)
@@ -227,17 +239,8 @@ def test_a_rate_set_on_a_link_between_hosts_changes_both_sides_at_once(tmp_path)
     flows = "".join(f"  - {{name: {a}{b}, src: {a}/p0, dst: {b}/p0, rate: 100G, frame: 64KiB, for: 4ms}}\n"
                     for a, b in (("ta", "tb"), ("tb", "ta")))
     text = two_testers(rate="100G", length="20km", duration="4ms", flows=flows)  # 98 us windows
-    done: list[int] = []
-
-    def set_once(end_ps: int) -> None:
-        if done or end_ps < 1_000 * US:
-            return
-        line = next(json.loads(x) for x in (tmp_path / "hosts" / "ta.log").read_text().splitlines()
-                    if '"serving"' in x)
-        host, port = line["address"].rsplit(":", 1)
-        with gNMIclient(target=(host, int(port)), insecure=True, gnmi_timeout=5) as gc:
-            gc.set(update=[("/interfaces/interface[name=p0]/config/high-speed", 40_000)])
-        done.append(end_ps)
+    set_once, done = set_between_windows(tmp_path, "ta", 1_000 * US,
+                                         ("/interfaces/interface[name=p0]/config/high-speed", 40_000))
 
     scenario_file = tmp_path / "two.yaml"
     scenario_file.write_text(text)
