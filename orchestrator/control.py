@@ -120,11 +120,12 @@ def schedule_sets(sets: list[dict[str, Any]]) -> Callable[[HostRuntime], None]:
     the order it had there (services.gnmi does the same live). A link's rate changes on every host
     that has a side of the link, whichever host the Set went to."""
     from services import gnmi_paths  # the services layer: gNMI's own checks and setters
+    from services.gnmi import SET_INDEX
 
     def prepare(runtime: HostRuntime) -> None:
         local = runtime.local_links
-        for recorded in sets:
-            at_ps, index = recorded["at_ps"], recorded["index"]
+        for k, recorded in enumerate(sets):
+            at_ps, index = recorded["at_ps"], recorded.get("index", SET_INDEX + k)  # (older records: in order)
             if "link" in recorded:
                 runtime.add_link_rate(at_ps, index, recorded["link"], recorded["rate_bps"])
                 continue

@@ -115,10 +115,11 @@ def write_results(results: dict[str, Any], out_dir: Path) -> Path:
 
 
 def collect_gnmi_sets(host_results: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
-    """Every gNMI Set the hosts applied, in the order they took effect: virtual time, then host, then
-    each host's own sequence (Sets on different hosts touch different devices: they commute)."""
+    """Every gNMI Set the hosts applied, in the order they took effect: virtual time, then the timeline
+    index each took (a link's two ends may both be Set at one time: the index says which came last),
+    then host."""
     sets = [dict(i, host=host) for host, hr in host_results.items() for i in hr.get("inputs", [])]
-    return sorted(sets, key=lambda i: (i["at_ps"], i["host"], i["seq"]))
+    return sorted(sets, key=lambda i: (i["at_ps"], i.get("index", 0), i["host"], i["seq"]))
 
 
 def write_gnmi_sets(sets: list[dict[str, Any]], out_dir: Path, scenario: Scenario, *,

@@ -33,7 +33,8 @@ DEFAULT_SAMPLE_NS = 1_000_000  # 1 ms of virtual time when a subscription names 
 ENCODINGS = {gnmi_pb2.JSON: "JSON", gnmi_pb2.JSON_IETF: "JSON_IETF", gnmi_pb2.PROTO: "PROTO"}
 ORIGINS = ("", "openconfig", "testbed")
 SET_INDEX = 1 << 40  # timeline order of Sets: after every fault (scenario or injected) at the same time
-SHARED_SET_INDEX = 1 << 41  # Sets of links between hosts: after the others, by device id then sequence
+SHARED_SET_INDEX = 1 << 56  # Sets of links between hosts: after the others, by device id then sequence
+DEVICE_SHIFT = 32  # SHARED_SET_INDEX + (device id << DEVICE_SHIFT) + the host's sequence
 
 
 class RequestError(Exception):
@@ -58,13 +59,21 @@ class ManagementState:
         ``end_ps``: nothing may act earlier), before any event at that time (a change on the engine's
         timeline, as faults are, ordered after them). A link between hosts changes rate at
         ``end_ps`` instead, on both sides: the other host may be running this window already, and
-        hears of it with the next."""
+        hears of it with the next. A Set that would take effect at or after the run's end is dropped
+        (the run is over) and not recorded."""
+        duration = runtime.scenario.duration_ps
         for change in self.pending:
+            if (end_ps if change.shared else at_ps) >= duration:
+                log.warning("gNMI Set too late: the run ends before it can take effect", device=change.device,
+                            path=change.path)
+                continue
             seq = len(self.inputs)
+            if seq >= 1 << DEVICE_SHIFT:
+                raise ValueError(f"{len(self.inputs)} gNMI Sets on one host: no more can be ordered")
             record = {"seq": seq, "at_ps": at_ps, "window": window, "kind": "gnmi-set", "device": change.device,
                       "path": change.path, "value": change.value}
             if change.shared:
-                index = SHARED_SET_INDEX + (runtime.devices[change.device].id << 20) + seq
+                index = SHARED_SET_INDEX + (runtime.devices[change.device].id << DEVICE_SHIFT) + seq
                 runtime.add_link_rate(end_ps, index, change.link, change.rate_bps)
                 runtime.post_input(end_ps, INPUT_KEYS + index, {"link_rate": {
                     "link": change.link, "rate_bps": change.rate_bps, "index": index}})

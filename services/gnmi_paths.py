@@ -233,9 +233,10 @@ def _terminal_device(node: OtnNode) -> list[Leaf]:
             index += 1
         group = (elem("terminal-device"), elem("flexo-groups"), elem("flexo-group", peer=peer))
         capacity = sum(p.link.rate_bps for p in ports if p.link is not None and node.protection_role(p) != "PROTECTION")
+        size = (capacity + FLEXO_STEP_BPS // 2) // FLEXO_STEP_BPS  # N x 100G split over the ODUs rounds down
         out += [
-            ((*group, elem("config"), elem("size")), capacity // FLEXO_STEP_BPS),
-            ((*group, elem("state"), elem("size")), capacity // FLEXO_STEP_BPS),
+            ((*group, elem("config"), elem("size")), size),
+            ((*group, elem("state"), elem("size")), size),
             ((*group, elem("state"), elem("capacity-bps")), capacity),
             ((*group, elem("state"), elem("odus")), odus),
             ((*group, elem("state"), elem("line-ports")), ",".join(p.name for p in ports)),
@@ -405,6 +406,9 @@ def _flexo_changes(node: OtnNode, path: Path, text: str, value: Any, local_links
     if peer not in lines:
         raise PathNotFound(f"{node.name} has no line toward {peer!r}; it has lines toward {', '.join(sorted(lines))}")
     ports, odus = lines[peer]
+    if not odus:
+        raise InvalidValue(f"{node.name}'s line ports toward {peer} ({', '.join(p.name for p in ports)}) all protect "
+                           f"ports toward another node: resize the line those carry")
     size = _uint(text, value, 1, MAX_RATE_MBPS // 100_000)
     rate = size * FLEXO_STEP_BPS // odus
     changes = []

@@ -31,6 +31,7 @@ class Engine:
         self.events = 0
         self.devices: list[Device] = []
         self._changes: list[tuple[int, int, Callable[[], None]]] = []  # (time, index, apply), sorted
+        self._change_keys: set[tuple[int, int]] = set()
         self._next_change = 0  # index into _changes
         self.sample_interval_ps = sample_interval_ps
         self.sample_times: list[int] = []
@@ -41,7 +42,11 @@ class Engine:
         self.devices.append(device)
 
     def add_change(self, at_ps: int, index: int, apply: Callable[[], None]) -> None:
-        """A scenario change (fault) applied at ``at_ps``; ``index`` orders changes at equal times."""
+        """A scenario change (fault) applied at ``at_ps``; ``index`` orders changes at equal times and
+        is unique among them (so every host orders them alike)."""
+        if (at_ps, index) in self._change_keys:
+            raise ValueError(f"a change at {at_ps} ps with index {index} is already on the timeline")
+        self._change_keys.add((at_ps, index))
         insort(self._changes, (at_ps, index, apply), key=lambda c: (c[0], c[1]))
 
     def push(self, time_ps: int, origin: int, seq: int, handler: Callable[[Any], None], arg: Any) -> None:

@@ -251,9 +251,35 @@ def test_a_flexo_set_does_what_the_scenarios_flexo_fault_does() -> None:
         if node is None:
             return
         for k, (at_ps, size) in enumerate(((10_000_000_000, 4), (20_000_000_000, 8))):
-            for change in plan_set(node, expand(parse(group), size), runtime.local_links):
-                runtime.engine.add_change(at_ps, SET_INDEX + k, change.apply)
+            for j, change in enumerate(plan_set(node, expand(parse(group), size), runtime.local_links)):
+                runtime.engine.add_change(at_ps, SET_INDEX + 2 * k + j, change.apply)
 
     faults = deterministic_view(run_scenario(with_faults))
     sets = deterministic_view(run_scenario(dataclasses.replace(with_faults, faults=()), prepare=by_gnmi))
     assert sets["devices"] == faults["devices"] and sets["flows"] == faults["flows"]
+
+
+def test_a_flexo_size_shared_by_odus_reads_back_as_set_and_a_late_set_is_dropped() -> None:
+    from pathlib import Path
+
+    from services.gnmi import ManagementState
+
+    text = Path("scenarios/wan/flexo-resize.yaml").read_text().replace("clients: 1", "clients: 3\n  odus: 3")
+    scenario = parse_scenario(text.replace("client_rate: 800G", "client_rate: 400G"), "<test>")
+    rt = HostRuntime(scenario, "h", {d.name: "h" for d in scenario.devices})
+    rt.start()
+    rt.advance(1_000_000)
+    group = "/terminal-device/flexo-groups/flexo-group[peer=otn-dc2]"
+    assert [value(rt, "otn-dc1", f"{group}/state/{leaf}") for leaf in ("size", "odus")] == [8, 3]
+    changes = plan_set(rt.devices["otn-dc1"], expand(parse(f"{group}/config/size"), 4), rt.local_links)
+    assert [c.rate_bps for c in changes] == [400 * 10**9 // 3] * 3  # 133.3G each
+    state = ManagementState()
+    state.pending.extend(changes)
+    state.apply_pending(rt, 1, rt.window_end, rt.window_end + 1_000_000)
+    assert [i["index"] for i in state.inputs] == [(1 << 40) + k for k in range(3)]
+    rt.advance(3_000_000)
+    assert value(rt, "otn-dc1", f"{group}/config/size") == 4  # not 3: the ODUs' rates round down
+    # a Set that could take effect only when the run is over is not applied, nor recorded
+    state.pending.extend(changes)
+    state.apply_pending(rt, 2, scenario.duration_ps, scenario.duration_ps)
+    assert len(state.inputs) == 3 and not state.pending

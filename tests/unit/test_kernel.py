@@ -87,6 +87,14 @@ def test_a_planned_event_lands_by_its_key_whenever_it_was_scheduled():
     assert run(plan_late=False) == run(plan_late=True) == ["planned 3", "planned 7", "first", "second"]
 
 
+def test_a_change_index_is_unique_at_its_time():
+    engine = Engine()
+    engine.add_change(10, 3, lambda: None)
+    engine.add_change(11, 3, lambda: None)
+    with pytest.raises(ValueError, match="index 3 is already on the timeline"):
+        engine.add_change(10, 3, lambda: None)
+
+
 def test_changes_apply_before_events_at_their_time_and_samples_before_changes():
     engine = Engine(sample_interval_ps=10)
     log: list[str] = []
