@@ -44,6 +44,7 @@ bench: install ## print the kernel, window and wall-time figures
 lint: install ## ruff and mypy
 	$(BIN)/ruff check .
 	$(BIN)/mypy
+	$(BIN)/mypy scripts/protect_on_ber.py
 
 engine: ## make a Docker engine answer (installs and starts Debian's docker.io if there is none; needs root then)
 	scripts/docker-engine.sh
