@@ -95,7 +95,7 @@ class OLinkPort:
         self.largest_wire_bytes = largest_wire_bytes
         self.fixed_timeout_ps = replay_timeout_ps  # as configured; None: follow the link (see link_changed)
         self.replay_timeout_ps = replay_timeout_ps or self._default_timeout_ps()
-        self.timeout_changes = 0  # link changes that moved the default timeout
+        self.link_generation = 0  # link changes so far: a deferred timeout belongs to one of them
         self.next_seq = 0
         self.unacked: deque[_Sent] = deque()
         self.resend: deque[_Sent] = deque()
@@ -388,12 +388,12 @@ class OLinkPort:
         link = self.port.link
         if self.fixed_timeout_ps is None:
             timeout = self._default_timeout_ps()
-            self.timeout_changes += 1
+            self.link_generation += 1
             if timeout >= self.replay_timeout_ps:
-                self._set_timeout((timeout, self.timeout_changes))
+                self._set_timeout((timeout, self.link_generation))
             else:  # what was sent at the old rate may take the old timeout to be acknowledged
                 self.device.at(self.device.engine.now + self.replay_timeout_ps, self._set_timeout,
-                               (timeout, self.timeout_changes))
+                               (timeout, self.link_generation))
         up = link is not None and link.up
         came_back, self.link_up = up and not self.link_up, up
         if not came_back:  # still up (a new rate, BER or length), or down
@@ -406,7 +406,7 @@ class OLinkPort:
 
     def _set_timeout(self, args: tuple[int, int]) -> None:
         timeout, change = args
-        if change != self.timeout_changes:
+        if change != self.link_generation:
             return  # the link changed again since
         self.replay_timeout_ps = timeout
         if self.stalled_since < 0:

@@ -23,10 +23,12 @@ grow). Contributions of an attempt the job has aborted are dropped (the job's bu
 The switch forwards around a parallel link that is down, but it does not reroute beyond itself:
 frames already queued on a trunk (a link to another OLink switch) when it fails, or sent toward GPUs
 it can reach only over that trunk (a spine's only link to a leaf), wait for it. Once the trunk has
-been down for the job's ``detect`` delay with frames of the job waiting on it, the switch reports
-the fault to the job, as a GPU does for its own scale-up link; again if the restarted job sends
-onto it while it is still down. Shorter outages are retrained and replayed by the link layer,
-unseen by the job, and so is a trunk that no traffic of the job needs.
+been down for the job's ``detect`` delay, the switch reports the fault to the job, as a GPU does
+for its own scale-up link, if the job needs the trunk: frames of the job wait on it, or it cuts the
+switch off from GPUs of the job that talk (a collective group, a send/receive) to GPUs the switch
+still reaches. It checks again when the job restarts, and whenever the job sends onto the trunk.
+Shorter outages are retrained and replayed by the link layer, unseen by the job, and so is a trunk
+that the job does not need.
 """
 
 from __future__ import annotations
@@ -69,7 +71,7 @@ class OLinkSwitch(Device):
         self.dead_serials: set[int] = set()
         self.trunks: list[str] = []  # ports toward another OLink switch
         self.trunk_down_since: dict[str, int] = {}
-        self.reported = -1  # the last attempt this switch reported stuck frames of
+        self.reported = -1  # the last attempt this switch reported a trunk fault to
         self.attempt = 0  # the job's attempt, as the bus tells it
         self.job_aborted = False
         self.finished: set[int] = set()  # ranks that ended the job in this attempt
