@@ -28,6 +28,7 @@ from emulators.gpu_server.program import (
     RECV,
     SEND,
     SERIAL_SHIFT,
+    JobAttempt,
     JobPlan,
     Op,
     iteration_serial,
@@ -153,13 +154,11 @@ class GpuServer(Device):
         self.bus_seq = 0
         self.counters.update(gpu_compute_ps=0, iterations_done=0, messages_sent=0, job_interruptions=0)
         # the job's replica of its control-plane state
-        self.attempt = 0
-        self.aborted = False  # between an abort and the restart (or for good, without restart)
+        self.job = JobAttempt(0)  # the job's attempt, aborted or not, and its finished ranks
         self.saved: dict[int, tuple[int, int]] = {}  # rank -> (last iteration it saved, when)
         self.saves: dict[int, int] = {}  # iteration -> ranks that saved it (until all have)
         self.checkpoint = (-1, 0)  # the last iteration every rank saved, and when the last save ended
         self.checkpoints: list[dict[str, int]] = []
-        self.finished: set[int] = set()  # ranks that ended their last iteration in this attempt
         self.interruptions: list[dict[str, Any]] = []
         self.dead_serials: set[int] = set()  # iteration serials of aborted attempts
 
@@ -174,6 +173,7 @@ class GpuServer(Device):
         if plan is None:
             return
         self.plan = plan
+        self.job = JobAttempt(len(plan.ranks))
         self.saved = {rank: (-1, plan.start_ps) for rank in range(len(plan.ranks))}
         self.checkpoint = (-1, plan.start_ps)
         self.site_of = {d.name: d.site for d in context.scenario.devices}
@@ -222,7 +222,7 @@ class GpuServer(Device):
         if epoch != rank.epoch:
             return
         assert self.plan is not None
-        rank.serial = iteration_serial(self.attempt, rank.iteration, self.plan.iterations)
+        rank.serial = iteration_serial(self.job.number, rank.iteration, self.plan.iterations)
         rank.pending = [len(op.deps) for op in rank.program]
         rank.queues = {stream: deque(ops) for stream, ops in rank.stream_order.items()}
         rank.busy = set()
@@ -296,12 +296,12 @@ class GpuServer(Device):
     def _end_iteration(self, rank: Rank) -> None:
         assert self.plan is not None
         plan = self.plan
-        rank.iterations.append([rank.iteration, self.attempt, rank.started_ps, self.now])
+        rank.iterations.append([rank.iteration, self.job.number, rank.started_ps, self.now])
         self.counters["iterations_done"] += 1
         finished = rank.iteration
         rank.iteration += 1
         if rank.iteration == plan.iterations:  # the job is over once every rank is: a failure after that is not its
-            self.post({"type": "finished", "rank": rank.rank, "attempt": self.attempt, "at_ps": self.now})
+            self.post({"type": "finished", "rank": rank.rank, "attempt": self.job.number, "at_ps": self.now})
         if plan.checkpoint_every and (finished + 1) % plan.checkpoint_every == 0:
             self.at(self.now + plan.checkpoint_save_ps, self._saved, (rank, rank.epoch, finished))
         elif rank.iteration < plan.iterations:
@@ -312,7 +312,7 @@ class GpuServer(Device):
         if epoch != rank.epoch:
             return
         assert self.plan is not None
-        self.post({"type": "checkpoint", "rank": rank.rank, "iteration": iteration, "attempt": self.attempt,
+        self.post({"type": "checkpoint", "rank": rank.rank, "iteration": iteration, "attempt": self.job.number,
                    "at_ps": self.now})
         if rank.iteration < self.plan.iterations:
             self._begin_iteration((rank, rank.epoch))
@@ -532,10 +532,10 @@ class GpuServer(Device):
     def on_qp_error(self, qp: QueuePair) -> None:
         if self.sending.pop(qp.flow, None) is not None:
             qp.nic.retire(qp)
-        if self.aborted or self.plan is None:
+        if self.job.aborted or self.plan is None:
             return
         reason = qp.error["reason"] if qp.error else "error"
-        self.post({"type": "abort", "attempt": self.attempt, "at_ps": self.now, "device": self.name,
+        self.post({"type": "abort", "attempt": self.job.number, "at_ps": self.now, "device": self.name,
                    "cause": f"qp error on {qp.nic.name}: {reason}"})
 
     def accepts(self, flow: int) -> bool:
@@ -612,13 +612,12 @@ class GpuServer(Device):
         self.context.post(self.now + self.plan.detect_ps, (self.id << 32) | self.bus_seq, payload)
 
     def on_bus(self, payload: dict[str, Any]) -> None:
-        if self.plan is None or payload["attempt"] != self.attempt or self.aborted:
-            return  # news of an attempt that is over
+        if self.plan is None:
+            return
         if payload["type"] == "checkpoint":
-            self._checkpointed(payload)
-        elif payload["type"] == "finished":
-            self.finished.add(payload["rank"])
-        elif payload["type"] == "abort" and len(self.finished) < len(self.plan.ranks):
+            if self.job.current(payload):
+                self._checkpointed(payload)
+        elif self.job.hear(payload):
             self._abort(payload)
 
     def _checkpointed(self, payload: dict[str, Any]) -> None:
@@ -637,8 +636,6 @@ class GpuServer(Device):
         the last checkpoint every rank had saved before the failure was known."""
         assert self.plan is not None
         plan = self.plan
-        self.aborted = True
-        self.finished.clear()
         self.counters["job_interruptions"] += 1
         restart_iteration, checkpoint_ps = self.checkpoint[0] + 1, self.checkpoint[1]
         if restart_iteration <= self._timeline_iteration():  # it will run again: count it afresh
@@ -649,7 +646,8 @@ class GpuServer(Device):
             "aborted_ps": self.now, "resumed_ps": resumed, "restart_iteration": restart_iteration,
             "lost_ps": (resumed - checkpoint_ps) if resumed is not None else None,
         })
-        self.dead_serials.update(iteration_serial(self.attempt, i, plan.iterations) for i in range(plan.iterations))
+        attempt = self.job.number
+        self.dead_serials.update(iteration_serial(attempt, i, plan.iterations) for i in range(plan.iterations))
         for rank in self.ranks.values():
             self._activity(rank)
             rank.epoch += 1
@@ -680,8 +678,7 @@ class GpuServer(Device):
             self.at(resumed, self._restart, None)
 
     def _restart(self, _: Any) -> None:
-        self.attempt += 1
-        self.aborted = False
+        self.job.restart()
         self.egress_free = [max(t, self.now) for t in self.egress_free]
         for rank in self.ranks.values():
             rank.since = self.now
@@ -699,11 +696,11 @@ class GpuServer(Device):
         port, epoch = args
         link = self.ports[port].link
         parsed = olink_spec.parse_port(port)
-        if self.plan is None or self.aborted or parsed is None or link is None or link.up or link.epoch != epoch:
+        if self.plan is None or self.job.aborted or parsed is None or link is None or link.up or link.epoch != epoch:
             return
         if not any(rank.gpu == parsed[0] for rank in self.ranks.values()):
             return
-        self.post({"type": "abort", "attempt": self.attempt, "at_ps": self.now, "device": self.name,
+        self.post({"type": "abort", "attempt": self.job.number, "at_ps": self.now, "device": self.name,
                    "cause": f"scale-up link {port} down"})
 
     def gpu_busy_ps(self) -> dict[int, int]:
@@ -741,7 +738,7 @@ class GpuServer(Device):
             "peak_tflops": self.peak_flops_per_s / TERA, "mfu": self.mfu,
             "checkpoints": self.checkpoints,
             "interruptions": self.interruptions,
-            "stopped": self.aborted and not self.plan.restart,
+            "stopped": self.job.aborted and not self.plan.restart,
         }
         return out
 

@@ -119,6 +119,43 @@ def _op_from_row(row: dict[str, Any]) -> Op:
 SERIAL_SHIFT = RANK_BITS + 1 + TAG_BITS  # a message id's serial is its bits from here up
 
 
+class JobAttempt:
+    """A device's replica of where the job stands, kept from the job's bus: the attempt under way,
+    whether it has been aborted (until it restarts, or for good), and which ranks have finished it.
+    Every device hears the same messages at the same virtual times, so every replica agrees."""
+
+    def __init__(self, ranks: int) -> None:
+        self.ranks = ranks
+        self.number = 0
+        self.aborted = False
+        self.finished: set[int] = set()
+
+    def current(self, payload: dict[str, Any]) -> bool:
+        """Whether a bus message is news of the attempt under way."""
+        return payload["attempt"] == self.number and not self.aborted
+
+    @property
+    def over(self) -> bool:
+        """Every rank has finished its last iteration: a failure now is not the job's."""
+        return len(self.finished) == self.ranks
+
+    def hear(self, payload: dict[str, Any]) -> bool:
+        """Take a bus message: True for an abort of the attempt under way, which is then aborted."""
+        if not self.current(payload):
+            return False
+        if payload["type"] == "finished":
+            self.finished.add(payload["rank"])
+        elif payload["type"] == "abort" and not self.over:
+            self.aborted = True
+            self.finished.clear()
+            return True
+        return False
+
+    def restart(self) -> None:
+        self.number += 1
+        self.aborted = False
+
+
 def iteration_serial(attempt: int, iteration: int, iterations: int) -> int:
     """The run-wide number of an iteration of an attempt, from 1 (so a job's message ids never collide
     with a scenario's flow indices), wrapping after MAX_SERIALS - 1."""

@@ -35,7 +35,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from emulators.gpu_server.program import SERIAL_SHIFT, iteration_serial, with_sender
+from emulators.gpu_server.program import SERIAL_SHIFT, JobAttempt, iteration_serial, with_sender
 from emulators.kernel.device import Device
 from emulators.kernel.engine import Engine
 from emulators.kernel.frame import DATA, Frame
@@ -72,9 +72,7 @@ class OLinkSwitch(Device):
         self.trunks: list[str] = []  # ports toward another OLink switch
         self.trunk_down_since: dict[str, int] = {}
         self.reported = -1  # the last attempt this switch reported a trunk fault to
-        self.attempt = 0  # the job's attempt, as the bus tells it
-        self.job_aborted = False
-        self.finished: set[int] = set()  # ranks that ended the job in this attempt
+        self.job = JobAttempt(0)  # the job's attempt, as its bus tells it
         self.bus_seq = 0
         self.counters.update(forwarded_frames=0, unroutable_frames=0, reduced_chunks=0, replicated_frames=0,
                              abandoned_chunks=0,  # of reductions an aborted attempt left unfinished
@@ -108,6 +106,8 @@ class OLinkSwitch(Device):
             for dst, names in context.routes(self.name).items()
         }
         self.plan = scenario.job
+        if self.plan is not None:
+            self.job = JobAttempt(len(self.plan.ranks))
 
     # -- forwarding -------------------------------------------------------------------------------
     def on_frame(self, port: Port, frame: Frame) -> None:
@@ -192,7 +192,7 @@ class OLinkSwitch(Device):
         the trunk cuts this switch off from GPUs of the job that talk to GPUs it still reaches.
         With ``trunk``, look only for frames waiting on that one (one has just been queued)."""
         plan = self.plan
-        if plan is None or self.job_aborted or self.reported == self.attempt or len(self.finished) == len(plan.ranks):
+        if plan is None or self.job.aborted or self.job.over or self.reported == self.job.number:
             return
         now = self.engine.now
         down = [self.links[n] for n, since in self.trunk_down_since.items() if now - since >= plan.detect_ps]
@@ -207,10 +207,10 @@ class OLinkSwitch(Device):
                 cause = f"scale-up trunk {', '.join(cut)} down: {lost} GPUs of the job out of reach"
         if not cause:
             return
-        self.reported = self.attempt
+        self.reported = self.job.number
         self.bus_seq += 1
         self.context.post(now + plan.detect_ps, (self.id << 32) | self.bus_seq, {
-            "type": "abort", "attempt": self.attempt, "at_ps": now, "device": self.name, "cause": cause})
+            "type": "abort", "attempt": self.job.number, "at_ps": now, "device": self.name, "cause": cause})
 
     def _waiting_frames(self, trunk: OLinkPort) -> int:
         """Frames of the job's live attempts queued on ``trunk`` or waiting in its replay buffer."""
@@ -252,10 +252,9 @@ class OLinkSwitch(Device):
                  or any(reached.intersection(plan.groups[g]) for g in groups.get(rank, ()))]
         return sorted(cut), len(heard)
 
-    def _resumed(self, attempt: int) -> None:
-        """The job restarts now, as attempt ``attempt``: a trunk still down fails it again."""
-        self.attempt = attempt
-        self.job_aborted = False
+    def _resumed(self, _: Any) -> None:
+        """The job restarts now: a trunk still down fails it again."""
+        self.job.restart()
         self._check_trunks()
 
     # -- in-network collectives -------------------------------------------------------------------
@@ -328,16 +327,10 @@ class OLinkSwitch(Device):
         plan = self.plan
         if plan is None or payload["type"] not in ("finished", "abort"):
             return
-        current = payload["attempt"] == self.attempt and not self.job_aborted
-        if payload["type"] == "finished":
-            if current:
-                self.finished.add(payload["rank"])
+        if self.job.hear(payload) and plan.restart:
+            self.at(self.engine.now + plan.restart_ps, self._resumed, None)
+        if payload["type"] != "abort":
             return
-        if current and len(self.finished) < len(plan.ranks):
-            self.job_aborted = True
-            self.finished.clear()
-            if plan.restart:
-                self.at(self.engine.now + plan.restart_ps, self._resumed, self.attempt + 1)
         self.dead_serials.update(iteration_serial(payload["attempt"], i, plan.iterations)
                                  for i in range(plan.iterations))
         for key in [k for k in self.reductions if (k[0] >> SERIAL_SHIFT) in self.dead_serials]:
