@@ -41,6 +41,27 @@ faults:
 """
 
 
+def gpus_on_one_switch(servers: int, gpus: int, *, port: str, switch_kind: str, rate: str, length_m: int,
+                       name: str, duration: str, switch_options: str = "", extra: str = "",
+                       ber: dict[str, float] | None = None) -> str:
+    """``servers`` GPU servers (s0, s1, ...) of ``gpus`` GPUs; port ``port``<g> of each GPU linked to
+    one switch ``sw`` (ports p0, p1, ...) by link s<s>.<g>, with ``ber`` for the links it names.
+    ``extra`` is appended to the servers' options."""
+    lines = ["version: 0", f"name: {name}", f"duration: {duration}", "devices:"]
+    for s in range(servers):
+        ports = ", ".join(f"{port}{g}" for g in range(gpus))
+        lines.append(f"  s{s}: {{kind: gpu_server, ports: [{ports}], options: {{gpus: {gpus}{extra}}}}}")
+    switch_ports = ", ".join(f"p{i}" for i in range(servers * gpus))
+    lines += [f"  sw: {{kind: {switch_kind}, ports: [{switch_ports}], options: {{{switch_options}}}}}", "links:"]
+    for s in range(servers):
+        for g in range(gpus):
+            link = f"s{s}.{g}"
+            error = f", ber: {ber[link]}" if ber and link in ber else ""
+            lines.append(f"  - {{name: {link}, a: s{s}/{port}{g}, z: sw/p{s * gpus + g}, rate: {rate}, "
+                         f"length: {length_m}m{error}}}")
+    return "\n".join(lines) + "\n"
+
+
 def run_text(text: str, partition: str = "single", backend: str = "inproc", **kw: Any) -> dict[str, Any]:
     return run_scenario(parse_scenario(text, "<test>"), partition, backend, **kw)
 

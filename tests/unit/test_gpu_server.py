@@ -22,7 +22,7 @@ from emulators.rdma.settings import NicSettings
 from emulators.topology import FIBER_DELAY_PS_PER_M, Scenario
 from orchestrator.results import deterministic_view
 from orchestrator.run import run_scenario
-from tests.helpers import with_programs
+from tests.helpers import gpus_on_one_switch, with_programs
 
 MiB = 1 << 20
 SWITCH_PS = 600_000
@@ -31,17 +31,8 @@ LINK_M = 3
 
 def cluster(servers: int, gpus: int, *, extra: str = "", faults: str = "", duration: str = "200ms") -> str:
     """``servers`` GPU servers of ``gpus`` GPUs, every NIC on one 400G switch."""
-    lines = ["version: 0", "name: gpu-test", f"duration: {duration}", "devices:"]
-    for s in range(servers):
-        ports = ", ".join(f"nic{g}" for g in range(gpus))
-        lines.append(f"  s{s}: {{kind: gpu_server, ports: [{ports}], options: {{gpus: {gpus}{extra}}}}}")
-    switch_ports = ", ".join(f"p{i}" for i in range(servers * gpus))
-    lines += [f"  sw: {{kind: switch, ports: [{switch_ports}]}}", "links:"]
-    for s in range(servers):
-        for g in range(gpus):
-            port = s * gpus + g
-            lines.append(f"  - {{name: s{s}.{g}, a: s{s}/nic{g}, z: sw/p{port}, rate: 400G, length: {LINK_M}m}}")
-    return "\n".join(lines) + "\n" + faults
+    return gpus_on_one_switch(servers, gpus, port="nic", switch_kind="switch", rate="400G", length_m=LINK_M,
+                              name="gpu-test", duration=duration, extra=extra) + faults
 
 
 def job(scenario_text: str, ranks: list[tuple[str, int]], groups: list[tuple[int, ...]],

@@ -26,7 +26,7 @@ from emulators.topology import FIBER_DELAY_PS_PER_M, Scenario
 from orchestrator.results import deterministic_view
 from orchestrator.run import run_scenario
 from orchestrator.scenario.loader import ScenarioError, parse_scenario
-from tests.helpers import with_programs
+from tests.helpers import gpus_on_one_switch, with_programs
 
 MiB = 1 << 20
 RATE = 3_600_000_000_000
@@ -39,19 +39,8 @@ GOODPUT = RATE * spec.PACKET_PAYLOAD / spec.PACKET_BYTES
 def supernode(servers: int, gpus: int, *, switch: str = "", ber: dict[str, float] | None = None,
               extra: str = "", duration: str = "20ms") -> str:
     """``servers`` GPU servers of ``gpus`` GPUs, each GPU's scale-up port on one OLink switch."""
-    lines = ["version: 0", "name: olink-test", f"duration: {duration}", "devices:"]
-    for s in range(servers):
-        ports = ", ".join(f"olink{g}" for g in range(gpus))
-        lines.append(f"  s{s}: {{kind: gpu_server, ports: [{ports}], options: {{gpus: {gpus}{extra}}}}}")
-    switch_ports = ", ".join(f"p{i}" for i in range(servers * gpus))
-    lines += [f"  sw: {{kind: olink, ports: [{switch_ports}], options: {{{switch}}}}}", "links:"]
-    for s in range(servers):
-        for g in range(gpus):
-            name = f"s{s}.{g}"
-            error = f", ber: {ber[name]}" if ber and name in ber else ""
-            lines.append(f"  - {{name: {name}, a: s{s}/olink{g}, z: sw/p{s * gpus + g}, rate: 3.6T, "
-                         f"length: {LINK_M}m{error}}}")
-    return "\n".join(lines) + "\n"
+    return gpus_on_one_switch(servers, gpus, port="olink", switch_kind="olink", rate="3.6T", length_m=LINK_M,
+                              name="olink-test", duration=duration, switch_options=switch, extra=extra, ber=ber)
 
 
 def job(text: str, ranks: list[tuple[str, int]], groups: list[tuple[int, ...]], programs: list[tuple[Op, ...]],
