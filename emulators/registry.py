@@ -58,9 +58,11 @@ RDMA_OPTIONS_SCHEMA: dict[str, Any] = {
         ),
         "recovery": {"enum": ["go-back-n", "selective-repeat"], "description": "loss recovery (default go-back-n)"},
         "rto": _unit(
-            "time", "retransmit timeout (default 4.096us x 2^14 = 67.1ms, the common RoCE setting)", nonzero=True
+            "time", "retransmit timeout of tester flows and the ideal job transport (default 4.096us x 2^14 = "
+            "67.1ms; the NCCL transport sets each QP's from nccl.ib_timeout)", nonzero=True
         ),
-        "retries": {"type": "integer", "minimum": 0, "maximum": 7, "description": "retry count (default 7)"},
+        "retries": {"type": "integer", "minimum": 0, "maximum": 7,
+                    "description": "retry count of tester flows and the ideal job transport (default 7)"},
         "rtt": _unit(
             "time", "round trip (propagation and latency) the window is sized for (default: the path's)", nonzero=True
         ),
@@ -86,6 +88,71 @@ RDMA_OPTIONS_SCHEMA: dict[str, Any] = {
         "ai_rate": _unit("rate", "additive increase step (default line rate / 1000)", nonzero=True),
         "hai_rate": _unit("rate", "hyper increase step (default line rate / 100)", nonzero=True),
         "min_rate": _unit("rate", "lowest rate a cut may reach (default line rate / 1000)", nonzero=True),
+        "timer_spread": {
+            "type": "number",
+            "minimum": 1,
+            "maximum": 4,
+            "description": "a retransmit timeout fires between 1x and this x its nominal value, drawn per timeout "
+                           "(NVIDIA documents up to 4x; default 1: exactly)",
+        },
+        "adaptive_retransmission": {
+            "type": "object",
+            "additionalProperties": False,
+            "required": ["time_base", "init_low", "init_size", "ranges"],
+            "x-expect": "a mapping {time_base, init_low, init_size, ranges, start_range}",
+            "description": "ConnectX adaptive retransmission with this profile (NVIDIA publishes no default: off "
+                           "unless given): timeouts of time_base x 2^exponent, the first drawn from "
+                           "[init_low, init_low + init_size) and used once, then each range's exponents "
+                           "retries times each; the QP errors when the last range is spent",
+            "properties": {
+                "time_base": _unit("time", "the unit of the timeouts (at least 4us)", nonzero=True),
+                "init_low": {"type": "integer", "minimum": 0, "maximum": 31},
+                "init_size": {"type": "integer", "minimum": 1, "maximum": 32},
+                "ranges": {
+                    "type": "array",
+                    "minItems": 1,
+                    "maxItems": 4,
+                    "x-expect": "a list of {low, size, retries}",
+                    "items": {
+                        "type": "object",
+                        "additionalProperties": False,
+                        "required": ["low", "size", "retries"],
+                        "x-expect": "a mapping {low, size, retries}",
+                        "properties": {
+                            "low": {"type": "integer", "minimum": 0, "maximum": 31},
+                            "size": {"type": "integer", "minimum": 1, "maximum": 32},
+                            "retries": {"type": "integer", "minimum": 1, "maximum": 255},
+                        },
+                    },
+                },
+                "start_range": {"type": "integer", "minimum": 0, "maximum": 3},
+            },
+        },
+        "slow_restart_rate": _unit(
+            "rate", "ConnectX slow restart: after a retransmission timeout the QP's rate drops to this and climbs "
+            "back by DCQCN's increase steps (NVIDIA publishes no rate: off unless given)", nonzero=True),
+        "retry_limit": {
+            "type": "integer",
+            "minimum": 1,
+            "description": "excessive retransmissions: more than this many within retry_period error the QP "
+                           "(WinOF-2 EXT_QP_MAX_RETRY_LIMIT, 50 there when enabled; off unless given)",
+        },
+        "retry_period": _unit("time", "the period retry_limit counts over (EXT_QP_MAX_RETRY_PERIOD)", nonzero=True),
+        "cooperation": {
+            "type": "object",
+            "additionalProperties": False,
+            "x-expect": "a mapping {distance, ber, protection} of booleans",
+            "description": "end-network co-operation: what the NIC does with a gateway's path information "
+                           "(each default true)",
+            "properties": {
+                "distance": {"type": "boolean", "description": "the path's round trip sizes the in-flight window "
+                             "and, with the NCCL transport, the connection buffers"},
+                "ber": {"type": "boolean", "description": "a loss on a path with a BER is corruption: retransmit "
+                        "after a probe (2 round trips), no slow restart"},
+                "protection": {"type": "boolean", "description": "after a protection switch, retransmit at once "
+                               "from the oldest unacknowledged packet"},
+            },
+        },
     },
 }
 
@@ -224,6 +291,19 @@ def _check_nic_options(options: dict[str, Any], ports: tuple[str, ...]) -> tuple
     chunk = rdma.get("chunk", 64 * 1024)
     if chunk % mtu:
         return ("rdma", "chunk"), f"{chunk} bytes is not a whole number of {mtu}-byte packets (the mtu)"
+    if ("retry_limit" in rdma) != ("retry_period" in rdma):
+        given, missing = ("retry_limit", "retry_period") if "retry_limit" in rdma else ("retry_period", "retry_limit")
+        return ("rdma", given), f"the excessive-retransmission limit needs {missing} too; give both or neither"
+    adp = rdma.get("adaptive_retransmission")
+    if adp is not None:
+        if adp["time_base"] < 4_000_000:
+            return ("rdma", "adaptive_retransmission", "time_base"), "is below the 4us the firmware allows; raise it"
+        lows = [r["low"] for r in adp["ranges"]]
+        if lows != sorted(set(lows)):
+            return ("rdma", "adaptive_retransmission", "ranges"), "ranges must be in rising order of low"
+        if adp.get("start_range", 0) >= len(adp["ranges"]):
+            return ("rdma", "adaptive_retransmission", "start_range"), (
+                f"{adp['start_range']} is past the {len(adp['ranges'])} ranges; give an index below it")
     owner: dict[str, str] = {}
     for nic, members in options.get("nics", {}).items():
         for index, port in enumerate(members):

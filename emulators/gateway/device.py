@@ -34,7 +34,7 @@ from emulators.kernel.frame import (
 from emulators.kernel.port import Port
 from emulators.kernel.vtime import PS_PER_US
 from emulators.registry import GATEWAY_LATENCY_PS
-from emulators.topology import Endpoint, LinkSpec, propagation_ps
+from emulators.topology import DeviceSpec, Endpoint, LinkSpec, propagation_ps
 
 if TYPE_CHECKING:
     from emulators.context import ScenarioContext
@@ -330,6 +330,11 @@ class Gateway(Switch):
         }
         out["path_info"] = dict(self.last_path_info)
         return out
+
+
+def tells_paths(spec: DeviceSpec) -> bool:
+    """Whether a device tells the NICs of its site about the WAN path (a gateway with ``path_info``)."""
+    return spec.kind == Gateway.kind and bool(spec.options.get("path_info", GATEWAY_DEFAULTS["path_info"]))
 
 
 def default_wan_ports(context: ScenarioContext, gateway: str) -> list[str]:

@@ -6,7 +6,9 @@
   back to back and pays the latency once. The members' scale-up egress is busy for that long.
 - Otherwise a ring in group order: step k sends piece k to the next member and waits for the
   previous member's piece k before step k+1 (reduce-scatter n-1 steps, then all-gather n-1 for an
-  all-reduce). Each hop rides the scale-up mesh or the NICs, whichever joins the two GPUs.
+  all-reduce). Each hop rides the scale-up mesh or the NICs, whichever joins the two GPUs. Every
+  step's receive is posted when the ring starts, as NCCL's proxy posts a collective's receives, so
+  the NCCL transport grants the previous member slots ahead across steps.
 - ``hierarchical`` (every server holding the same number g > 1 of members): reduce-scatter inside
   each server, a ring among the members at the same position on each server over S/g, then
   all-gather inside each server.
@@ -24,6 +26,7 @@ from collections.abc import Callable
 from functools import partial
 from typing import TYPE_CHECKING
 
+from emulators.ccl.nccl import p2p_comm, ring_comm
 from emulators.gpu_server.program import (
     ALL_GATHER,
     ALL_REDUCE,
@@ -168,7 +171,7 @@ class CollectiveRun:
         server.olink_send(rank, pieces, shared, COLLECTIVE_VC, fields, self.sent)
         arrived = self.phase_done(None)
         result = server.message(rank, cid=op.cid, step=MAX_STEPS - 1)
-        if expect <= 0 or server.receive(rank, expect, result, arrived):
+        if expect <= 0 or server.receive(rank, None, expect, result, 0, arrived):
             arrived()
 
     def ring(self, collective: str, nbytes: int, ring: list[int], then: Done | None = None) -> None:
@@ -179,18 +182,28 @@ class CollectiveRun:
         steps = ring_steps(collective, n)
         finish = self.phase_done(then)
         server, rank, cid = self.server, self.rank, self.op.cid
+        comm = ring_comm(self.op.group)
+        arrived = [False] * steps  # piece k from the previous member
+        sent = [0, 0]  # pieces sent; 1 once finished
 
-        def step(k: int) -> None:
+        def advance() -> None:
             # a loop, not recursion: a late rank may find many of its pieces already there
-            while k < steps:
-                self.send(after, piece, server.message(rank, cid=cid, step=k))
-                k += 1
-                if not server.receive(rank, piece, server.message(rank, src=before, cid=cid, step=k - 1),
-                                      partial(step, k)):
-                    return
-            finish()
+            while sent[0] < steps and (sent[0] == 0 or arrived[sent[0] - 1]):
+                self.send(after, piece, server.message(rank, cid=cid, step=sent[0]), comm)
+                sent[0] += 1
+            if sent[0] == steps and arrived[-1] and not sent[1]:
+                sent[1] = 1
+                finish()
 
-        step(0)
+        def arrival(k: int) -> None:
+            arrived[k] = True
+            advance()
+
+        for k in range(steps):
+            if server.receive(rank, before, piece, server.message(rank, src=before, cid=cid, step=k), comm,
+                              partial(arrival, k)):
+                arrived[k] = True
+        advance()
 
     def all_to_all(self) -> None:
         members = self.members
@@ -199,16 +212,18 @@ class CollectiveRun:
         me = members.index(rank.rank)
         self.phases_left = len(members) - 1  # one per incoming piece
         arrived = self.phase_done(None)
+        comm = p2p_comm(4 + self.op.group)
         for index, member in enumerate(members):
             if member != rank.rank:
-                self.send(member, piece, server.message(rank, cid=cid, step=index))
-                if server.receive(rank, piece, server.message(rank, src=member, cid=cid, step=me), arrived):
+                self.send(member, piece, server.message(rank, cid=cid, step=index), comm)
+                if server.receive(rank, member, piece, server.message(rank, src=member, cid=cid, step=me), comm,
+                                  arrived):
                     arrived()
 
     # -- completion -------------------------------------------------------------------------------
-    def send(self, peer: int, nbytes: int, uid: int) -> None:
+    def send(self, peer: int, nbytes: int, uid: int, comm: int) -> None:
         self.outstanding += 1
-        self.server.transfer(self.rank, peer, nbytes, uid, self.op.dim, self.sent)
+        self.server.transfer(self.rank, peer, nbytes, uid, self.op.dim, self.sent, comm)
 
     def sent(self) -> None:
         self.outstanding -= 1

@@ -4,9 +4,11 @@ one RDMA NIC per GPU (dual-plane when the ``nics`` option bonds two ports).
 Each rank runs its program (see :mod:`emulators.gpu_server.program`) one iteration at a time on
 CUDA-like streams. Compute takes flops / (peak x MFU). Messages between GPUs of this server cross the
 scale-up mesh in closed form (each GPU's egress serialises what it sends at the mesh's per-GPU
-bandwidth, plus its latency); messages to other servers are RDMA messages on the GPUs' NICs, one
-queue pair per message, frame by frame through the emulated network. Collectives are decomposed
-into those messages (:mod:`emulators.gpu_server.collectives`).
+bandwidth, plus its latency); messages to other servers go over the GPUs' NICs, frame by frame
+through the emulated network, by the job's transport (:mod:`emulators.ccl`: NCCL's connections, or
+one idealised QP per message). Collectives are decomposed into those messages
+(:mod:`emulators.gpu_server.collectives`). A watchdog aborts the job when a communication op has
+not finished within the job's watchdog timeout (:mod:`emulators.gpu_server.watchdog`).
 
 The job's control plane (failure detection, checkpoints, restart) runs over the testbed's bus: every
 GPU server keeps the same replica of the job's state, updated only by bus messages, so every host
@@ -19,12 +21,17 @@ from collections import deque
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+from emulators.ccl.base import NicTransport
+from emulators.ccl.ideal import IdealTransport
+from emulators.ccl.nccl import CONNECTION_FLAG, NcclTransport, p2p_comm
+from emulators.ccl.settings import NcclSettings
 from emulators.gpu_server.collectives import CollectiveRun, call
 from emulators.gpu_server.gpus import DEFAULT_GPUS, TERA, compute_ps, hardware_of
 from emulators.gpu_server.program import (
     COLLECTIVE,
     COMPUTE,
     DIMENSIONS,
+    NCCL,
     RECV,
     SEND,
     SERIAL_SHIFT,
@@ -34,6 +41,7 @@ from emulators.gpu_server.program import (
     iteration_serial,
     message_id,
 )
+from emulators.gpu_server.watchdog import Watchdog
 from emulators.kernel.device import Device
 from emulators.kernel.engine import Engine
 from emulators.kernel.frame import DATA, PFC, Frame, honour_pfc
@@ -42,11 +50,11 @@ from emulators.kernel.vtime import serialization_ps
 from emulators.olink import link as olink
 from emulators.olink import spec as olink_spec
 from emulators.olink.topology import gpu_domain, gpu_planes, in_network_switches
-from emulators.rdma.host import build_nics, nic_ports_of
+from emulators.rdma.host import build_nics
 from emulators.rdma.nic import RdmaNic
 from emulators.rdma.qp import QueuePair
 from emulators.rdma.receiver import FlowReceiver
-from emulators.topology import RDMA, RDMA_PRIORITY, Endpoint, FlowSpec
+from emulators.topology import Endpoint
 
 if TYPE_CHECKING:
     from emulators.context import ScenarioContext
@@ -145,8 +153,9 @@ class GpuServer(Device):
         self.plan: JobPlan | None = None
         self.ranks: dict[int, Rank] = {}
         self.egress_free: list[int] = [0] * self.gpus  # each GPU's scale-up egress is busy until
-        self.sending: dict[int, tuple[QueuePair, Done]] = {}  # message id -> its QP and what to do when acked
-        self.waiting: dict[int, tuple[int, RdmaNic | None, Done]] = {}  # message id -> (bytes, NIC, done)
+        self.transport: NicTransport = IdealTransport(self)  # messages over the NICs (the job's choice)
+        self.watchdog: Watchdog | None = None
+        self.waiting: dict[int, tuple[int, Done]] = {}  # message id -> (bytes, done): scale-up receives
         self.arrived_locally: set[int] = set()  # scale-up messages that came before their receive
         self.joins: dict[tuple[int, int, int], list[tuple[int, Done]]] = {}  # local parts of collectives
         self.bytes = {dim: dict.fromkeys(LINK_CLASSES, 0) for dim in DIMENSIONS}  # the whole run
@@ -177,7 +186,9 @@ class GpuServer(Device):
         self.saved = {rank: (-1, plan.start_ps) for rank in range(len(plan.ranks))}
         self.checkpoint = (-1, plan.start_ps)
         self.site_of = {d.name: d.site for d in context.scenario.devices}
-        self.paths: dict[tuple[int, int], tuple[list[int], int, int, frozenset[int]]] = {}
+        if plan.transport == NCCL:
+            self.transport = NcclTransport(self, NcclSettings.from_options(plan.nccl))
+        self.watchdog = Watchdog(self, plan.watchdog_ps)
         for rank in plan.ranks_on(self.name):
             gpu = plan.ranks[rank].gpu
             nic = self.nics[gpu] if gpu < len(self.nics) else None
@@ -258,11 +269,14 @@ class GpuServer(Device):
             duration = compute_ps(op.flops, self.peak_flops_per_s, self.mfu)
             self.counters["gpu_compute_ps"] += duration
             self.at(self.now + duration, call, done)
-        elif kind == SEND:
+            return
+        assert self.watchdog is not None
+        self.watchdog.started(rank.rank, index, op.label or op.kind)
+        if kind == SEND:
             self._activity(rank, comm=1)
-            self.transfer(rank, op.peer, op.nbytes, self.message(rank, tag=op.tag), op.dim, done)
+            self.transfer(rank, op.peer, op.nbytes, self.message(rank, tag=op.tag), op.dim, done, _p2p(op.dim))
         elif kind == RECV:
-            if self.receive(rank, op.nbytes, self.message(rank, src=op.peer, tag=op.tag), done):
+            if self.receive(rank, op.peer, op.nbytes, self.message(rank, src=op.peer, tag=op.tag), _p2p(op.dim), done):
                 self.at(self.now, call, done)  # an event, not a nested call: chains of ready ops stay flat
         else:
             assert self.plan is not None
@@ -273,8 +287,11 @@ class GpuServer(Device):
         op = rank.program[index]
         if op.kind == COMPUTE:
             self._activity(rank, compute=-1)
-        elif op.kind in COMM_KINDS:
-            self._activity(rank, comm=-1)
+        else:
+            assert self.watchdog is not None
+            self.watchdog.finished(rank.rank, index)
+            if op.kind in COMM_KINDS:
+                self._activity(rank, comm=-1)
         if rank.iteration == self._timeline_iteration():
             rank.timeline.append([op.label or op.kind, op.kind, op.dim, rank.op_start[index], self.now])
         rank.busy.discard(op.stream)
@@ -387,9 +404,9 @@ class GpuServer(Device):
         if rank.iteration == self._timeline_iteration():
             self.iteration_bytes[dim][link_class] += nbytes
 
-    def transfer(self, rank: Rank, peer: int, nbytes: int, uid: int, dim: str, done: Done) -> None:
-        """Send ``nbytes`` from ``rank`` to rank ``peer``; ``done`` once the data is there (scale-up)
-        or acknowledged (RDMA)."""
+    def transfer(self, rank: Rank, peer: int, nbytes: int, uid: int, dim: str, done: Done, comm: int) -> None:
+        """Send ``nbytes`` from ``rank`` to rank ``peer`` on communicator ``comm`` (emulators.ccl.nccl);
+        ``done`` once the data is there (scale-up) or acknowledged (over the NICs)."""
         assert self.plan is not None
         olink_path = self.over_olink(rank, peer)
         link_class = SCALE_UP if olink_path else self.link_class(peer)
@@ -405,17 +422,10 @@ class GpuServer(Device):
             self.egress_free[rank.gpu] = end
             self.at(end + self.scale_up_latency_ps, self._arrive_locally, (uid, rank.epoch, peer, done))
             return
-        nic = rank.nic
-        if nic is None:
+        if rank.nic is None:
             raise RuntimeError(f"{self.name}: GPU {rank.gpu} has no NIC, and rank {rank.rank} sends to "
                                f"rank {peer} on {self.plan.ranks[peer].device}")
-        remote, hops, rtt, crossed = self._path(rank.gpu, peer)
-        spec = FlowSpec(f"m{uid:x}", Endpoint(self.name, nic.ports[0].name), Endpoint(self.plan.ranks[peer].device, ""),
-                        0, 0, self.now, 0, RDMA_PRIORITY, RDMA, max(1, nbytes))
-        entropy = _mix(uid ^ self.seed)
-        qp = nic.open_qp(uid, spec, remote, self.seed, hops, rtt, crossed, entropy=entropy)
-        self.sending[uid] = (qp, done)
-        nic.send_now(qp)
+        self.transport.send(rank, peer, comm, nbytes, uid, done)
 
     def olink_send(self, rank: Rank, pieces: list[tuple[int, int, list[int]]], uid: int, vc: int,
                    fields: dict[str, int] | None, done: Done) -> None:
@@ -469,7 +479,7 @@ class GpuServer(Device):
         if waiting is not None and arrived >= waiting[0]:
             del self.waiting[uid]
             self.olink_arrived.pop(uid, None)
-            waiting[2]()
+            waiting[1]()
         else:
             self.olink_arrived[uid] = arrived
 
@@ -481,74 +491,50 @@ class GpuServer(Device):
         done()
         waiting = self.waiting.pop(uid, None)
         if waiting is not None:
-            waiting[2]()
+            waiting[1]()
         else:
             self.arrived_locally.add(uid)
 
-    def receive(self, rank: Rank, nbytes: int, uid: int, done: Done) -> bool:
-        """Whether message ``uid`` of ``nbytes`` has already arrived at ``rank`` (then ``done`` is not
-        called: the caller goes on); otherwise ``done`` is called when it has."""
+    def receive(self, rank: Rank, peer: int | None, nbytes: int, uid: int, comm: int, done: Done) -> bool:
+        """Whether message ``uid`` of ``nbytes`` from rank ``peer`` (None: from an OLink switch) has
+        already arrived at ``rank`` (then ``done`` is not called: the caller goes on); otherwise
+        ``done`` is called when it has. Over the NICs the job's transport receives it on ``comm``."""
         if uid in self.arrived_locally:
             self.arrived_locally.discard(uid)
             return True
         if self.olink_arrived.get(uid, -1) >= max(1, nbytes):
             del self.olink_arrived[uid]
             return True
-        nic = rank.nic
-        size = max(1, nbytes)
-        if nic is not None:
-            receiver = nic.receivers.get(uid)
-            if receiver is not None and receiver.payload_bytes >= size:
-                nic.finish_flow(uid)
-                return True
-        self.waiting[uid] = (size, nic, done)
+        if peer is not None and rank.nic is not None and not self.over_olink(rank, peer) \
+                and self.link_class(peer) != SCALE_UP:
+            return self.transport.recv(rank, peer, comm, nbytes, uid, done)
+        self.waiting[uid] = (max(1, nbytes), done)
         return False
-
-    def _path(self, gpu: int, peer: int) -> tuple[list[int], int, int, frozenset[int]]:
-        """The far NIC's port addresses, hops, round trip and devices crossed from our GPU ``gpu``'s
-        NIC to rank ``peer``'s (computed once per pair from the topology)."""
-        assert self.plan is not None
-        place = self.plan.ranks[peer]
-        key = (gpu, peer)
-        found = self.paths.get(key)
-        if found is None:
-            context = self.context
-            far = context.scenario.device(place.device)
-            far_ports = nic_ports_of(far, place.gpu)
-            near = self.nics[gpu].ports[0].name
-            links = context.path_links(Endpoint(self.name, near), Endpoint(far.name, far_ports[0]))
-            hops, rtt = context.path_delay(links)
-            crossed = frozenset(context.ids[d] for link in links for d in (link.a.device, link.z.device))
-            found = ([context.address(far.name, p) for p in far_ports], hops, rtt, crossed)
-            self.paths[key] = found
-        return found
 
     # -- NIC hooks --------------------------------------------------------------------------------
     def on_qp_complete(self, qp: QueuePair) -> None:
-        _, done = self.sending.pop(qp.flow)
-        qp.nic.retire(qp)
-        done()
+        self.transport.on_qp_complete(qp)
 
     def on_qp_error(self, qp: QueuePair) -> None:
-        if self.sending.pop(qp.flow, None) is not None:
-            qp.nic.retire(qp)
+        self.transport.on_qp_error(qp)
         if self.job.aborted or self.plan is None:
             return
         reason = qp.error["reason"] if qp.error else "error"
+        self.abort_job("qp_error", f"qp error on {qp.nic.name} ({qp.name}): {reason}")
+
+    def abort_job(self, kind: str, cause: str) -> None:
+        """Tell every server that this attempt failed (they abort ``detect`` from now)."""
         self.post({"type": "abort", "attempt": self.job.number, "at_ps": self.now, "device": self.name,
-                   "cause": f"qp error on {qp.nic.name}: {reason}"})
+                   "kind": kind, "cause": cause})
 
     def accepts(self, flow: int) -> bool:
-        """Data for a message of an aborted attempt is only acknowledged, never kept."""
+        """Data for an aborted attempt is only acknowledged, never kept."""
+        if flow & CONNECTION_FLAG:
+            return self.transport.accepts(flow)
         return (flow >> SERIAL_SHIFT) not in self.dead_serials
 
     def on_delivered(self, receiver: FlowReceiver) -> None:
-        waiting = self.waiting.get(receiver.flow)
-        if waiting is not None and receiver.payload_bytes >= waiting[0]:
-            del self.waiting[receiver.flow]
-            if waiting[1] is not None:
-                waiting[1].finish_flow(receiver.flow)
-            waiting[2]()
+        self.transport.on_delivered(receiver)
 
     def on_frame(self, port: Port, frame: Frame) -> None:
         link = self.olink.get(port.name)
@@ -642,8 +628,9 @@ class GpuServer(Device):
             self.iteration_bytes = {dim: dict.fromkeys(LINK_CLASSES, 0) for dim in DIMENSIONS}
         resumed = self.now + plan.restart_ps if plan.restart else None
         self.interruptions.append({
-            "at_ps": payload["at_ps"], "device": payload["device"], "cause": payload["cause"],
-            "aborted_ps": self.now, "resumed_ps": resumed, "restart_iteration": restart_iteration,
+            "at_ps": payload["at_ps"], "device": payload["device"], "kind": payload.get("kind", "failure"),
+            "cause": payload["cause"], "aborted_ps": self.now, "resumed_ps": resumed,
+            "restart_iteration": restart_iteration,
             "lost_ps": (resumed - checkpoint_ps) if resumed is not None else None,
         })
         attempt = self.job.number
@@ -653,9 +640,9 @@ class GpuServer(Device):
             rank.epoch += 1
             rank.computing = rank.communicating = 0
             rank.iteration = restart_iteration
-        for qp, _ in self.sending.values():
-            qp.nic.retire(qp)
-        self.sending.clear()
+        self.transport.abort()
+        assert self.watchdog is not None
+        self.watchdog.clear()
         self.waiting.clear()
         self.arrived_locally.clear()
         self.olink_arrived.clear()
@@ -666,10 +653,6 @@ class GpuServer(Device):
             for queue in link.queues:
                 queue.clear()  # not yet sent; what is in the replay buffers still gets across
         self.joins.clear()
-        for nic in self.nics:
-            for flow in list(nic.receivers):
-                nic.finish_flow(flow)
-            nic.finished.clear()  # its flows are all of the dead attempt now
         back = resumed if resumed is not None else self.now  # when the job is back at its checkpoint
         self.saved = {rank: (restart_iteration - 1, back) for rank in self.saved}
         self.saves.clear()
@@ -700,8 +683,7 @@ class GpuServer(Device):
             return
         if not any(rank.gpu == parsed[0] for rank in self.ranks.values()):
             return
-        self.post({"type": "abort", "attempt": self.job.number, "at_ps": self.now, "device": self.name,
-                   "cause": f"scale-up link {port} down"})
+        self.abort_job("scale_up_link", f"scale-up link {port} down")
 
     def gpu_busy_ps(self) -> dict[int, int]:
         """Compute time of each GPU so far, up to now (a compute op under way counts as far as it ran)."""
@@ -719,6 +701,9 @@ class GpuServer(Device):
 
     def results(self) -> dict[str, Any]:
         out = super().results()
+        events = sorted((e for nic in self.nics for e in nic.events), key=lambda e: (e["at_ps"], e["nic"], e["flow"]))
+        if events:
+            out["events"] = events  # QP timeouts, errors, plane failovers: results.json's qp_events
         if self.olink:
             out["olink"] = {name: link.counters() for name, link in self.olink.items()}
         if self.plan is None or not self.ranks:
@@ -743,10 +728,7 @@ class GpuServer(Device):
         return out
 
 
-def _mix(value: int) -> int:
-    """splitmix64's finaliser: every bit of a message id (serial, rank, collective, step) moves the
-    QP's UDP source ports, so ECMP spreads messages like it spreads a collective library's QPs."""
-    value = (value + 0x9E3779B97F4A7C15) & 0xFFFFFFFFFFFFFFFF
-    value = ((value ^ (value >> 30)) * 0xBF58476D1CE4E5B9) & 0xFFFFFFFFFFFFFFFF
-    value = ((value ^ (value >> 27)) * 0x94D049BB133111EB) & 0xFFFFFFFFFFFFFFFF
-    return value ^ (value >> 31)
+
+def _p2p(dim: str) -> int:
+    """The p2p communicator of a dimension's sends and receives (tp, pp, dp, ep; others share tp's)."""
+    return p2p_comm(DIMENSIONS.index(dim) if dim in DIMENSIONS else 0)

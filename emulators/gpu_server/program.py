@@ -26,6 +26,11 @@ COLLECTIVES = (ALL_REDUCE, REDUCE_SCATTER, ALL_GATHER, ALL_TO_ALL)
 TP, PP, DP, EP = "tp", "pp", "dp", "ep"
 DIMENSIONS = (TP, PP, DP, EP)
 RING, HIERARCHICAL = "ring", "hierarchical"
+NCCL, IDEAL = "nccl", "ideal"  # job transports between servers: NCCL over RC QPs, or one idealised QP per message
+TRANSPORTS = (NCCL, IDEAL)
+# PyTorch's ProcessGroupNCCL watchdog (torch/csrc/distributed/c10d/ProcessGroupNCCL.hpp,
+# kProcessGroupNCCLDefaultTimeout): a collective or p2p op not done after 10 minutes aborts the job
+DEFAULT_WATCHDOG_PS = 10 * 60 * 10**12
 
 # message ids: serial (16 bits) | sending rank (16) | kind (1) | p2p tag (30) or collective id (18) + step (12)
 SERIAL_BITS, RANK_BITS, CID_BITS, STEP_BITS, TAG_BITS = 16, 16, 18, 12, 30
@@ -77,6 +82,9 @@ class JobPlan:
     restart: bool = True  # after an interruption, restart from the last checkpoint (else stop)
     restart_ps: int = 0  # from the abort to the first iteration of the restarted job
     detect_ps: int = 0  # from a failure to every rank aborting (the job's control plane)
+    transport: str = NCCL  # how ranks on different servers talk: nccl or ideal
+    nccl: dict[str, int] = field(default_factory=dict)  # the job's NCCL settings (emulators.ccl.settings)
+    watchdog_ps: int = DEFAULT_WATCHDOG_PS  # a communication op stalled this long aborts the job
     info: dict[str, Any] = field(default_factory=dict)  # what the generator derived (for results)
 
     def to_dict(self) -> dict[str, Any]:

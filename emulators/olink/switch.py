@@ -210,7 +210,8 @@ class OLinkSwitch(Device):
         self.reported = self.job.number
         self.bus_seq += 1
         self.context.post(now + plan.detect_ps, (self.id << 32) | self.bus_seq, {
-            "type": "abort", "attempt": self.job.number, "at_ps": now, "device": self.name, "cause": cause})
+            "type": "abort", "attempt": self.job.number, "at_ps": now, "device": self.name, "kind": "olink_trunk",
+            "cause": cause})
 
     def _waiting_frames(self, trunk: OLinkPort) -> int:
         """Frames of the job's live attempts queued on ``trunk`` or waiting in its replay buffer."""

@@ -68,6 +68,18 @@ class RateControl:
         self.generation += 1
         self.schedule(self.settings.rate_timer_ps, self._rate_timer, self.generation)
 
+    def restart_at(self, rate_bps: int) -> None:
+        """Slow restart after a retransmission timeout (ConnectX roce_slow_restart): the rate drops to
+        ``rate_bps`` and climbs back through the increase events, like after a cut."""
+        self.target_bps = self.rate_bps = max(self.floor_bps, rate_bps)
+        self.min_seen_bps = min(self.min_seen_bps, self.rate_bps)
+        self.timer_count = self.byte_count = self.bytes_since = 0
+        if self.rate_bps >= self.line_bps:
+            return
+        self.limited = True
+        self.generation += 1
+        self.schedule(self.settings.rate_timer_ps, self._rate_timer, self.generation)
+
     def on_sent(self, wire_bytes: int) -> None:
         if not self.limited:
             return

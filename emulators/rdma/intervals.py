@@ -42,6 +42,10 @@ class IntervalSet:
         ends[first:last] = [new_end]
         return (end - start) - covered
 
+    def prefix(self) -> int:
+        """The end of the run that starts at 0 (how much arrived in order), 0 if none does."""
+        return self.ends[0] if self.starts and self.starts[0] == 0 else 0
+
     def first_start(self) -> int:
         return self.starts[0]
 

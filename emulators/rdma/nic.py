@@ -29,6 +29,7 @@ from emulators.kernel.rng import stream_for
 from emulators.kernel.vtime import NEVER
 from emulators.rdma.qp import ACTIVE, IDLE, Path, QueuePair
 from emulators.rdma.receiver import FlowReceiver, PathReceiver
+from emulators.rdma.retry import format_ps
 from emulators.rdma.settings import FALLBACK_RTT_PS, FIRST_EPHEMERAL_PORT, GO_BACK_N, PACKET_OVERHEAD_BYTES, NicSettings
 from emulators.topology import FlowSpec
 
@@ -52,7 +53,8 @@ class NicOwner(Protocol):
     def accepts(self, flow: int) -> bool: ...
 
 
-NIC_COUNTERS = ("rdma_tx_payload_bytes", "rdma_retx_bytes", "rdma_rx_payload_bytes", "rdma_qp_errors")
+NIC_COUNTERS = ("rdma_tx_payload_bytes", "rdma_retx_bytes", "rdma_rx_payload_bytes", "rdma_qp_errors",
+                "rdma_timeouts", "rdma_probes", "rdma_slow_restarts", "rdma_corrupt_control_frames")
 
 
 class RdmaNic:
@@ -82,11 +84,15 @@ class RdmaNic:
 
     # -- set-up -----------------------------------------------------------------------------------
     def open_qp(self, flow: int, spec: FlowSpec, remote: list[int], seed: int, hops: int, rtt_ps: int,
-                path_devices: frozenset[int] = frozenset(), entropy: int | None = None) -> QueuePair:
+                path_devices: frozenset[int] = frozenset(), entropy: int | None = None, *, timeout_ps: int = 0,
+                retry_cnt: int = -1, persistent: bool = False, windowed: bool = True) -> QueuePair:
         """A QP for ``spec`` toward the far NIC's port addresses ``remote`` (one per plane), over a path
         of ``hops`` links and round trip ``rtt_ps`` (serialisation aside; the settings may fix it).
         Each path's UDP source port (what ECMP hashes) is drawn from the seed and the flow's name,
-        or derived from ``entropy`` when the caller has one (cheaper for many short-lived QPs)."""
+        or derived from ``entropy`` when the caller has one (cheaper for many short-lived QPs).
+        ``timeout_ps`` and ``retry_cnt`` are the QP's own (default: the NIC settings' ``rto`` and
+        ``retries``); a ``persistent`` QP carries work requests posted to it until it is retired;
+        ``windowed`` False: no in-flight window until a gateway tells the path's round trip."""
         if entropy is None:
             rng = stream_for(seed, f"qp:{spec.name}")
             ports = [int(rng.integers(0, 1 << 14)) for _ in self.ports]
@@ -96,14 +102,19 @@ class RdmaNic:
         for index, port in enumerate(self.ports):
             paths.append(Path(index, port, self.addresses[index], remote[index % len(remote)],
                               FIRST_EPHEMERAL_PORT + ports[index]))
+        settings = self.settings
+        timer_rng = (stream_for(seed, f"qp-timer:{spec.name}")
+                     if settings.timer_spread > 1.0 or settings.adaptive_retransmission is not None else None)
         qp = QueuePair(self, flow, spec.name, spec.message_bytes, spec.start_ps, spec.rate_bps, spec.priority, paths,
-                       self.settings.rtt_ps or rtt_ps or FALLBACK_RTT_PS, max(1, hops))
+                       settings.rtt_ps or rtt_ps or FALLBACK_RTT_PS, max(1, hops), timeout_ps=timeout_ps,
+                       retry_cnt=retry_cnt, rng=timer_rng, persistent=persistent, windowed=windowed)
         qp.path_devices = path_devices
+        now = self.owner.now
         for via, info in self.wan_told.items():  # what gateways on its path said before it existed
             if via in path_devices:
                 if via in self.wan_reference:
                     qp.wan_reference[via] = self.wan_reference[via]
-                qp.told(info)
+                qp.told({key: value for key, value in info.items() if key != "switch"}, now)
         self.qps.append(qp)
         for path in paths:
             self.on_port[path.port.name].append((qp, path))
@@ -153,7 +164,7 @@ class RdmaNic:
                 for path in qp.paths:
                     path.up = True  # nothing is up: wait on the timers like a single-plane NIC
             qp.line_changed()
-            self._pump_paths(qp)
+            self.pump_qp(qp)
 
     def schedule(self, delay_ps: int, handler: Callable[[Any], None], arg: Any) -> None:
         self.owner.at(self.owner.now + delay_ps, handler, arg)
@@ -197,7 +208,8 @@ class RdmaNic:
     def _start_timers(self, port: Port) -> None:
         for qp, path in self.on_port[port.name]:
             if not path.timer_armed and qp.has_data(path):
-                path.deadline = self.owner.now + self.settings.rto_ps
+                path.progress_ps = self.owner.now
+                path.deadline = path.progress_ps + path.arm_ps
                 self.arm_timer(qp, path)
 
     def _wake(self, port: Port) -> None:
@@ -205,7 +217,8 @@ class RdmaNic:
             self.wake_at[port.name] = NEVER
         self.pump(port)
 
-    def _pump_paths(self, qp: QueuePair) -> None:
+    def pump_qp(self, qp: QueuePair) -> None:
+        """Offer the ports of ``qp``'s paths its data (it has new work, or new window)."""
         for path in qp.paths:
             self.pump(path.port)
 
@@ -215,11 +228,15 @@ class RdmaNic:
             self.counters["rdma_retx_bytes"] += payload
 
     def arm_timer(self, qp: QueuePair, path: Path) -> None:
+        """Wake at the path's deadline (a timer armed for a later time is superseded: it does nothing)."""
         path.timer_armed = True
-        self.owner.at(path.deadline, self._timer, (qp, path))
+        path.timer_at = path.deadline
+        self.owner.at(path.deadline, self._timer, (qp, path, path.deadline))
 
-    def _timer(self, qp_path: tuple[QueuePair, Path]) -> None:
-        qp, path = qp_path
+    def _timer(self, armed: tuple[QueuePair, Path, int]) -> None:
+        qp, path, at_ps = armed
+        if at_ps != path.timer_at or not path.timer_armed:
+            return  # superseded by a timer for an earlier deadline
         path.timer_armed = False
         if qp.state != ACTIVE or not (path.unacked or qp.has_data(path)):
             return
@@ -227,11 +244,18 @@ class RdmaNic:
         if now < path.deadline:  # progress since the timer was set: wait from the last ACK
             self.arm_timer(qp, path)
             return
-        reason = qp.on_timeout(path)
+        waited = now - path.progress_ps
+        slow_restarts = qp.slow_restarts
+        probe, reason = qp.on_timer(path, now)
         if reason is not None:
             self._path_failed(qp, path, reason)
             return
-        path.deadline = now + self.settings.rto_ps
+        self.counters["rdma_probes" if probe else "rdma_timeouts"] += 1
+        if not probe:
+            restarted = qp.slow_restarts > slow_restarts
+            self.counters["rdma_slow_restarts"] += restarted
+            self._event(qp, "timeout", f"local ack timeout after {format_ps(waited)} (retry {path.retries})"
+                        + (f", rate restarts at {qp.rate.rate_bps / 1e9:g} Gb/s" if restarted else ""))
         self.arm_timer(qp, path)
         self.pump(path.port)
 
@@ -256,6 +280,8 @@ class RdmaNic:
         kind = frame.kind
         if kind == DATA:
             self._on_data(port, frame)
+        elif frame.corrupt_packets:  # a control frame that fails its CRC is dropped, never acted on
+            self.counters["rdma_corrupt_control_frames"] += 1
         elif kind in (ACK, NAK, CNP):
             found = self.by_source.get((frame.flow, frame.dst))
             if found is None:
@@ -265,10 +291,13 @@ class RdmaNic:
             if kind == ACK:
                 qp.on_ack(path, frame.seq, now)
             elif kind == NAK:
-                qp.on_nak(path, frame.seq, frame.fields["missing"] if frame.fields else 1, now)
+                reason = qp.on_nak(path, frame.seq, frame.fields["missing"] if frame.fields else 1, now)
+                if reason is not None:
+                    self._path_failed(qp, path, reason)
+                    return
             else:
                 qp.on_cnp(now)
-            self._pump_paths(qp)
+            self.pump_qp(qp)
         elif kind == PFC:
             honour_pfc(port, frame)
         elif kind == PATH_INFO and frame.fields:
@@ -284,15 +313,16 @@ class RdmaNic:
             self.wan_told[via] = info
             if "rtt_ps" in info:
                 self.wan_reference.setdefault(via, info["rtt_ps"])
+        now = self.owner.now
         for qp in self.qps:
             if via >= 0:
                 if via not in qp.path_devices:
                     continue
-                qp.told(info)
+                qp.told(info, now)
             elif "rtt_ps" in info and (info.get("device", -1) < 0
                                        or any(device_of(p.dst) == info["device"] for p in qp.paths)):
                 qp.set_rtt(info["rtt_ps"])
-            self._pump_paths(qp)
+            self.pump_qp(qp)
 
     def set_path_rtt(self, rtt_ps: int, device: int = -1) -> None:
         """A path's round trip as another device reported it: QPs toward ``device`` (every QP when -1)
@@ -419,13 +449,13 @@ class RdmaNic:
                     if other.up and other is not path and not _link_up(other.port):
                         self._fail_over(qp, other, "link down")
             qp.line_changed()
-            self._pump_paths(qp)
+            self.pump_qp(qp)
         self.pump(port)
 
     def _fail_over(self, qp: QueuePair, path: Path, reason: str) -> None:
         qp.fail_over(path)
         self._event(qp, "failover", f"plane {path.index}: {reason}")
-        self._pump_paths(qp)
+        self.pump_qp(qp)
 
     def on_frame_dropped(self, frame: Frame) -> None:
         found = self.by_source.get((frame.flow, frame.src))

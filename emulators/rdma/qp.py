@@ -1,6 +1,12 @@
-"""The sending side of a reliable connection (RC queue pair): one message, cut into chunks, sent over
-one path per plane, each path with its own PSN space, go-back-N (or selective repeat) recovery, a
-retransmit timer, and DCQCN pacing shared by the paths."""
+"""The sending side of a reliable connection (RC queue pair): a stream of RDMA writes, cut into chunks,
+sent over one path per plane, each path with its own PSN space, go-back-N (or selective repeat)
+recovery, a retransmit timer (:mod:`emulators.rdma.retry`), and DCQCN pacing shared by the paths.
+
+A QP carries one message (a tester's flow, the idealised job transport) and completes with it, or is
+persistent (the NCCL transport): it lives as long as its connection and each ``post`` appends a work
+request whose callback runs once every byte of it has been acknowledged. A frame never spans two
+work requests, so a work request's completion is exact.
+"""
 
 from __future__ import annotations
 
@@ -9,11 +15,17 @@ from typing import TYPE_CHECKING, Any
 
 from emulators.kernel.frame import DATA, Frame
 from emulators.kernel.port import Port
-from emulators.kernel.vtime import serialization_ps
+from emulators.kernel.vtime import NEVER, serialization_ps
 from emulators.rdma.dcqcn import RateControl
+from emulators.rdma.intervals import IntervalSet
+from emulators.rdma.retry import RetryPolicy
 from emulators.rdma.settings import GO_BACK_N, WINDOW_BDPS, NicSettings
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    from numpy.random import Generator
+
     from emulators.rdma.nic import RdmaNic
 
 IDLE, ACTIVE, COMPLETE, ERROR = "idle", "active", "complete", "error"
@@ -36,7 +48,8 @@ class Path:
     """One plane of a QP: a local port, the far NIC's port on the same plane, a PSN space."""
 
     __slots__ = ("index", "port", "src", "dst", "entropy", "up", "psn_next", "una", "unacked", "cursor",
-                 "retransmit", "deadline", "timer_armed", "retries", "resync")
+                 "retransmit", "deadline", "timer_armed", "timer_at", "retries", "resync", "arm_ps", "progress_ps",
+                 "probed", "backed_off", "adp_exponent", "adp_range", "adp_used")
 
     def __init__(self, index: int, port: Port, src: int, dst: int, entropy: int) -> None:
         self.index = index
@@ -52,8 +65,14 @@ class Path:
         self.retransmit: deque[Segment] = deque()  # selective repeat: just the missing runs
         self.deadline = 0
         self.timer_armed = False
+        self.timer_at = 0  # when the armed timer wakes
         self.retries = 0
         self.resync = False  # the next new segment carries a PSN reset
+        self.arm_ps = 0  # the retransmit timer in force (the retry policy sets it)
+        self.progress_ps = 0  # when the timer last restarted: the last acknowledged progress, or the first send
+        self.probed = False  # a corruption probe went out since the last progress
+        self.backed_off = False  # the timer moved on from its start since the last progress
+        self.adp_exponent = self.adp_range = self.adp_used = 0  # adaptive retransmission: where in the profile
 
     @property
     def sent_all(self) -> bool:
@@ -62,12 +81,24 @@ class Path:
 
 class QueuePair:
     def __init__(self, nic: RdmaNic, flow: int, name: str, message_bytes: int, start_ps: int, rate_cap_bps: int,
-                 priority: int, paths: list[Path], rtt_ps: int, hops: int) -> None:
+                 priority: int, paths: list[Path], rtt_ps: int, hops: int, *, timeout_ps: int = 0,
+                 retry_cnt: int = -1, rng: Generator | None = None, persistent: bool = False,
+                 windowed: bool = True) -> None:
         self.nic = nic
         self.settings: NicSettings = nic.settings
         self.flow = flow
         self.name = name
-        self.message_bytes = message_bytes
+        self.message_bytes = message_bytes  # persistent: every byte posted so far
+        self.persistent = persistent
+        # work-request ends: a frame stops at the next one; persistent QPs complete each in turn
+        self.wr_bounds: deque[int] = deque([message_bytes] if message_bytes else [])
+        self.wr_done: deque[tuple[int, Callable[[], None]]] = deque()
+        self.acked_ranges = IntervalSet() if persistent and len(paths) > 1 else None
+        self.windowed = windowed  # False: no in-flight limit of the NIC's own (the user's buffers bound it)
+        self.policy = RetryPolicy(timeout_ps or self.settings.rto_ps,
+                                  self.settings.retries if retry_cnt < 0 else retry_cnt, self.settings, rng)
+        self.probing = False  # told of a BER on the path, with BER co-operation on: losses are probed for
+        self.slow_restarts = self.probes = 0
         self.start_ps = start_ps
         self.rate_cap_bps = rate_cap_bps
         self.priority = priority
@@ -93,12 +124,16 @@ class QueuePair:
         self.retx_frames = self.retx_packets = self.retx_bytes = 0
         self.naks_received = self.timeouts = self.cnps_received = self.failovers = 0
         self.dropped_frames = 0
+        for path in paths:
+            self.policy.start(path)
 
     # -- sizing -----------------------------------------------------------------------------------
     def line_bps(self) -> int:
         return sum(p.port.rate_bps for p in self.paths if p.up) or max(p.port.rate_bps for p in self.paths)
 
     def _window(self) -> int:
+        if not self.windowed:
+            return NEVER
         if self.settings.window:
             return self.settings.window
         # a bandwidth-delay product: what propagates at line rate in a round trip, plus the chunk
@@ -113,22 +148,48 @@ class QueuePair:
         self.rtt_ps = rtt_ps
         self.window_bytes = self._window()
 
-    def told(self, info: dict[str, int]) -> None:
-        """A gateway on the path reported its WAN part: follow changes of its round trip, note the
-        BER (so losses can be told from congestion) and protection switches."""
+    def told(self, info: dict[str, int], now: int) -> None:
+        """A gateway on the path reported its WAN part. With the co-operation switches on: follow
+        changes of its round trip (distance), treat losses on a path with a BER as corruption (ber),
+        and retransmit at once after a protection switch (protection)."""
         via = info["via"]
+        cooperation = self.settings.cooperation
         self.path_infos += 1
-        self.protection_switches_told += info.get("switch", 0)
+        switched = info.get("switch", 0)
+        self.protection_switches_told += switched
         self.path_ber = info.get("ber_e18", 0) / 1e18
+        self.probing = cooperation.ber and self.path_ber > 0
         if "rtt_ps" in info:
             reference = self.wan_reference.setdefault(via, info["rtt_ps"])
-            self.set_rtt(max(1, self.base_rtt_ps + info["rtt_ps"] - reference))
+            if cooperation.distance:
+                self.windowed = True  # the NIC now knows what the path holds
+                self.set_rtt(max(1, self.base_rtt_ps + info["rtt_ps"] - reference))
+        if switched and cooperation.protection and self.state == ACTIVE:
+            self.retransmit_now(now)
+
+    def retransmit_now(self, now: int) -> None:
+        """Go back to the oldest unacknowledged packet on every path, as if its timer had fired, but
+        without counting a retry: the network said the packets in flight were lost."""
+        for path in self.paths:
+            if path.unacked:
+                path.cursor = 0
+                path.retransmit.clear()
+                self._restart_timer(path, now)
 
     def line_changed(self) -> None:
         self.rate.set_line_rate(self.line_bps())
         self.window_bytes = self._window()
 
     # -- sending ----------------------------------------------------------------------------------
+    def post(self, nbytes: int, done: Callable[[], None]) -> None:
+        """A persistent QP's next RDMA write of ``nbytes``; ``done`` once all of it is acknowledged."""
+        end = self.message_bytes + nbytes
+        self.message_bytes = end
+        self.wr_bounds.append(end)
+        self.wr_done.append((end, done))
+        if self.state == ACTIVE:
+            self.nic.pump_qp(self)
+
     def has_data(self, path: Path) -> bool:
         return self.state == ACTIVE and path.up and (
             not path.sent_all or bool(self.returned) or self.next_offset < self.message_bytes)
@@ -169,11 +230,22 @@ class QueuePair:
         if rate < self.rate.line_bps:
             self.next_send_ps = now + serialization_ps(wire, rate)
         if not retransmission and len(path.unacked) == 1:
-            path.deadline = now + settings.rto_ps  # the first packet in flight starts the timer afresh
+            self._restart_timer(path, now)  # the first packet in flight starts the timer afresh
         if not path.timer_armed:
-            path.deadline = now + settings.rto_ps
+            self._restart_timer(path, now)
             self.nic.arm_timer(self, path)
         return frame
+
+    def _restart_timer(self, path: Path, now: int) -> None:
+        path.progress_ps = now
+        path.deadline = now + (self.probe_ps() if self.probing and not path.probed else path.arm_ps)
+        if path.timer_armed and path.deadline < path.timer_at:  # a probe comes due before the armed timer
+            self.nic.arm_timer(self, path)
+
+    def probe_ps(self) -> int:
+        """How long a probing QP waits for an acknowledgement before it retransmits: twice the round
+        trip (RFC 8985's probe timeout, 2 x SRTT) plus the time to send what is in flight."""
+        return 2 * self.rtt_ps + serialization_ps(self.inflight_bytes, max(1, self.rate.line_bps))
 
     def _new_segment(self, path: Path) -> Segment | None:
         chunk = self.settings.chunk
@@ -182,7 +254,7 @@ class QueuePair:
             payload = min(chunk, size)
         elif self.next_offset < self.message_bytes:
             offset = self.next_offset
-            payload = min(chunk, self.message_bytes - offset)
+            payload = min(chunk, self.wr_bounds[0] - offset)  # never past the work request's end
         else:
             return None
         if self.inflight_bytes and self.inflight_bytes + payload > self.window_bytes:
@@ -194,6 +266,8 @@ class QueuePair:
                 self.returned[0] = (offset + payload, size - payload)
         else:
             self.next_offset += payload
+            if self.next_offset == self.wr_bounds[0]:
+                self.wr_bounds.popleft()
         packets = self.settings.packets(payload)
         segment = Segment(path.psn_next, packets, offset, payload, path.resync)
         path.resync = False
@@ -208,17 +282,21 @@ class QueuePair:
         if psn > path.una:
             self._acknowledge(path, min(psn, path.psn_next), now)
 
-    def on_nak(self, path: Path, psn: int, missing: int, now: int) -> None:
+    def on_nak(self, path: Path, psn: int, missing: int, now: int) -> str | None:
+        """A NAK sequence error: acknowledge what came before it and recover; why the QP errors, if
+        this retransmission exceeds the excessive-retransmission limit."""
         self.naks_received += 1
         if psn > path.una:
             self._acknowledge(path, min(psn, path.psn_next), now)
         if self.state != ACTIVE:
-            return
+            return None
+        reason = self.policy.retransmitted(now)
         if self.settings.recovery == GO_BACK_N or psn < path.una:
             path.cursor = 0  # go back N: resend everything from the lost packet
             path.retransmit.clear()
         else:
             path.retransmit.extend(self._pieces(path, psn, psn + max(1, missing)))
+        return reason
 
     def _pieces(self, path: Path, first: int, last: int) -> list[Segment]:
         """Selective repeat: the parts of unacked segments that hold PSNs [first, last)."""
@@ -239,13 +317,19 @@ class QueuePair:
         mtu = self.settings.mtu
         acked = 0
         unacked = path.unacked
+        ranges = self.acked_ranges
         while unacked and unacked[0].psn + unacked[0].packets <= psn:
-            acked += unacked.popleft().payload
+            segment = unacked.popleft()
+            acked += segment.payload
+            if ranges is not None:
+                ranges.add(segment.offset, segment.offset + segment.payload)
             path.cursor = max(0, path.cursor - 1)
         if unacked and unacked[0].psn < psn:  # a segment acknowledged in part: keep its tail
             head = unacked[0]
             done = psn - head.psn
             acked += done * mtu
+            if ranges is not None:
+                ranges.add(head.offset, head.offset + done * mtu)
             head.psn = psn
             head.packets -= done
             head.offset += done * mtu
@@ -254,30 +338,62 @@ class QueuePair:
             path.retransmit.popleft()
         path.una = psn
         path.retries = 0
-        path.deadline = now + self.settings.rto_ps
+        if path.backed_off or path.probed:  # the timer starts over from its first value
+            path.backed_off = path.probed = False
+            self.policy.start(path)
+        self._restart_timer(path, now)
         self.acked_bytes += acked
         self.inflight_bytes -= acked
-        if self.acked_bytes >= self.message_bytes and self.state == ACTIVE:
+        if self.persistent:
+            self._complete_work(path, psn, now)
+        elif self.acked_bytes >= self.message_bytes and self.state == ACTIVE:
             self.state = COMPLETE
             self.completion_ps = now
             self.nic.completed(self)
+
+    def _complete_work(self, path: Path, psn: int, now: int) -> None:
+        """Run the callbacks of work requests now wholly acknowledged, in order."""
+        ranges = self.acked_ranges
+        done = self.acked_bytes if ranges is None else ranges.prefix()  # one path: acknowledged in order
+        completions = self.wr_done
+        while completions and completions[0][0] <= done:
+            completions.popleft()[1]()
 
     def on_cnp(self, now: int) -> None:
         self.cnps_received += 1
         if self.settings.dcqcn:
             self.rate.on_cnp(now)
 
-    def on_timeout(self, path: Path) -> str | None:
-        """The retransmit timer expired without progress: retry from the oldest unacked packet, or
-        say why the path is finished."""
+    def on_timer(self, path: Path, now: int) -> tuple[bool, str | None]:
+        """The retransmit timer expired without progress: retry from the oldest unacked packet.
+        (True, None) for a corruption probe, (False, None) for a timeout, (_, reason) when the QP is
+        finished. A QP that was told its path has a BER probes once (no retry counted, no slow
+        restart) before its real timeout runs out."""
+        if self.probing and not path.probed:
+            path.probed = True
+            self.probes += 1
+            path.cursor = 0
+            path.retransmit.clear()
+            path.deadline = path.progress_ps + path.arm_ps  # the Local ACK Timeout keeps running
+            return True, self.policy.retransmitted(now)
         self.timeouts += 1
-        path.retries += 1
-        if path.retries > self.settings.retries:
-            return (f"retry count exceeded: {self.settings.retries} retries of "
-                    f"{self.settings.rto_ps / 1e9:g} ms without an acknowledgement")
+        path.backed_off = True
+        reason = self.policy.expired(path)
+        if reason is None:
+            reason = self.policy.retransmitted(now)
+        if reason is not None:
+            return False, reason
         path.cursor = 0
         path.retransmit.clear()
-        return None
+        path.probed = True  # the probe of this episode is spent
+        path.progress_ps = now
+        path.deadline = now + path.arm_ps
+        rate = self.settings.slow_restart_rate_bps
+        if rate and not self.probing:  # an unexplained loss: ConnectX restarts slow and climbs
+            self.slow_restarts += 1
+            self.rate.restart_at(min(rate, self.rate.line_bps))
+            self.next_send_ps = now
+        return False, None
 
     # -- planes -----------------------------------------------------------------------------------
     def fail_over(self, path: Path) -> None:
@@ -292,6 +408,8 @@ class QueuePair:
         path.up = False
         path.resync = True
         path.retries = 0
+        path.backed_off = path.probed = False
+        self.policy.start(path)
         self.failovers += 1
         self.line_changed()
 
@@ -324,4 +442,5 @@ class QueuePair:
             "tx_dropped_frames": self.dropped_frames, "error": self.error,
             "rtt_ps": self.rtt_ps, "path_infos": self.path_infos,
             "protection_switches_told": self.protection_switches_told, "path_ber": self.path_ber,
+            "probes": self.probes, "slow_restarts": self.slow_restarts,
         }

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
-from emulators.kernel.vtime import PS_PER_US
+from emulators.kernel.vtime import PS_PER_NS, PS_PER_US
 
 # Per packet on the wire: Ethernet 14 + IPv4 20 + UDP 8 + BTH 12 + ICRC 4 + FCS 4 = 62 bytes of
 # headers, plus 8 bytes of preamble/SFD and a 12-byte inter-frame gap.
@@ -21,6 +21,55 @@ WINDOW_BDPS = 4
 
 GO_BACK_N = "go-back-n"
 SELECTIVE_REPEAT = "selective-repeat"
+
+# InfiniBand Architecture Specification vol. 1, 9.7.6.1.3 (Local ACK Timeout): 4.096 us x 2^exponent
+ACK_TIMEOUT_UNIT_PS = 4096 * PS_PER_NS
+MAX_TIMER_SPREAD = 4.0  # NVIDIA, "Adaptive Retransmission: Parameters Control" (2025): up to 4x the configured timeout
+
+
+def local_ack_timeout_ps(exponent: int) -> int:
+    """The IB Local ACK Timeout for a QP's timeout exponent (5 bits: 0..31)."""
+    return ACK_TIMEOUT_UNIT_PS << exponent
+
+
+@dataclass(frozen=True)
+class AdpRange:
+    """One timeout range of a ConnectX adaptive-retransmission profile: exponents [low, low + size),
+    each used ``retries`` times before it doubles."""
+
+    low: int
+    size: int
+    retries: int
+
+
+@dataclass(frozen=True)
+class AdpProfile:
+    """A ConnectX adaptive-retransmission (ADP) profile (NVIDIA, "Adaptive Retransmission: Parameters
+    Control", 2025): timeouts of ``time_base_ps`` x 2^exponent, the first drawn from [init_low,
+    init_low + init_size) and used once, then the ranges in order. NVIDIA publishes no default profile
+    (profile 0 is reserved), so every number is the scenario's."""
+
+    time_base_ps: int
+    init_low: int
+    init_size: int
+    ranges: tuple[AdpRange, ...]
+    start_range: int = 0
+
+    @classmethod
+    def from_options(cls, options: dict[str, Any]) -> AdpProfile:
+        return cls(time_base_ps=options["time_base"], init_low=options["init_low"], init_size=options["init_size"],
+                   ranges=tuple(AdpRange(r["low"], r["size"], r["retries"]) for r in options["ranges"]),
+                   start_range=options.get("start_range", 0))
+
+
+@dataclass(frozen=True)
+class Cooperation:
+    """End-network co-operation (端网协同): what the NIC does with what a gateway tells it of its path.
+    A stock NIC does none of this; each acts only on a gateway's path information (on by default there)."""
+
+    distance: bool = True  # the path's round trip sizes the in-flight window (and the NCCL transport's buffers)
+    ber: bool = True  # a loss on a path with a told BER is corruption: a probe retransmits it, no slow restart
+    protection: bool = True  # a told protection switch retransmits at once from the oldest unacknowledged packet
 
 
 @dataclass(frozen=True)
@@ -44,13 +93,29 @@ class NicSettings:
     ai_rate_bps: int = 0  # 0: line rate / 1000
     hai_rate_bps: int = 0  # 0: line rate / 100
     min_rate_bps: int = 0  # 0: line rate / 1000
+    # ConnectX loss behaviour. NVIDIA documents these but publishes no numbers for them, so each is off
+    # unless the scenario gives its parameters.
+    timer_spread: float = 1.0  # a timeout fires between 1x and this x its nominal value (at most 4)
+    adaptive_retransmission: AdpProfile | None = None  # ROCE_ACCL roce_adp_retrans_en with this profile
+    slow_restart_rate_bps: int = 0  # ROCE_ACCL roce_slow_restart_en: after a timeout the rate restarts here
+    # excessive retransmissions (WinOF-2 EXT_QP_MAX_RETRY_LIMIT / _PERIOD): more than ``retry_limit`` in
+    # ``retry_period_ps`` errors the QP as if the retry count were exceeded; 0: off
+    retry_limit: int = 0
+    retry_period_ps: int = 0
+    cooperation: Cooperation = field(default_factory=Cooperation)
 
     @classmethod
     def from_options(cls, options: dict[str, Any]) -> NicSettings:
         renamed = {"rto": "rto_ps", "rtt": "rtt_ps", "cnp_interval": "cnp_interval_ps",
                    "alpha_timer": "alpha_timer_ps", "rate_timer": "rate_timer_ps", "ai_rate": "ai_rate_bps",
-                   "hai_rate": "hai_rate_bps", "min_rate": "min_rate_bps"}
-        return cls(**{renamed.get(k, k): v for k, v in options.items()})
+                   "hai_rate": "hai_rate_bps", "min_rate": "min_rate_bps", "slow_restart_rate": "slow_restart_rate_bps",
+                   "retry_period": "retry_period_ps"}
+        values = {renamed.get(k, k): v for k, v in options.items()}
+        if "adaptive_retransmission" in values:
+            values["adaptive_retransmission"] = AdpProfile.from_options(values["adaptive_retransmission"])
+        if "cooperation" in values:
+            values["cooperation"] = Cooperation(**values["cooperation"])
+        return cls(**values)
 
     @property
     def wire_mtu(self) -> int:

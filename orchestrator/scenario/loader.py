@@ -106,8 +106,9 @@ def parse_scenario(text: str, source: str = "<string>", seed: int | None = None)
 
 
 @functools.cache
+@functools.cache
 def scenario_schema() -> dict[str, Any]:
-    """The JSON Schema of scenario files (draft 2020-12)."""
+    """The JSON Schema of scenario files (draft 2020-12). Shared: read it, never change it."""
     schema: dict[str, Any] = json.loads(
         resources.files(__package__).joinpath("schema.json").read_text("utf-8")
     )
@@ -445,6 +446,8 @@ class _Resolver:
 
     def units(self, schema: Mapping[str, Any], value: Any, path: KeyPath) -> Any:
         """A copy of ``value`` with every quantity its schema marks with ``x-unit`` converted, at any depth."""
+        if "$ref" in schema and "x-unit" not in schema:  # a shared definition (#/$defs/NAME)
+            schema = scenario_schema()["$defs"][schema["$ref"].rsplit("/", 1)[-1]]
         if "x-unit" in schema:
             if schema.get("x-nonzero"):
                 return self.above_zero(UNIT_PARSERS[schema["x-unit"]], value, path)

@@ -82,9 +82,10 @@ LENGTH = _Quantity(
 )
 TIME = _Quantity(
     what="a time",
-    examples="50ms, 1.47ms, 10us, 100ns",
+    examples="50ms, 1.47ms, 10us, 100ns, 10min",
     pattern=re.compile(_NUMBER + r"(?P<unit>[a-zA-Zµμ]*)"),  # µ is the micro sign, μ the Greek letter
-    scales={"s": 10**12, "ms": 10**9, "us": 10**6, "µs": 10**6, "μs": 10**6, "ns": 10**3, "ps": 1},
+    scales={"min": 60 * 10**12, "s": 10**12, "ms": 10**9, "us": 10**6, "µs": 10**6, "μs": 10**6, "ns": 10**3,
+            "ps": 1},
     integer_unit="picoseconds",
     bare_scale=None,
 )

@@ -30,7 +30,7 @@ from emulators.gpu_server.program import (
 )
 from emulators.topology import DeviceSpec
 from orchestrator.workload.hardware import GPU_SERVER_KIND, gpus_of
-from orchestrator.workload.job import JobError
+from orchestrator.workload.job import JobError, transport_fields
 from orchestrator.workload.placement import natural
 
 INCAST = "incast"
@@ -68,6 +68,7 @@ def build_collective_test(spec: Mapping[str, Any], devices: Sequence[DeviceSpec]
         start_ps=int(spec.get("start", 0)),
         detect_ps=int(spec.get("detect", 1_000_000_000_000)),
         restart=False,
+        **transport_fields(spec),
         info={"collective_test": {"op": operation, "bytes": nbytes, "gpus": n, "moved_bytes": moved,
                                   "bus_factor": BUS_FACTOR[operation](n)}},
     )

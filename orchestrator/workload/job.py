@@ -15,7 +15,10 @@ from collections.abc import Mapping, Sequence
 from fractions import Fraction
 from typing import Any
 
+from emulators.ccl.nccl import MAX_GROUPS
+from emulators.ccl.settings import NcclSettings
 from emulators.gpu_server.program import (
+    DEFAULT_WATCHDOG_PS,
     DP,
     EP,
     MAX_COLLECTIVES,
@@ -23,6 +26,7 @@ from emulators.gpu_server.program import (
     MAX_SERIALS,
     MAX_STEPS,
     MAX_TAGS,
+    NCCL,
     PP,
     RING,
     TP,
@@ -107,6 +111,10 @@ def build_job(job: Mapping[str, Any], devices: Sequence[DeviceSpec], sites: Sequ
         raise JobError(("micro_batch",), (
             f"the job needs {expected} collectives per iteration, more than the {MAX_COLLECTIVES} a message id can "
             "number; use fewer micro-batches (a larger micro_batch or a smaller global_batch)"))
+    if len(layout.group_list) > MAX_GROUPS:
+        raise JobError(("parallel",), (
+            f"the job has {len(layout.group_list)} collective groups; each is an NCCL communicator and at most "
+            f"{MAX_GROUPS} can be told apart: use fewer ranks"))
     ids = CollectiveIds()
     rank_programs = programs(layout, schedule, ids)
     assert len(ids) == expected, (len(ids), expected)
@@ -151,12 +159,24 @@ def build_job(job: Mapping[str, Any], devices: Sequence[DeviceSpec], sites: Sequ
         restart=checkpoint.get("restart", True),
         restart_ps=checkpoint.get("restart_time", DEFAULT_RESTART_PS),
         detect_ps=checkpoint.get("detect", DEFAULT_DETECT_PS),
+        **transport_fields(job),
         info=info,
     )
     sent = analytic_bytes(plan)
     info["bytes_sent_per_iteration"] = sent
     info["bytes_sent_per_rank"] = {dim: round(total / layout.size) for dim, total in sent.items()}
     return plan
+
+
+def transport_fields(spec: Mapping[str, Any]) -> dict[str, Any]:
+    """The plan's transport, NCCL settings and watchdog from a job (or collective test) block."""
+    nccl = dict(spec.get("nccl", {}))
+    settings = NcclSettings.from_options(nccl)
+    if settings.buffsize < settings.steps:
+        raise JobError(("nccl", "buffsize"), (
+            f"{settings.buffsize} bytes do not make {settings.steps} slots (steps); give at least one byte a slot"))
+    return {"transport": spec.get("transport", NCCL), "nccl": nccl,
+            "watchdog_ps": spec.get("watchdog_timeout", DEFAULT_WATCHDOG_PS)}
 
 
 # --- the model and its parallel shape ------------------------------------------------------------

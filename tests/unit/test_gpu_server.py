@@ -12,13 +12,14 @@ from emulators.gpu_server.program import (
     COLLECTIVE,
     COMPUTE,
     HIERARCHICAL,
+    IDEAL,
     RECV,
     RING,
     SEND,
     Op,
 )
 from emulators.kernel.vtime import serialization_ps
-from emulators.rdma.settings import NicSettings
+from emulators.rdma.settings import NicSettings, local_ack_timeout_ps
 from emulators.topology import FIBER_DELAY_PS_PER_M, Scenario
 from orchestrator.results import deterministic_view
 from orchestrator.run import run_scenario
@@ -46,7 +47,8 @@ def all_reduce(nbytes: int, group: int = 0) -> Op:
 
 def test_ring_all_reduce_across_servers_matches_the_closed_form_within_one_percent():
     n, size = 4, 256 * MiB
-    scenario = job(cluster(n, 1), [(f"s{i}", 0) for i in range(n)], [tuple(range(n))], [(all_reduce(size),)] * n)
+    scenario = job(cluster(n, 1), [(f"s{i}", 0) for i in range(n)], [tuple(range(n))], [(all_reduce(size),)] * n,
+                   transport=IDEAL)
     results = run_scenario(scenario)
     measured = results["job"]["iterations"][0]["time_ps"]
     nic = NicSettings()
@@ -105,9 +107,12 @@ def test_all_to_all_delivers_every_piece():
     assert results["job"]["bytes"]["ep"] == {"scale_up": n * piece, "fabric": n * 2 * piece, "wan": 0}
 
 
+FAST_TIMEOUT = {"ib_timeout": 6, "ib_retry_cnt": 3}  # 262 us, 4 timeouts to a QP error
+
+
 def pipeline(**fields: object) -> Scenario:
     """Two single-GPU servers on one link that fails for 4 ms: compute 1 ms, send 32 MiB, compute."""
-    text = cluster(2, 1, extra=", rdma: {rto: 200us, retries: 3}", duration="40ms",
+    text = cluster(2, 1, duration="40ms",
                    faults="faults:\n  - {at: 5ms, link: s0.0, state: down}\n  - {at: 9ms, link: s0.0, state: up}\n")
     flops = 400 * 10**9  # 1 ms at 1000 TFLOP/s x 0.4 MFU
     first = (Op(COMPUTE, "compute", flops=flops, label="F"),
@@ -115,7 +120,7 @@ def pipeline(**fields: object) -> Scenario:
     second = (Op(RECV, "recv", nbytes=32 * MiB, peer=0, tag=0, dim="pp", label="recv"),
               Op(COMPUTE, "compute", deps=(0,), flops=flops, label="F"))
     settings = {"iterations": 6, "checkpoint_every": 1, "checkpoint_save_ps": 100_000_000, "restart": True,
-                "restart_ps": 3 * 10**9, "detect_ps": 10**9} | fields
+                "restart_ps": 3 * 10**9, "detect_ps": 10**9, "nccl": FAST_TIMEOUT} | fields
     return job(text.replace("{gpus: 1", "{gpus: 1, tflops: 1000, mfu: 0.4"), [("s0", 0), ("s1", 0)], [],
                [first, second], **settings)
 
@@ -125,9 +130,9 @@ def test_a_qp_error_interrupts_the_job_which_restarts_from_its_checkpoint():
     run = results["job"]
     assert run["status"] == "completed"
     [interruption] = run["interruptions"]
-    assert "retry count exceeded" in interruption["cause"]
-    # the QP gives up rto x (retries + 1) after the link died, every rank learns of it detect later
-    assert 5 * 10**9 < interruption["at_ps"] <= 5 * 10**9 + 4 * 200 * 10**6 + 10**9
+    assert "retry count exceeded" in interruption["cause"] and interruption["kind"] == "qp_error"
+    # the QP gives up timeout x (retries + 1) after the link died, every rank learns of it detect later
+    assert 5 * 10**9 < interruption["at_ps"] <= 5 * 10**9 + 4 * local_ack_timeout_ps(6) + 10**9
     assert interruption["aborted_ps"] == interruption["at_ps"] + 10**9
     assert interruption["resumed_ps"] == interruption["aborted_ps"] + 3 * 10**9
     checkpoint = max(c["end_ps"] for c in run["checkpoints"] if c["iteration"] == interruption["restart_iteration"] - 1)
@@ -153,7 +158,7 @@ def test_interruption_and_restart_are_the_same_in_every_partition(partition):
 
 def test_checkpoints_and_lost_time_when_ranks_run_at_different_paces():
     # rank 2 only computes and runs far ahead; rank 1 waits on rank 0, whose link fails
-    text = cluster(3, 1, extra=", tflops: 1000, mfu: 0.4, rdma: {rto: 200us, retries: 3}", duration="60ms",
+    text = cluster(3, 1, extra=", tflops: 1000, mfu: 0.4", duration="60ms",
                    faults="faults:\n  - {at: 5ms, link: s0.0, state: down}\n  - {at: 9ms, link: s0.0, state: up}\n")
     flops = 400 * 10**9
     first = (Op(COMPUTE, "compute", flops=flops // 2, label="F"),
@@ -162,7 +167,7 @@ def test_checkpoints_and_lost_time_when_ranks_run_at_different_paces():
               Op(COMPUTE, "compute", deps=(0,), flops=flops, label="F"))
     third = (Op(COMPUTE, "compute", flops=flops // 10, label="F"),)
     scenario = job(text, [("s0", 0), ("s1", 0), ("s2", 0)], [], [first, second, third], iterations=40,
-                   checkpoint_every=1, checkpoint_save_ps=100_000_000, restart_ps=3 * 10**9)
+                   checkpoint_every=1, checkpoint_save_ps=100_000_000, restart_ps=3 * 10**9, nccl=FAST_TIMEOUT)
     run = run_scenario(scenario)["job"]
     [stop] = run["interruptions"]
     # a checkpoint exists once the slowest rank saved it, each in turn, whatever the others did
