@@ -298,9 +298,17 @@ def _check_nic_options(options: dict[str, Any], ports: tuple[str, ...]) -> tuple
     if adp is not None:
         if adp["time_base"] < 4_000_000:
             return ("rdma", "adaptive_retransmission", "time_base"), "is below the 4us the firmware allows; raise it"
-        lows = [r["low"] for r in adp["ranges"]]
-        if lows != sorted(set(lows)):
-            return ("rdma", "adaptive_retransmission", "ranges"), "ranges must be in rising order of low"
+        ranges = adp["ranges"]
+        for index, (span, after) in enumerate(zip(ranges, ranges[1:], strict=False)):
+            if span["low"] + span["size"] > after["low"]:
+                return ("rdma", "adaptive_retransmission", "ranges", index + 1), (
+                    f"starts at exponent {after['low']}, before the range ahead of it ends (at "
+                    f"{span['low'] + span['size'] - 1}); ranges must rise and not overlap")
+        for where, low, size in [(("init_low",), adp["init_low"], adp["init_size"]),
+                                 *((("ranges", i, "size"), r["low"], r["size"]) for i, r in enumerate(ranges))]:
+            if low + size - 1 > 31:
+                return ("rdma", "adaptive_retransmission", *where), (
+                    f"reaches exponent {low + size - 1}; the timeouts' exponents go up to 31")
         if adp.get("start_range", 0) >= len(adp["ranges"]):
             return ("rdma", "adaptive_retransmission", "start_range"), (
                 f"{adp['start_range']} is past the {len(adp['ranges'])} ranges; give an index below it")

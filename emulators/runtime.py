@@ -34,6 +34,9 @@ BUS_ORIGIN = -1  # the origin of bus deliveries in the event key: below every de
 
 BusMessage = tuple[int, int, dict[str, Any]]  # (at_ps, key, payload)
 
+# what a fault's link carried and lost while the fault was in force (summed over the link's ends)
+LINK_TALLIES = ("tx_bytes", "lost_frames", "down_drop_frames", "rx_corrupt_packets")
+
 
 class CausalityError(RuntimeError):
     """A frame or bus message arrived for a time this host has already simulated: the partition's
@@ -66,6 +69,7 @@ class HostRuntime:
         self._bus_inbox: list[tuple[int, int, str]] = []  # (at_ps, key, payload JSON) from other hosts
         self._bus_keys: set[int] = set()  # keys scheduled here: a repeated key would make ties ambiguous
         self.bus_deliveries = 0
+        self.fault_marks: list[dict[str, Any]] = []  # each fault's link tallies when it applied here
         for spec in scenario.devices:
             if assignment[spec.name] != host:
                 continue
@@ -113,7 +117,19 @@ class HostRuntime:
         for fault in self.scenario.faults:
             link = self.links.get(fault.link)
             if link is not None:
-                self.engine.add_change(fault.at_ps, fault.index, _fault_action(link, fault))
+                self.engine.add_change(fault.at_ps, fault.index, self._marked(link, fault))
+
+    def _marked(self, link: Link, fault: FaultSpec) -> Callable[[], None]:
+        """The fault's action, after noting what its link's ends here had carried and lost so far:
+        results take the differences to the next change of the link as what the fault hit."""
+        action = _fault_action(link, fault)
+
+        def apply() -> None:
+            self.fault_marks.append({"index": fault.index, "link": fault.link, "at_ps": fault.at_ps,
+                                     "tallies": link_tallies(link)})
+            action()
+
+        return apply
 
     def add_fault(self, fault: FaultSpec) -> None:
         """A fault injected while the run goes (through the orchestrator's control service): it joins
@@ -121,7 +137,7 @@ class HostRuntime:
         timeline (switches' route convergence) hear of it. Every host gets it with the same window."""
         link = self.links.get(fault.link)
         if link is not None:
-            self.engine.add_change(fault.at_ps, fault.index, _fault_action(link, fault))
+            self.engine.add_change(fault.at_ps, fault.index, self._marked(link, fault))
         for device_id in sorted(self.by_id):
             hook = getattr(self.by_id[device_id], "on_fault_added", None)
             if hook is not None:
@@ -296,7 +312,15 @@ class HostRuntime:
             "devices": {name: self.devices[name].results() for name in sorted(self.devices)},
             "timeseries": series,
             "in_flight": self.in_flight(),
+            "fault_marks": self.fault_marks,
+            "link_tallies": {name: link_tallies(self.links[name]) for name in sorted(
+                {mark["link"] for mark in self.fault_marks})},
         }
+
+
+def link_tallies(link: Link) -> dict[str, int]:
+    """What the ends of ``link`` on this host have sent, lost and taken corrupted so far."""
+    return {name: sum(getattr(port, name) for port in link.ports) for name in LINK_TALLIES}
 
 
 def bus_json(payload: dict[str, Any]) -> str:

@@ -340,6 +340,9 @@ def report_run(run_dir: Path) -> int:
     return 0
 
 
+MAX_EVENT_LINES = 20  # QP events in the summary; results.json keeps them all
+
+
 def summary(results: dict[str, Any]) -> str:
     run = results["run"]
     lines = [
@@ -358,9 +361,12 @@ def summary(results: dict[str, Any]) -> str:
     for path in results.get("wan", {}).get("capacity_map", []):
         lines.append(f"  WAN path {path['a']} - {path['z']} ({path['path']}): {format_rate(path['capacity_bps'])}, "
                      f"{format_time(path['latency_ps'])} one way")
-    for event in results.get("qp_events", []):
+    events = results.get("qp_events", [])
+    for event in events[:MAX_EVENT_LINES]:
         lines.append(f"  {format_time(event['at_ps'])}: {event['kind']} of {event['flow']} at {event['device']} "
                      f"({event['reason']})")
+    if len(events) > MAX_EVENT_LINES:
+        lines.append(f"  ... and {len(events) - MAX_EVENT_LINES} more QP events (results.json qp_events)")
     return "\n".join(lines)
 
 
@@ -377,6 +383,7 @@ def _job_lines(job: dict[str, Any] | None) -> list[str]:
                      f"(median), algorithm bandwidth {format_rate(test['algbw_bps'])}, bus bandwidth "
                      f"{format_rate(test['busbw_bps'])}")
         return lines
+    lines.extend(_impact_lines(job))
     estimate = job.get("estimate", {})
     lines.append(f"    iteration {format_time(job['iteration_time_ps'])} (median; estimate "
                  f"{format_time(estimate.get('iteration_time_ps', 0))}), {job['tokens_per_gpu_per_s']:.0f} tokens "
@@ -387,7 +394,9 @@ def _job_lines(job: dict[str, Any] | None) -> list[str]:
         lines.append(f"    equivalent compute {job['equivalent_compute']:.3f} (baseline iteration "
                      f"{format_time(job['baseline']['iteration_time_ps'])})")
     times = ", ".join(f"{it['iteration']}{'' if not it['attempt'] else '/' + str(it['attempt'])}: "
-                      f"{format_time(it['time_ps'])}" for it in job["iterations"])
+                      f"{format_time(it['time_ps'])}"
+                      + (f" ({it['equivalent_compute']:.3f})" if "equivalent_compute" in it else "")
+                      for it in job["iterations"])
     if times:
         lines.append(f"    iterations: {times}")
     volumes = [
@@ -401,6 +410,42 @@ def _job_lines(job: dict[str, Any] | None) -> list[str]:
                    f"{format_time(stop['lost_ps'])} lost") if stop["resumed_ps"] is not None else "job stopped"
         lines.append(f"    interrupted {format_time(stop['at_ps'])} at {stop['device']}: {stop['cause']}; {resumed}")
     return lines
+
+
+def _impact_lines(job: dict[str, Any]) -> list[str]:
+    """The headline of a run with faults: its worst iteration and why, then what each fault did."""
+    faults = job.get("faults") or []
+    worst = job.get("worst_iteration")
+    if not worst or (not faults and not worst["causes"]):
+        return []
+    compute = f", equivalent compute {worst['equivalent_compute']:.3f}" if "equivalent_compute" in worst else ""
+    why = "; ".join(worst["causes"]) or "no fault, timeout or error in it"
+    against = (f"{_signed_time(worst['cost_ps'])} against the {job['reference']} "
+               f"({format_time(job['reference_iteration_ps'])})" if worst["cost_ps"] is not None
+               else "no undisturbed iteration to compare with (give --baseline)")
+    lines = [f"    worst iteration {worst['iteration']}{'' if not worst['attempt'] else '/' + str(worst['attempt'])}: "
+             f"{format_time(worst['time_ps'])}, {against}{compute}: {why}"]
+    for fault in faults:
+        where = (f"in iteration {fault['iteration']}" + ("" if not fault["attempt"] else f"/{fault['attempt']}")
+                 if fault["iteration"] is not None else fault["when"])
+        head = f"    fault {fault['index']} at {format_time(fault['at_ps'])} ({'; '.join(fault['changes'])}), {where}: "
+        if not fault["applied"]:
+            lines.append(head + "never applied (after the run's end)")
+        elif not fault["hit_traffic"]:
+            lines.append(head + "hit no traffic")
+        else:
+            traffic = fault["traffic"]
+            lines.append(head + f"{fault['frames_lost']:,} frames lost, {traffic['rx_corrupt_packets']:,} packets "
+                         f"corrupted, {format_bytes(traffic['tx_bytes'])} carried while in force; "
+                         f"{fault['qp_timeouts']} QP timeouts, {fault['qp_errors']} QP errors, "
+                         f"{fault['interruptions']} interruptions; cost {_signed_time(fault['cost_ps'])}")
+    return lines
+
+
+def _signed_time(ps: int | None) -> str:
+    if ps is None:
+        return "unknown (no undisturbed iteration; give --baseline)"
+    return ("+" if ps >= 0 else "-") + format_time(abs(ps))
 
 
 def _raw_flow_lines(flows: dict[str, Any]) -> list[str]:

@@ -11,6 +11,7 @@ from typing import Any
 
 from emulators.gpu_server.program import DIMENSIONS
 from emulators.topology import Scenario
+from orchestrator.fault_impact import analyse_faults
 from orchestrator.workload.collective_test import bandwidths
 from orchestrator.workload.estimate import estimate
 
@@ -108,6 +109,7 @@ def equivalent_compute(results: dict[str, Any], baseline: dict[str, Any], source
         raise ValueError(f"{source}: this run completed no iteration of a training job to compare")
     job["baseline"] = {"source": source, "iteration_time_ps": reference["iteration_time_ps"]}
     job["equivalent_compute"] = reference["iteration_time_ps"] / job["iteration_time_ps"]
+    analyse_faults(results)  # every iteration, the worst one and each fault, against the baseline now
 
 
 def _iterations(ranks: dict[str, Any], gpus: int, start_ps: int,

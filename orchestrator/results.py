@@ -10,7 +10,9 @@ from __future__ import annotations
 from typing import Any
 
 from emulators.otn.node import capacity_map
+from emulators.runtime import LINK_TALLIES
 from emulators.topology import FaultSpec, Scenario
+from orchestrator.fault_impact import analyse_faults
 from orchestrator.job_results import job_results
 from orchestrator.partition import Plan
 
@@ -34,7 +36,7 @@ def assemble(scenario: Scenario, plan: Plan, backend: str, host_results: dict[st
             t["bytes"] += v["bytes"]
     wan = {"capacity_map": capacity_map(scenario)} if any(d.kind == "otn" for d in scenario.devices) else None
     job = job_results(scenario, devices)
-    return {
+    results = {
         "schema": RESULTS_SCHEMA,
         "status": "failed" if error else "ok",
         "error": error,
@@ -52,7 +54,7 @@ def assemble(scenario: Scenario, plan: Plan, backend: str, host_results: dict[st
         **({"wan": wan} if wan is not None else {}),
         "links": {link.name: {"a": str(link.a), "z": str(link.z), "rate_bps": link.rate_bps,
                               "length_mm": link.length_mm} for link in scenario.links},
-        "faults": [_fault(f) for f in scenario.faults],
+        "faults": _faults(scenario, host_results),
         "timeseries": {name: timeseries[name] for name in sorted(timeseries)},
         "run": {
             "partition": plan.mode,
@@ -66,6 +68,8 @@ def assemble(scenario: Scenario, plan: Plan, backend: str, host_results: dict[st
             "failed_host": failed_host,
         },
     }
+    analyse_faults(results)
+    return results
 
 
 def _flow(name: str, src: str, dst: str, devices: dict[str, Any], in_flight: dict[str, Any]) -> dict[str, Any]:
@@ -98,6 +102,35 @@ def _flow(name: str, src: str, dst: str, devices: dict[str, Any], in_flight: dic
     return flow
 
 
+def _faults(scenario: Scenario, host_results: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
+    """Every change on the timeline, with what its link carried (``tx_bytes``) and lost while it was
+    in force: from when it applied to the link's next change, or the run's end (both ends summed)."""
+    marks: dict[tuple[int, str], dict[str, int]] = {}
+    ends: dict[str, dict[str, int]] = {}
+    for hr in host_results.values():
+        for mark in hr.get("fault_marks", []):
+            _add(marks.setdefault((mark["index"], mark["link"]), {}), mark["tallies"])
+        for link, tallies in hr.get("link_tallies", {}).items():
+            _add(ends.setdefault(link, {}), tallies)
+    applied = sorted((f.at_ps, f.index, f.link) for f in scenario.faults if (f.index, f.link) in marks)
+    out = []
+    for fault in scenario.faults:
+        entry = _fault(fault)
+        start = marks.get((fault.index, fault.link))
+        if start is not None:
+            later = [marks[(index, link)] for at, index, link in applied
+                     if link == fault.link and (at, index) > (fault.at_ps, fault.index)]
+            stop = later[0] if later else ends.get(fault.link, start)
+            entry["traffic"] = {name: stop.get(name, 0) - start.get(name, 0) for name in LINK_TALLIES}
+        out.append(entry)
+    return out
+
+
+def _add(total: dict[str, int], more: dict[str, int]) -> None:
+    for name, value in more.items():
+        total[name] = total.get(name, 0) + value
+
+
 def _fault(fault: FaultSpec) -> dict[str, Any]:
     if fault.state is not None:
         change = fault.state
@@ -107,7 +140,7 @@ def _fault(fault: FaultSpec) -> dict[str, Any]:
         change = f"ber {fault.ber:g}"
     else:
         change = f"length {fault.length_mm} mm"
-    return {"at_ps": fault.at_ps, "link": fault.link, "change": change}
+    return {"at_ps": fault.at_ps, "index": fault.index, "link": fault.link, "change": change}
 
 
 def deterministic_view(results: dict[str, Any]) -> dict[str, Any]:

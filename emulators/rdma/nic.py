@@ -255,7 +255,8 @@ class RdmaNic:
             restarted = qp.slow_restarts > slow_restarts
             self.counters["rdma_slow_restarts"] += restarted
             self._event(qp, "timeout", f"local ack timeout after {format_ps(waited)} (retry {path.retries})"
-                        + (f", rate restarts at {qp.rate.rate_bps / 1e9:g} Gb/s" if restarted else ""))
+                        + (f", rate restarts at {qp.rate.rate_bps / 1e9:g} Gb/s" if restarted else ""),
+                        since_ps=path.stalled_ps, rtt_ps=qp.rtt_ps)
         self.arm_timer(qp, path)
         self.pump(path.port)
 
@@ -265,12 +266,15 @@ class RdmaNic:
             return
         qp.fail(self.owner.now, reason)
         self.counters["rdma_qp_errors"] += 1
-        self._event(qp, "qp_error", reason)
+        self._event(qp, "qp_error", reason, since_ps=path.stalled_ps if path.backed_off else self.owner.now,
+                    rtt_ps=qp.rtt_ps)
         self.owner.on_qp_error(qp)
 
-    def _event(self, qp: QueuePair, kind: str, reason: str) -> None:
+    def _event(self, qp: QueuePair, kind: str, reason: str, **extra: int) -> None:
+        """A QP's event for results.json's qp_events; ``since_ps``: when the QP last made progress,
+        ``rtt_ps``: its path's round trip."""
         self.events.append({"at_ps": self.owner.now, "kind": kind, "flow": qp.name, "nic": self.name,
-                            "reason": reason})
+                            "reason": reason, **extra})
 
     def completed(self, qp: QueuePair) -> None:
         self.owner.on_qp_complete(qp)

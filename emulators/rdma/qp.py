@@ -49,7 +49,7 @@ class Path:
 
     __slots__ = ("index", "port", "src", "dst", "entropy", "up", "psn_next", "una", "unacked", "cursor",
                  "retransmit", "deadline", "timer_armed", "timer_at", "retries", "resync", "arm_ps", "progress_ps",
-                 "probed", "backed_off", "adp_exponent", "adp_range", "adp_used")
+                 "probed", "backed_off", "stalled_ps", "adp_exponent", "adp_range", "adp_used")
 
     def __init__(self, index: int, port: Port, src: int, dst: int, entropy: int) -> None:
         self.index = index
@@ -72,6 +72,7 @@ class Path:
         self.progress_ps = 0  # when the timer last restarted: the last acknowledged progress, or the first send
         self.probed = False  # a corruption probe went out since the last progress
         self.backed_off = False  # the timer moved on from its start since the last progress
+        self.stalled_ps = 0  # the last progress before the timeouts in a row now under way
         self.adp_exponent = self.adp_range = self.adp_used = 0  # adaptive retransmission: where in the profile
 
     @property
@@ -377,6 +378,8 @@ class QueuePair:
             path.deadline = path.progress_ps + path.arm_ps  # the Local ACK Timeout keeps running
             return True, self.policy.retransmitted(now)
         self.timeouts += 1
+        if not path.backed_off:
+            path.stalled_ps = path.progress_ps
         path.backed_off = True
         reason = self.policy.expired(path)
         if reason is None:

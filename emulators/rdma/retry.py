@@ -9,6 +9,8 @@
   profile's initial exponents and used once; then the range that holds it (or the start range) uses
   each exponent ``retries`` times and doubles it up to the range's end, then goes on to the next range.
   Once the last range is spent the QP errors (the profile's retries replace the IB retry count).
+  Progress starts the profile over with a fresh initial timeout (NVIDIA's dec_mode, which steps the
+  timeout down instead, is not modelled).
 - Excessive retransmissions (an option, WinOF-2's EXT_QP_MAX_RETRY_LIMIT/_PERIOD): more than
   ``retry_limit`` retransmissions (timeouts, NAK sequence errors, probes) within ``retry_period``
   error the QP as if the retry count were exceeded.
@@ -47,13 +49,9 @@ class RetryPolicy:
         self.spread = settings.timer_spread
         self.adp: AdpProfile | None = settings.adaptive_retransmission
         self.rng = rng  # only when a draw is needed (spread or ADP)
-        self.limit = settings.retry_limit
+        self.limit = settings.retry_limit if settings.retry_period_ps > 0 else 0  # a limit needs its period
         self.period_ps = settings.retry_period_ps
         self.recent: deque[int] = deque()  # times of retransmissions within the period
-
-    @property
-    def draws(self) -> bool:
-        return self.spread > 1.0 or self.adp is not None
 
     def start(self, path: Path) -> None:
         """A fresh timer episode: the path has just made progress (or never sent)."""

@@ -76,7 +76,7 @@ def _write(results: dict[str, Any], run_dir: Path) -> list[Path]:
 
     figures = [
         plots.rank_timeline(job),
-        plots.iteration_times(job, faults),
+        plots.iteration_times(job, faults, results.get("qp_events") or []),
         plots.link_utilisation(data.link_loads(results, links, points=data.PLOT_POINTS), faults, end_ps,
                                no_links_reason="" if links else f"no data: {note or 'results.json lists no links'}"),
         plots.buffer_depth(data.device_series(results, "buffer_bytes", data.BUFFERED_KINDS),

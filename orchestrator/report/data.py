@@ -10,6 +10,7 @@ Counters in ``timeseries`` are of two sorts, and they are reduced differently:
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -216,3 +217,13 @@ def timeline_ranks(job: dict[str, Any]) -> list[tuple[str, list[list[Any]]]]:
     ranks = job.get("timeline", {}).get("ranks", {})
     return sorted(ranks.items(), key=lambda item: (not item[0].isdigit(), int(item[0]) if item[0].isdigit()
                                                    else 0, item[0]))
+
+
+def iteration_markers(job: dict[str, Any], qp_events: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """What the iteration plot marks besides the faults: when QPs timed out and errored, and the
+    baseline's iteration time (None without --baseline)."""
+    return {
+        "timeouts_ps": [e["at_ps"] for e in qp_events if e.get("kind") == "timeout"],
+        "qp_errors_ps": [e["at_ps"] for e in qp_events if e.get("kind") == "qp_error"],
+        "baseline_ps": (job.get("baseline") or {}).get("iteration_time_ps"),
+    }

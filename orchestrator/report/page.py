@@ -61,8 +61,16 @@ def _job_headline(job: dict[str, Any]) -> list[tuple[str, str]]:
         text = format_time(int(job["iteration_time_ps"]))
         estimate = (job.get("estimate") or {}).get("iteration_time_ps")
         rows.append(("iteration time", text + (f" (estimate {format_time(int(estimate))})" if estimate else "")))
+    worst = job.get("worst_iteration")
+    if worst and (job.get("faults") or worst.get("causes")):  # a run with faults leads with what they cost
+        text = f"iteration {worst['iteration']}: {format_time(int(worst['time_ps']))}"
+        if worst.get("cost_ps") is not None:
+            text += f", {_signed(int(worst['cost_ps']))} against the {job.get('reference')}"
+        if worst.get("equivalent_compute") is not None:
+            text += f", equivalent compute {float(worst['equivalent_compute']):.3f}"
+        rows.append(("worst iteration", text + (f" ({'; '.join(worst['causes'])})" if worst.get("causes") else "")))
     if job.get("equivalent_compute") is not None:
-        rows.append(("equivalent compute", f"{float(job['equivalent_compute']):.3f}"))
+        rows.append(("equivalent compute (median)", f"{float(job['equivalent_compute']):.3f}"))
     if job.get("tokens_per_gpu_per_s") is not None:
         rows.append(("tokens per GPU per second", f"{float(job['tokens_per_gpu_per_s']):,.1f}"))
     if job.get("communication_share") is not None:
@@ -72,6 +80,10 @@ def _job_headline(job: dict[str, Any]) -> list[tuple[str, str]]:
     rows.append(("job interruptions", str(len(job.get("interruptions") or []))))
     rows.append(("time lost", format_time(int(job.get("lost_ps") or 0))))
     return rows
+
+
+def _signed(ps: int) -> str:
+    return ("+" if ps >= 0 else "-") + format_time(abs(ps))
 
 
 # -- event tables ---------------------------------------------------------------------------------
@@ -98,6 +110,18 @@ def event_tables(results: dict[str, Any], faults: Sequence[dict[str, Any]]) -> l
     if faults:
         tables.append(Table("Link changes", ["at", "link", "change"], _rows(faults, ["at_ps", "link", "change"])))
     job = results.get("job") or {}
+    if job.get("faults"):
+        tables.append(Table(
+            "What each fault did to the job",
+            ["fault", "at", "changes", "iteration", "frames lost", "packets corrupted", "bytes carried",
+             "QP timeouts", "QP errors", "interruptions", "cost"],
+            [[str(f["index"]), format_time(int(f["at_ps"])), "; ".join(f["changes"]),
+              str(f["iteration"]) if f["iteration"] is not None else f.get("when", "-"),
+              *(([f"{f['frames_lost']:,}", f"{f['traffic']['rx_corrupt_packets']:,}",
+                  format_bytes(int(f["traffic"]["tx_bytes"]))]) if f["hit_traffic"] else ["hit no traffic", "", ""]),
+              str(f["qp_timeouts"]), str(f["qp_errors"]), str(f["interruptions"]),
+              "-" if f["cost_ps"] is None else _signed(int(f["cost_ps"]))]
+             for f in job["faults"]]))
     if job.get("interruptions"):
         tables.append(Table(
             "Job interruptions", ["at", "device", "rank", "cause", "aborted", "resumed", "restart iteration", "lost"],

@@ -132,9 +132,11 @@ def rank_timeline(job: dict[str, Any] | None) -> Plot:
 
 
 # -- 2. iteration times ---------------------------------------------------------------------------
-def iteration_times(job: dict[str, Any] | None, faults: Sequence[dict[str, Any]]) -> Plot:
-    """Each iteration as a bar spanning its time on the x axis, as tall as it took: a fault, an
-    interruption and the slow iterations around them line up on one time axis."""
+def iteration_times(job: dict[str, Any] | None, faults: Sequence[dict[str, Any]],
+                    qp_events: Sequence[dict[str, Any]] = ()) -> Plot:
+    """Each iteration as a bar spanning its time on the x axis, as tall as it took: a fault, a QP
+    timeout or error, an interruption and the slow iterations around them line up on one time axis;
+    the baseline's iteration time (with --baseline) is a line across."""
     title = "Iteration times"
     iterations = (job or {}).get("iterations") or []
     if not iterations:
@@ -160,6 +162,14 @@ def iteration_times(job: dict[str, Any] | None, faults: Sequence[dict[str, Any]]
     estimate = (job.get("estimate") or {}).get("iteration_time_ps")
     if estimate:
         ax.axhline(estimate / y_scale, color="0.2", linestyle=":", linewidth=1, label="analytic estimate")
+    marks = data.iteration_markers(job, qp_events)
+    if marks["baseline_ps"]:
+        ax.axhline(marks["baseline_ps"] / y_scale, color="#55a868", linestyle="-", linewidth=1.2, label="baseline")
+    for key, label, colour, marker in (("timeouts_ps", "QP timeout", "#8172b3", "v"),
+                                       ("qp_errors_ps", "QP error", "#c44e52", "x")):
+        if marks[key]:
+            ax.plot([t / scale for t in marks[key]], [0.0] * len(marks[key]), linestyle="none", marker=marker,
+                    color=colour, markersize=7, clip_on=False, zorder=5, label=f"{label} ({len(marks[key])})")
     for i, cut in enumerate(interruptions):
         ax.axvline(cut["at_ps"] / scale, color="#c44e52", linewidth=1.5, label="interruption" if i == 0 else None)
         resumed = cut.get("resumed_ps")

@@ -12,6 +12,8 @@ import pytest
 from emulators.gpu_server.program import RECV, SEND, Op
 from emulators.kernel.vtime import PS_PER_MS, PS_PER_S
 from emulators.rdma.settings import local_ack_timeout_ps
+from orchestrator.cli import summary
+from orchestrator.job_results import equivalent_compute
 from orchestrator.results import deterministic_view
 from orchestrator.run import run_scenario
 from tests.helpers import with_programs
@@ -138,3 +140,34 @@ def test_a_two_site_job_on_the_nccl_transport_is_the_same_in_every_partition(par
     assert single["job"]["status"] == "completed" and single["job"]["iterations"][1]["time_ps"] < 100 * PS_PER_MS
     assert deterministic_view(run_scenario(scenario, partition=partition)) == single
     assert PS_PER_S  # (units used above)
+
+
+def test_what_the_cut_did_is_told_per_fault_and_heads_the_summary() -> None:
+    runs = cut_runs()
+    late = runs["not told"]
+    equivalent_compute(late, runs["clean"], "the clean run")  # its one iteration is the baseline
+    job = late["job"]
+    [fault] = job["faults"]
+    assert (fault["index"], fault["at_ps"], fault["iteration"], fault["changes"]) == (
+        0, 10 * PS_PER_MS, 0, ["wan-dc1-dc2 down"])
+    # the working line carried nothing while it was down; what was on it at the cut was lost, and
+    # the OTN dropped what reached the dead port before the switch
+    assert fault["hit_traffic"] and fault["frames_lost"] > 0 and fault["traffic"]["tx_bytes"] == 0
+    assert fault["qp_timeouts"] == len(timeouts(late)) and fault["qp_errors"] == 0
+    clean = received_ps(runs["clean"])
+    assert fault["cost_ps"] == job["worst_iteration"]["cost_ps"] == received_ps(late) - clean
+    assert fault["cost_ps"] == pytest.approx(TIMEOUT_PS, rel=0.01)
+    worst = job["worst_iteration"]
+    assert worst["faults"] == [0] and worst["equivalent_compute"] == pytest.approx(clean / received_ps(late))
+    assert job["iterations"][0]["equivalent_compute"] == worst["equivalent_compute"]
+    text = summary(late)
+    assert "worst iteration 0: 4.32" in text and "fault 0 at 10 ms (wan-dc1-dc2 down); 8 QP timeouts" in text
+    assert "fault 0 at 10 ms (wan-dc1-dc2 down), in iteration 0: " in text and "8 QP timeouts" in text
+
+
+def test_a_fault_that_hit_no_traffic_says_so() -> None:
+    quiet = stream(two_sites(faults="  - {at: 100ms, wan: dc1-dc2, cut: working}", duration="200ms"), 64 * MiB)
+    [fault] = quiet["job"]["faults"]
+    assert fault["iteration"] is None and fault["when"] == "after the last iteration"
+    assert not fault["hit_traffic"] and fault["frames_lost"] == fault["qp_timeouts"] == 0
+    assert "fault 0 at 100 ms (wan-dc1-dc2 down), after the last iteration: hit no traffic" in summary(quiet)

@@ -11,6 +11,7 @@ from typing import Any
 import numpy as np
 import pytest
 
+from orchestrator.fault_impact import analyse_faults
 from orchestrator.report import ReportError, data, links_and_faults, load_results, write_report
 from orchestrator.results import RESULTS_SCHEMA
 
@@ -254,3 +255,49 @@ def test_the_report_leaves_results_json_alone(tmp_path):
     before = (run_dir / "results.json").read_bytes()
     write_report(run_dir)
     assert (run_dir / "results.json").read_bytes() == before
+
+
+def with_fault_impact() -> dict[str, Any]:
+    """The synthetic run with a baseline, QP events and what its faults' links carried and lost."""
+    results = synthetic_results()
+    results["qp_events"] = [
+        {"device": "s1", "at_ps": 300 * MS, "flow": "dp0", "kind": "timeout", "reason": "local ack timeout",
+         "since_ps": 250 * MS, "rtt_ps": 10},
+        {"device": "s1", "at_ps": 450 * MS, "flow": "dp0", "kind": "qp_error", "reason": "retries exhausted",
+         "since_ps": 440 * MS, "rtt_ps": 10}]
+    results["faults"] = [
+        {"at_ps": 250 * MS, "index": 0, "link": "l0", "change": "ber 1e-08",
+         "traffic": {"tx_bytes": 1 << 30, "lost_frames": 0, "down_drop_frames": 0, "rx_corrupt_packets": 12}},
+        {"at_ps": 440 * MS, "index": 1, "link": "l1", "change": "down",
+         "traffic": {"tx_bytes": 0, "lost_frames": 7, "down_drop_frames": 2, "rx_corrupt_packets": 0}},
+        {"at_ps": 900 * MS, "index": 2, "link": "l1", "change": "up",
+         "traffic": {"tx_bytes": 0, "lost_frames": 0, "down_drop_frames": 0, "rx_corrupt_packets": 0}}]
+    results["job"]["iterations"][1]["time_ps"] = 260 * MS  # the one the BER and the timeout fell in
+    results["job"]["iterations"][1]["end_ps"] = 460 * MS
+    results["job"]["baseline"] = {"source": "base", "iteration_time_ps": 190 * MS}
+    analyse_faults(results)
+    return results
+
+
+def test_each_fault_is_told_with_its_iteration_traffic_and_cost():
+    job = with_fault_impact()["job"]
+    ber, cut, repair = job["faults"]
+    assert (ber["iteration"], ber["qp_timeouts"], ber["traffic"]["rx_corrupt_packets"]) == (1, 1, 12)
+    assert ber["cost_ps"] == 260 * MS - 190 * MS  # its iteration against the baseline's median
+    assert (cut["iteration"], cut["frames_lost"], cut["qp_errors"], cut["interruptions"]) == (1, 9, 1, 1)
+    assert cut["cost_ps"] == 260 * MS - 190 * MS + 150 * MS  # and the time the interruption lost
+    assert repair["when"] == "after the last iteration" and not repair["hit_traffic"]
+    worst = job["worst_iteration"]
+    assert (worst["iteration"], worst["faults"], worst["qp_timeouts"], worst["qp_errors"]) == (1, [0, 1], 1, 1)
+    assert worst["equivalent_compute"] == pytest.approx(190 / 260)
+    assert [it["equivalent_compute"] for it in job["iterations"]] == pytest.approx([190 / 200, 190 / 260, 190 / 220])
+
+
+def test_the_iteration_plot_marks_timeouts_errors_and_the_baseline(tmp_path):
+    results = with_fault_impact()
+    marks = data.iteration_markers(results["job"], results["qp_events"])
+    assert marks == {"timeouts_ps": [300 * MS], "qp_errors_ps": [450 * MS], "baseline_ps": 190 * MS}
+    write_report(_run_dir(tmp_path, results))
+    html = (tmp_path / "report.html").read_text()
+    assert "What each fault did to the job" in html and "hit no traffic" in html
+    assert "<td>worst iteration</td><td>iteration 1: 260 ms, +70 ms against the baseline&#x27;s median" in html
