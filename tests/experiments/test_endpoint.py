@@ -9,13 +9,16 @@ from typing import Any
 
 import pytest
 
+from emulators.context import ScenarioContext
 from emulators.gpu_server.program import RECV, SEND, Op
 from emulators.kernel.vtime import PS_PER_MS, PS_PER_S
 from emulators.rdma.settings import local_ack_timeout_ps
+from emulators.topology import Endpoint
 from orchestrator.cli import summary
 from orchestrator.job_results import equivalent_compute
 from orchestrator.results import deterministic_view
 from orchestrator.run import run_scenario
+from orchestrator.scenario.loader import parse_scenario
 from tests.helpers import with_programs
 
 MiB = 1 << 20
@@ -139,7 +142,6 @@ def test_a_two_site_job_on_the_nccl_transport_is_the_same_in_every_partition(par
     single = deterministic_view(run_scenario(scenario))
     assert single["job"]["status"] == "completed" and single["job"]["iterations"][1]["time_ps"] < 100 * PS_PER_MS
     assert deterministic_view(run_scenario(scenario, partition=partition)) == single
-    assert PS_PER_S  # (units used above)
 
 
 def test_what_the_cut_did_is_told_per_fault_and_heads_the_summary() -> None:
@@ -171,3 +173,17 @@ def test_a_fault_that_hit_no_traffic_says_so() -> None:
     assert fault["iteration"] is None and fault["when"] == "after the last iteration"
     assert not fault["hit_traffic"] and fault["frames_lost"] == fault["qp_timeouts"] == 0
     assert "fault 0 at 100 ms (wan-dc1-dc2 down), after the last iteration: hit no traffic" in summary(quiet)
+
+
+def test_told_the_distance_a_connection_buffer_covers_the_path_and_untold_it_is_nccls_default() -> None:
+    size = 256 * MiB
+    told = received_ps(stream(two_sites(duration="1s"), size))
+    untold = received_ps(stream(two_sites(rdma=", cooperation: {distance: false}", duration="1s"), size))
+    context = ScenarioContext(parse_scenario(two_sites()))
+    _, round_trip = context.path_delay(context.path_links(Endpoint("dc1-s0", "nic"), Endpoint("dc2-s0", "nic")))
+    # untold: NCCL's 8 steps of 128 KiB per channel, 4 channels: 4 MiB a round trip
+    assert untold == pytest.approx(size / (4 * MiB) * round_trip + round_trip / 2, rel=0.03)
+    # told: the buffer holds the path's bandwidth-delay product: the line rate bounds the send
+    line_ps = size * 8 / (400e9 * 4096 / (4096 + 82)) * PS_PER_S
+    assert told == pytest.approx(line_ps + 1.5 * round_trip, rel=0.05)
+    assert untold > 5 * told
