@@ -34,8 +34,10 @@ BUS_ORIGIN = -1  # the origin of bus deliveries in the event key: below every de
 
 BusMessage = tuple[int, int, dict[str, Any]]  # (at_ps, key, payload)
 
-# what a fault's link carried and lost while the fault was in force (summed over the link's ends)
-LINK_TALLIES = ("tx_bytes", "lost_frames", "down_drop_frames", "rx_corrupt_packets")
+# what a fault's link carried and lost while the fault was in force (summed over the link's ends);
+# gap_frames: what the nodes at its ends dropped while they switched protection (an OTN node's counter)
+LINK_TALLIES = ("tx_bytes", "lost_frames", "down_drop_frames", "rx_corrupt_packets", "gap_frames")
+PORT_TALLIES = LINK_TALLIES[:4]
 
 
 class CausalityError(RuntimeError):
@@ -320,7 +322,9 @@ class HostRuntime:
 
 def link_tallies(link: Link) -> dict[str, int]:
     """What the ends of ``link`` on this host have sent, lost and taken corrupted so far."""
-    return {name: sum(getattr(port, name) for port in link.ports) for name in LINK_TALLIES}
+    tallies = {name: sum(getattr(port, name) for port in link.ports) for name in PORT_TALLIES}
+    tallies["gap_frames"] = sum(port.device.counters.get("protection_gap_frames", 0) for port in link.ports)
+    return tallies
 
 
 def bus_json(payload: dict[str, Any]) -> str:

@@ -5,7 +5,9 @@ and lost while each was in force (results.py), the QP events, the job's iteratio
 
 - A fault (a scenario ``faults:`` entry, one or more link changes at one instant) falls in the
   iteration that was running when it applied; it hit traffic if its links carried or lost any while
-  it was in force. A QP timeout or error counts against the latest fault at most a round trip after
+  it was in force (frames lost: on the wire when it went down, sent into it while down, dropped by
+  the nodes at its ends while they switched protection), or its iteration took longer than the
+  reference by more than a thousandth. A QP timeout or error counts against the latest fault at most a round trip after
   the QP's last progress (what it sent then was lost, so the fault came before it came back, and a
   repair after that is not the cause); an interruption against the latest fault at or before it.
 - An iteration's cost is its time over the reference: the baseline's median iteration with
@@ -23,7 +25,7 @@ from typing import Any
 
 from orchestrator.scenario.units import format_time
 
-TRAFFIC_KEYS = ("tx_bytes", "lost_frames", "down_drop_frames", "rx_corrupt_packets")
+TRAFFIC_KEYS = ("tx_bytes", "lost_frames", "down_drop_frames", "rx_corrupt_packets", "gap_frames")
 ANALYSIS_KEYS = ("faults", "worst_iteration", "reference_iteration_ps", "reference")  # what analyse_faults adds
 ITERATION_ANALYSIS_KEYS = ("cost_ps", "equivalent_compute")
 
@@ -86,14 +88,15 @@ def analyse_faults(results: dict[str, Any]) -> None:
         group["attempt"] = hit["attempt"] if hit else None
         if hit is None:
             group["when"] = _outside(group["at_ps"], iterations, interruptions)
-        group["hit_traffic"] = bool(group["traffic"]["tx_bytes"] or group["traffic"]["lost_frames"]
-                                    or group["traffic"]["down_drop_frames"] or group["traffic"]["rx_corrupt_packets"]
-                                    or group["qp_timeouts"] or group["qp_errors"])
-        group["frames_lost"] = group["traffic"]["lost_frames"] + group["traffic"]["down_drop_frames"]
+        traffic = group["traffic"]
+        group["frames_lost"] = traffic["lost_frames"] + traffic["down_drop_frames"] + traffic["gap_frames"]
         if hit is None:
             group["cost_ps"] = group["lost_ps"]
         else:
             group["cost_ps"] = None if reference is None else hit["time_ps"] - reference + group["lost_ps"]
+        slower = bool(group["cost_ps"] and reference and group["cost_ps"] > reference // 1000)
+        group["hit_traffic"] = bool(traffic["tx_bytes"] or group["frames_lost"] or traffic["rx_corrupt_packets"]
+                                    or group["qp_timeouts"] or group["qp_errors"] or group["interruptions"] or slower)
     job["faults"] = [groups[index] for _, index in starts]
     job["worst_iteration"] = _worst(iterations, list(groups.values()), events, interruptions, reference, baseline)
 
