@@ -21,6 +21,7 @@ from orchestrator.run import BACKENDS, DEPLOY_BACKENDS, ControlError, RunFailed,
 from orchestrator.scenario.loader import ScenarioError, load_scenario
 from orchestrator.scenario.model import Scenario
 from orchestrator.scenario.units import format_bytes, format_rate, format_time
+from orchestrator.subpools import add_subpool_bound
 from orchestrator.workload.estimate import estimate
 from services.logs import configure_logging
 
@@ -85,6 +86,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--baseline", type=Path, default=None, metavar="BASELINE",
                      help="a baseline scenario (.yaml, run here first) or its results (results.json or its "
                           "directory): adds equivalent compute = its iteration time / this run's")
+    run.add_argument("--no-subpools", action="store_true",
+                     help="for a job on a mixed GPU pool, skip the runs of its homogeneous sub-pools (one per kind "
+                          "of GPU, in this process) that measure the pool's upper bound")
     validate = sub.add_parser("validate", help="check a scenario file and exit")
     validate.add_argument("scenario", type=Path)
     estimate = sub.add_parser("estimate", help="print the closed-form estimate of a scenario's training job")
@@ -247,6 +251,11 @@ def main(argv: list[str] | None = None) -> int:
             print(f"error: --baseline {e}", file=sys.stderr)
             print(f"results: {args.out / 'results.json'}", file=sys.stderr)
             return 2
+    if not args.no_subpools:
+        try:
+            add_subpool_bound(results, scenario, run_scenario)
+        except ValueError as e:  # a sub-pool completed no iteration
+            print(f"warning: no measured pool bound: {e}", file=sys.stderr)
     print(summary(results))
     print(f"results: {write_results(results, args.out)}")
     return 0
@@ -393,6 +402,12 @@ def _job_lines(job: dict[str, Any] | None) -> list[str]:
     if "equivalent_compute" in job:
         lines.append(f"    equivalent compute {job['equivalent_compute']:.3f} (baseline iteration "
                      f"{format_time(job['baseline']['iteration_time_ps'])})")
+    if "subpools" in job:
+        kinds = "; ".join(f"{kind['gpus']} x {kind['gpu']} ({kind['peak_tflops']:g} TFLOP/s, MFU {kind['mfu']:g}): "
+                          f"{kind['tokens_per_s']:,.0f} tokens/s as a pool of {job['subpools']['gpus']}"
+                          for kind in job["subpools"]["kinds"])
+        lines.append(f"    pool efficiency {100 * job['pool_efficiency_measured']:.1f} % of the measured sub-pool "
+                     f"bound ({job['subpools']['bound_tokens_per_s']:,.0f} tokens/s: {kinds})")
     times = ", ".join(f"{it['iteration']}{'' if not it['attempt'] else '/' + str(it['attempt'])}: "
                       f"{format_time(it['time_ps'])}"
                       + (f" ({it['equivalent_compute']:.3f})" if "equivalent_compute" in it else "")

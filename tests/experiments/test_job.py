@@ -53,7 +53,7 @@ def test_1f1b_without_communication_cost_takes_the_analytic_time():
   global_batch: {micro}
   micro_batch: 1
   sequence: 1024
-  iterations: 1""", ", scale_up_bandwidth: 100000T, scale_up_latency: 0s")
+  iterations: 1""", ", mfu: 0.4, scale_up_bandwidth: 100000T, scale_up_latency: 0s")
     scenario = parse_scenario(text)
     assert scenario.job is not None
     results = run_scenario(scenario)

@@ -10,6 +10,7 @@ import pytest
 
 from orchestrator.results import deterministic_view
 from tests.helpers import run_cli
+from tests.unit.test_subpools import MIXED
 
 pytestmark = pytest.mark.integration
 
@@ -83,3 +84,21 @@ def test_host_processes_give_the_results_of_one_process(tmp_path):
     views = [deterministic_view(json.loads((tmp_path / d / "results.json").read_text())) for d in ("one", "many")]
     assert views[0]["job"]["status"] == "completed"
     assert views[0] == views[1]
+
+
+def test_a_mixed_pool_reports_both_efficiencies_and_no_subpools_skips_the_extra_runs(tmp_path: Path) -> None:
+    scenario = tmp_path / "mixed.yaml"
+    scenario.write_text(MIXED)
+    done = run_cli("run", str(scenario), "--out", str(tmp_path / "out"))
+    assert done.returncode == 0, done.stderr
+    job = json.loads((tmp_path / "out" / "results.json").read_text())["job"]
+    kinds = job["subpools"]["kinds"]
+    assert [(k["gpu"], k["gpus"]) for k in kinds] == [("h100", 2), ("l20", 2)]
+    assert job["pool_efficiency_measured"] == pytest.approx(
+        job["tokens_per_gpu_per_s"] * 4 / sum(k["share_tokens_per_s"] for k in kinds))
+    assert 0 < job["pool_efficiency"] < job["pool_efficiency_measured"] <= 1
+    measured = f"pool efficiency {100 * job['pool_efficiency_measured']:.1f} % of the measured sub-pool bound"
+    assert measured in done.stdout
+    skipped = run_cli("run", str(scenario), "--out", str(tmp_path / "skip"), "--no-subpools")
+    assert skipped.returncode == 0 and "sub-pool" not in skipped.stdout
+    assert "subpools" not in json.loads((tmp_path / "skip" / "results.json").read_text())["job"]

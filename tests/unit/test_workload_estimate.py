@@ -125,7 +125,7 @@ def test_compute_only_is_flops_over_peak_times_mfu() -> None:
     assert result["mfu_effective"] == pytest.approx(1.0)
     h100 = scenario("devices:\n  g: {kind: gpu_server, ports: [n0], options: {gpus: 1}}\n" + SMALL_JOB)
     assert h100.job is not None
-    ideal = h100.job.flops_per_iteration * 1e12 / (989.4e12 * 0.4)
+    ideal = h100.job.flops_per_iteration * 1e12 / (989.4e12 * GPU_TYPES["h100"].mfu)  # the type's defaults
     assert abs(estimate(h100)["iteration_time_ps"] - ideal) <= 4  # 4 micro-batches, 2 roundings each
     assert estimate(h100)["tokens_per_gpu_per_s"] == pytest.approx(4 * 128 / (ideal / 1e12))
 

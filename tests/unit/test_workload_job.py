@@ -368,8 +368,9 @@ def test_mixed_pools_split_layers_and_micro_batches_by_compute() -> None:
   sequence: 128
   split: {dp: compute}
 """, devices)
-    assert plan.info["micro_batches_per_replica"] == [76, 24]
-    assert sum(op.kind == COMPUTE for op in plan.programs[0]) == 2 * 76
+    # peak x MFU: 989.4 x 0.43 : 312 x 0.47 (each type's published MFU) of 100 micro-batches
+    assert plan.info["micro_batches_per_replica"] == [74, 26]
+    assert sum(op.kind == COMPUTE for op in plan.programs[0]) == 2 * 74
     assert plan.info["split"] == {"pp": "uniform", "dp": "compute"}
 
 
