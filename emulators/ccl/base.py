@@ -3,7 +3,7 @@ they serve, the path toward a peer rank, and letting go of everything when an at
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any, Protocol
 
 from emulators.rdma.host import nic_ports_of
@@ -38,6 +38,9 @@ class TransportHost(Protocol):
 
     @property
     def now(self) -> int: ...
+
+    @property
+    def ranks(self) -> Mapping[int, RankLike]: ...  # the job's ranks this server runs
 
     def at(self, time_ps: int, handler: Callable[[Any], None], arg: Any = None) -> None: ...
 

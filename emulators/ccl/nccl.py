@@ -117,7 +117,6 @@ class NcclTransport(NicTransport):
         self.recvs: dict[tuple[int, int, int, int], RecvConnection] = {}
         self.cts_ends: dict[int, SendConnection] = {}  # QP id -> the connection its CTS writes are for
         self.data_ends: dict[int, tuple[RecvConnection, int]] = {}  # QP id -> (connection, QP index) it feeds
-        self.qp_names: dict[int, str] = {}
         self.geometries: dict[tuple[int, int, bool], Geometry] = {}
         self.connections_opened = self.qps_opened = 0
 
@@ -189,7 +188,6 @@ class NcclTransport(NicTransport):
                          entropy=mix64(flow ^ server.seed), timeout_ps=self.settings.timeout_ps,
                          retry_cnt=self.settings.ib_retry_cnt, persistent=True, windowed=False)
         nic.send_now(qp)
-        self.qp_names[flow] = name
         self.qps_opened += 1
         return qp
 
@@ -239,8 +237,7 @@ class NcclTransport(NicTransport):
         job = self.server.job
         if not flow & CONNECTION_FLAG or job.aborted:
             return False
-        attempt, src, dst, *_ = parse_flow(flow)
-        return attempt == job.number % (1 << ATTEMPT_BITS)
+        return parse_flow(flow)[0] == job.number % (1 << ATTEMPT_BITS)
 
     def on_delivered(self, receiver: FlowReceiver) -> None:
         flow = receiver.flow
@@ -252,14 +249,11 @@ class NcclTransport(NicTransport):
         sending = self.cts_ends.get(flow)
         if sending is None:  # the receiver posted before our rank first sent: open our end now
             _, src, dst, comm, channel, _ = parse_flow(flow)
-            rank = self.server.ranks.get(src)  # type: ignore[attr-defined]
+            rank = self.server.ranks.get(src)
             if rank is None:
                 return
             sending = self._send_connection(rank, dst, comm, channel)
         sending.credit(prefix)
-
-    def qp_name(self, qp: QueuePair) -> str:
-        return self.qp_names.get(qp.flow, qp.name)
 
     def abort(self) -> None:
         for connection in self.sends.values():
