@@ -117,6 +117,7 @@ class Switch(Device):
         for index, (pname, port) in enumerate(self.ports.items()):
             port.buffer_bytes = UNLIMITED
             self.port_index[pname] = index
+            assert port.index == index, f"{self.name}:{pname} is port {port.index}, not {index}"
             self.port_list.append(port)
             self.port_address.append(context.address(self.name, pname))
             peer = context.peer_of.get(Endpoint(self.name, pname))
@@ -206,7 +207,7 @@ class Switch(Device):
         if device_of(frame.dst) == self.id:
             self.after_pipeline(self._on_signal, frame)
             return
-        in_port = self.port_index[port.name]
+        in_port = port.index
         if self.gse is not None and frame.kind == DATA and self.gse.claims(in_port, frame):
             return
         egress = self.route(frame)
@@ -221,7 +222,7 @@ class Switch(Device):
         if frame.priority >= CONTROL_PRIORITY:
             frame.ingress = (-1, None, egress)
             return True
-        queue = self.mmu.egress[self.port_index[egress.name]][frame.priority]
+        queue = self.mmu.egress[egress.index][frame.priority]
         return self.mmu.admit(frame, in_port, queue, egress)
 
     def after_pipeline(self, handler: Callable[[Frame], None], frame: Frame) -> None:
@@ -246,6 +247,9 @@ class Switch(Device):
 
     def ecmp_choice(self, ports: tuple[Port, ...], src: int, dst: int, entropy: int) -> Port | None:
         """One of the ports whose link is up, by a salted hash of the flow's addresses and entropy."""
+        if len(ports) == 1:  # most routes have one next hop: no list, no hash
+            port = ports[0]
+            return port if port.link is not None and port.link.up else None
         up = [p for p in ports if p.link is not None and p.link.up]
         if len(up) <= 1:
             return up[0] if up else None
@@ -264,8 +268,7 @@ class Switch(Device):
     # -- egress -----------------------------------------------------------------------------------
     def enqueue(self, port: Port, frame: Frame) -> None:
         """Into the port's priority queue; data frames may get an ECN mark on the queue they find."""
-        index = self.port_index[port.name]
-        queue = self.mmu.egress[index][frame.priority]
+        queue = self.mmu.egress[port.index][frame.priority]
         marker = self.ecn_marker
         if marker is not None and frame.kind == DATA and marker.mark(queue.queued):
             frame.ecn = True
@@ -302,7 +305,7 @@ class Switch(Device):
         self._release(frame)
 
     def _unqueue(self, port: Port, frame: Frame) -> None:
-        self.mmu.egress[self.port_index[port.name]][frame.priority].queued -= frame.nbytes
+        self.mmu.egress[port.index][frame.priority].queued -= frame.nbytes
 
     def _release(self, frame: Frame) -> None:
         ingress = frame.ingress
@@ -325,11 +328,11 @@ class Switch(Device):
 
     def on_link_change(self, port: Port) -> None:
         # headroom follows the link: a restored path may be longer, a resized line faster
-        self.headroom[self.port_index[port.name]] = self._headroom_for(port)
+        self.headroom[port.index] = self._headroom_for(port)
         link = port.link
         if link is not None and not link.up:
             # pause state does not survive the link: the peer forgets our XOFF and we forget its
-            self.mmu.forget_pauses(self.port_index[port.name])
+            self.mmu.forget_pauses(port.index)
             for prio in range(PRIORITIES):
                 if port.paused >> prio & 1:
                     port.resume(prio)

@@ -136,16 +136,16 @@ class Gateway(Switch):
     # -- ingress ----------------------------------------------------------------------------------
     def on_frame(self, port: Port, frame: Frame) -> None:
         if (frame.kind == PATH_INFO and frame.fields is not None and "length_mm" in frame.fields
-                and self.is_wan[self.port_index[port.name]]):
+                and self.is_wan[port.index]):
             self.counters["path_info_received"] += 1  # the OTN node's report of the line in use
-            self.at(self.now + self.latency_ps, self._on_line_report, (self.port_index[port.name], frame))
+            self.at(self.now + self.latency_ps, self._on_line_report, (port.index, frame))
             return
         super().on_frame(port, frame)
 
     def _forward(self, frame: Frame) -> None:
         egress = frame.ingress[2]
         if frame.kind == DATA and frame.flow >= 0:
-            self._classify_and_schedule(frame, frame.ingress[0], self.port_index[egress.name])
+            self._classify_and_schedule(frame, frame.ingress[0], egress.index)
         self.enqueue(egress, frame)
 
     def _classify_and_schedule(self, frame: Frame, in_index: int, out_index: int) -> None:
@@ -203,7 +203,7 @@ class Gateway(Switch):
 
     # -- egress -----------------------------------------------------------------------------------
     def enqueue(self, port: Port, frame: Frame) -> None:
-        index = self.port_index[port.name]
+        index = port.index
         if not self.is_wan[index]:
             super().enqueue(port, frame)
             return
@@ -237,13 +237,13 @@ class Gateway(Switch):
         super().on_frame_dropped(port, frame)
 
     def _left_port(self, port: Port, frame: Frame) -> None:
-        if self.is_wan[self.port_index[port.name]]:
+        if self.is_wan[port.index]:
             self.counters["wan_queue_bytes"] -= frame.nbytes
 
     # -- path information -------------------------------------------------------------------------
     def on_link_change(self, port: Port) -> None:
         super().on_link_change(port)
-        if self.path_info and self.is_wan[self.port_index[port.name]]:
+        if self.path_info and self.is_wan[port.index]:
             self._announce_path(0)
 
     def _on_line_report(self, port_frame: tuple[int, Frame]) -> None:

@@ -64,7 +64,7 @@ class Device:
         return self.engine.now
 
     def add_port(self, name: str, buffer_bytes: int | None = None) -> Port:
-        port = Port(self, name, self.port_buffer_bytes if buffer_bytes is None else buffer_bytes)
+        port = Port(self, name, self.port_buffer_bytes if buffer_bytes is None else buffer_bytes, len(self.ports))
         self.ports[name] = port
         return port
 

@@ -71,19 +71,17 @@ class Engine:
         timeline = self._next_timeline()
         n = 0
         while True:
-            head = heap[0][0] if heap else NEVER
-            if head < timeline:
-                if head >= end_ps:
-                    break
+            limit = min(timeline, end_ps)
+            while heap and heap[0][0] < limit:  # the hot loop: events only, one comparison each
                 t, _, _, handler, arg = pop(heap)
                 self.now = t
                 handler(arg)
                 n += 1
-            else:  # ties go to the timeline: changes at T are in force for events at T
-                if timeline >= end_ps:
-                    break
-                self._timeline_at(timeline)
-                timeline = self._next_timeline()
+            # ties go to the timeline: changes at T are in force for events at T
+            if timeline >= end_ps:
+                break
+            self._timeline_at(timeline)
+            timeline = self._next_timeline()
         self._samples_through(end_ps)  # a sample at T == end sees all events < end
         self.events += n
         return n

@@ -29,18 +29,21 @@ PORT_COUNTERS = (
 
 
 class Port:
-    __slots__ = ("device", "name", "buffer_bytes", "link", "channel", "queues", "paused", "busy",
-                 *PORT_COUNTERS)
+    __slots__ = ("device", "name", "index", "buffer_bytes", "link", "channel", "queues", "waiting", "paused", "busy",
+                 "wire_ps", *PORT_COUNTERS)
 
-    def __init__(self, device: Device, name: str, buffer_bytes: int) -> None:
+    def __init__(self, device: Device, name: str, buffer_bytes: int, index: int) -> None:
         self.device = device
         self.name = name
+        self.index = index  # its place among the device's ports: the port part of its address
         self.buffer_bytes = buffer_bytes
         self.link: Link | None = None
         self.channel: Channel | None = None
         self.queues: list[deque[Frame]] = [deque() for _ in range(PRIORITIES)]
+        self.waiting = 0  # bit per priority whose queue holds frames
         self.paused = 0  # bit per priority
         self.busy = False
+        self.wire_ps: dict[int, int] = {}  # frame bytes -> serialisation time at the link's rate
         self.tx_frames = self.tx_bytes = self.rx_frames = self.rx_bytes = 0
         self.drop_frames = self.drop_bytes = 0
         self.down_drop_frames = self.down_drop_bytes = 0
@@ -56,44 +59,50 @@ class Port:
     def send(self, frame: Frame) -> bool:
         """Queue a frame for transmission. False (and counted) if the egress buffer is full."""
         nbytes = frame.nbytes
-        if self.queue_bytes + nbytes > self.buffer_bytes:
+        queue_bytes = self.queue_bytes + nbytes
+        if queue_bytes > self.buffer_bytes:
             self.drop_frames += 1
             self.drop_bytes += nbytes
             self.device.on_frame_dropped(self, frame)
             return False
-        self.queues[frame.priority].append(frame)
-        self.queue_bytes += nbytes
-        if self.queue_bytes > self.queue_peak_bytes:
-            self.queue_peak_bytes = self.queue_bytes
+        priority = frame.priority
+        self.queues[priority].append(frame)
+        self.waiting |= 1 << priority
+        self.queue_bytes = queue_bytes
+        if queue_bytes > self.queue_peak_bytes:
+            self.queue_peak_bytes = queue_bytes
         if not self.busy:
             self._start_next()
         return True
 
-    def _dequeue(self) -> Frame | None:
-        for prio in range(PRIORITIES - 1, -1, -1):
-            q = self.queues[prio]
-            if q and not self.paused >> prio & 1:
-                return q.popleft()
-        return None
-
     def _start_next(self) -> None:
+        """Put the next frame on the wire: the highest priority that has frames and is not paused."""
         while True:
-            frame = self._dequeue()
-            if frame is None:
+            sendable = self.waiting & ~self.paused  # bit masks, not a scan of 8 queues per frame
+            if not sendable:
                 self.busy = False
                 self.device.on_port_idle(self)
                 return
-            self.queue_bytes -= frame.nbytes
+            priority = sendable.bit_length() - 1
+            queue = self.queues[priority]
+            frame = queue.popleft()
+            if not queue:
+                self.waiting &= ~(1 << priority)
+            nbytes = frame.nbytes
+            self.queue_bytes -= nbytes
             link = self.link
             if link is None or not link.up:
                 self.down_drop_frames += 1
-                self.down_drop_bytes += frame.nbytes
+                self.down_drop_bytes += nbytes
                 self.device.on_frame_dropped(self, frame)
                 continue
             frame.epoch = link.epoch
             self.busy = True
+            wire_ps = self.wire_ps.get(nbytes)
+            if wire_ps is None:  # big-integer division once per frame size, not once per frame
+                wire_ps = self.wire_ps[nbytes] = serialization_ps(nbytes, link.rate_bps)
             device = self.device
-            device.at(device.engine.now + serialization_ps(frame.nbytes, link.rate_bps), self._tx_done, frame)
+            device.at(device.engine.now + wire_ps, self._tx_done, frame)
             return
 
     def _tx_done(self, frame: Frame) -> None:
@@ -113,6 +122,7 @@ class Port:
             self._start_next()
 
     def on_link_change(self) -> None:
+        self.wire_ps.clear()  # the rate may have changed
         if not self.busy:
             self._start_next()  # a link back up drains what queued meanwhile (or flushes it if down)
         self.device.on_link_change(self)
