@@ -53,6 +53,8 @@ class NicOwner(Protocol):
     def accepts(self, flow: int) -> bool: ...
 
 
+DATA_PRIORITIES = (1 << CONTROL_PRIORITY) - 1  # bit mask of the priorities below control frames
+
 NIC_COUNTERS = ("rdma_tx_payload_bytes", "rdma_retx_bytes", "rdma_rx_payload_bytes", "rdma_qp_errors",
                 "rdma_timeouts", "rdma_probes", "rdma_slow_restarts", "rdma_corrupt_control_frames")
 
@@ -175,12 +177,8 @@ class RdmaNic:
         if port.link is None or not port.link.up:
             self._start_timers(port)  # data that cannot leave counts against the retry budget too
             return
-        if port.busy:
-            return
-        queues = port.queues
-        for priority in range(CONTROL_PRIORITY):
-            if queues[priority]:
-                return  # our chunk waits behind a PFC pause
+        if port.busy or port.waiting & DATA_PRIORITIES:
+            return  # our chunk waits behind the port's own (a PFC pause holds it)
         candidates = self.on_port[port.name]
         count = len(candidates)
         if not count:
@@ -190,7 +188,10 @@ class RdmaNic:
         wake = NEVER
         for i in range(count):
             qp, path = candidates[(turn + i) % count]
-            if not qp.has_data(path):
+            # qp.has_data(path), written out: this loop runs for every QP on every idle port
+            if qp.state != ACTIVE or not path.up or (
+                    path.cursor >= len(path.unacked) and not path.retransmit and not qp.returned
+                    and qp.next_offset >= qp.message_bytes):
                 continue
             if qp.next_send_ps > now:
                 wake = min(wake, qp.next_send_ps)
