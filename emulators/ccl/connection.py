@@ -48,21 +48,47 @@ class Part:
         return self.chunk if self.given < self.steps else self.last_bytes
 
 
+class InOrder:
+    """Steps that finish in any order (several QPs), taken in order: ``count`` is how many of the
+    first steps have all finished, and a part's callback runs once its last step is among them."""
+
+    __slots__ = ("count", "ahead", "parts")
+
+    def __init__(self) -> None:
+        self.count = 0
+        self.ahead: set[int] = set()  # steps finished before an earlier one
+        self.parts: deque[tuple[int, Done]] = deque()  # (last step, done) of parts whose steps are all out
+
+    def finish(self, step: int) -> None:
+        if step != self.count:
+            self.ahead.add(step)
+            return
+        self.count += 1
+        ahead = self.ahead
+        while self.count in ahead:
+            ahead.discard(self.count)
+            self.count += 1
+
+    def release(self) -> None:
+        """Run the callbacks of the parts now wholly finished, oldest first."""
+        parts = self.parts
+        while parts and parts[0][0] < self.count:
+            parts.popleft()[1]()
+
+
 class SendConnection:
     """Our end of a connection we send on: the data QPs (the first also brings the CTS back)."""
 
-    __slots__ = ("key", "qps", "depth", "queue", "flying", "step", "granted", "acked", "acked_ahead")
+    __slots__ = ("key", "qps", "depth", "queue", "step", "granted", "acked")
 
     def __init__(self, key: tuple[int, int, int, int], qps: list[QueuePair], depth: int) -> None:
         self.key = key  # (sending rank, receiving rank, communicator, channel)
         self.qps = qps
         self.depth = depth
         self.queue: deque[Part] = deque()  # parts with steps not yet sent, oldest first
-        self.flying: deque[tuple[int, Done]] = deque()  # (last step, done) of parts wholly sent
         self.step = 0  # the next step to send
         self.granted = 0  # steps the receiver has granted
-        self.acked = 0  # steps acknowledged, in order: their slots are free here
-        self.acked_ahead: set[int] = set()  # steps acknowledged before an earlier one (several QPs)
+        self.acked = InOrder()  # steps acknowledged: their slots are free here
 
     def post(self, part: Part) -> None:
         self.queue.append(part)
@@ -70,28 +96,19 @@ class SendConnection:
 
     def pump(self) -> None:
         queue = self.queue
-        while queue and self.step < self.granted and self.step < self.acked + self.depth:
+        while queue and self.step < self.granted and self.step < self.acked.count + self.depth:
             part = queue[0]
             nbytes = part.take()
             step = self.step
             self.step += 1
             if part.given == part.steps:
                 queue.popleft()
-                self.flying.append((step, part.done))
+                self.acked.parts.append((step, part.done))
             self.qps[step % len(self.qps)].post(nbytes, partial(self._acked, step))
 
     def _acked(self, step: int) -> None:
-        if step != self.acked:
-            self.acked_ahead.add(step)
-            return
-        self.acked += 1
-        ahead = self.acked_ahead
-        while self.acked in ahead:
-            ahead.discard(self.acked)
-            self.acked += 1
-        flying = self.flying
-        while flying and flying[0][0] < self.acked:
-            flying.popleft()[1]()
+        self.acked.finish(step)
+        self.acked.release()
         self.pump()
 
     def credit(self, cts_bytes: int) -> None:
@@ -110,20 +127,17 @@ class SendConnection:
 class RecvConnection:
     """Our end of a connection we receive on: the slots, and our end of its first QP for the CTS."""
 
-    __slots__ = ("key", "cts_qp", "depth", "queue", "waiting", "granted", "consumed", "expect", "stream_end",
-                 "arrived")
+    __slots__ = ("key", "cts_qp", "depth", "queue", "granted", "consumed", "expect", "stream_end")
 
     def __init__(self, key: tuple[int, int, int, int], cts_qp: QueuePair, qps: int, depth: int) -> None:
         self.key = key
         self.cts_qp = cts_qp
         self.depth = depth
         self.queue: deque[Part] = deque()  # posted receives with steps not yet granted
-        self.waiting: deque[tuple[int, Done]] = deque()  # (last step, done) of receives wholly granted
         self.granted = 0
-        self.consumed = 0  # steps wholly arrived and taken by the GPU, in order
+        self.consumed = InOrder()  # steps wholly arrived and taken by the GPU
         self.expect: list[deque[tuple[int, int]]] = [deque() for _ in range(qps)]  # per QP: (step, stream end)
         self.stream_end = [0] * qps  # bytes granted on each QP's stream
-        self.arrived: set[int] = set()  # steps wholly here before an earlier one (several QPs)
 
     def post(self, part: Part) -> None:
         self.queue.append(part)
@@ -132,7 +146,7 @@ class RecvConnection:
     def grant(self) -> None:
         queue = self.queue
         count = 0
-        while queue and self.granted < self.consumed + self.depth:
+        while queue and self.granted < self.consumed.count + self.depth:
             part = queue[0]
             nbytes = part.take()
             step = self.granted
@@ -141,7 +155,7 @@ class RecvConnection:
             self.expect[qp].append((step, self.stream_end[qp]))
             if part.given == part.steps:
                 queue.popleft()
-                self.waiting.append((step, part.done))
+                self.consumed.parts.append((step, part.done))
             self.granted += 1
             count += 1
         if count:
@@ -152,13 +166,7 @@ class RecvConnection:
         expect = self.expect[qp]
         if not expect or expect[0][1] > prefix:
             return
-        arrived = self.arrived
         while expect and expect[0][1] <= prefix:
-            arrived.add(expect.popleft()[0])
-        while self.consumed in arrived:
-            arrived.discard(self.consumed)
-            self.consumed += 1
-        waiting = self.waiting
-        while waiting and waiting[0][0] < self.consumed:
-            waiting.popleft()[1]()
+            self.consumed.finish(expect.popleft()[0])
+        self.consumed.release()
         self.grant()
