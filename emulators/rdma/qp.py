@@ -346,13 +346,13 @@ class QueuePair:
         self.acked_bytes += acked
         self.inflight_bytes -= acked
         if self.persistent:
-            self._complete_work(path, psn, now)
+            self._complete_work()
         elif self.acked_bytes >= self.message_bytes and self.state == ACTIVE:
             self.state = COMPLETE
             self.completion_ps = now
             self.nic.completed(self)
 
-    def _complete_work(self, path: Path, psn: int, now: int) -> None:
+    def _complete_work(self) -> None:
         """Run the callbacks of work requests now wholly acknowledged, in order."""
         ranges = self.acked_ranges
         done = self.acked_bytes if ranges is None else ranges.prefix()  # one path: acknowledged in order
