@@ -15,6 +15,7 @@ from emulators.topology import FaultSpec, Scenario
 from orchestrator.fault_impact import analyse_faults
 from orchestrator.job_results import job_results
 from orchestrator.partition import Plan
+from orchestrator.scenario.units import format_rate
 
 RESULTS_SCHEMA = "aicn-testbed/results/v0"
 
@@ -132,15 +133,18 @@ def _add(total: dict[str, int], more: dict[str, int]) -> None:
 
 
 def _fault(fault: FaultSpec) -> dict[str, Any]:
+    return {"at_ps": fault.at_ps, "index": fault.index, "link": fault.link, "change": fault_change(fault)}
+
+
+def fault_change(fault: FaultSpec) -> str:
+    """A link change in the words of the scenario file: down, rate 400 Gb/s, ber 1e-09, length 400 km."""
     if fault.state is not None:
-        change = fault.state
-    elif fault.rate_bps is not None:
-        change = f"rate {fault.rate_bps} bps"
-    elif fault.ber is not None:
-        change = f"ber {fault.ber:g}"
-    else:
-        change = f"length {fault.length_mm} mm"
-    return {"at_ps": fault.at_ps, "index": fault.index, "link": fault.link, "change": change}
+        return str(fault.state)
+    if fault.rate_bps is not None:
+        return f"rate {format_rate(fault.rate_bps)}"
+    if fault.ber is not None:
+        return f"ber {fault.ber:g}"
+    return f"length {(fault.length_mm or 0) / 1e6:g} km"
 
 
 def deterministic_view(results: dict[str, Any]) -> dict[str, Any]:

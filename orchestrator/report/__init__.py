@@ -12,11 +12,9 @@ import json
 from pathlib import Path
 from typing import Any
 
-from emulators.topology import FaultSpec
 from orchestrator.report import data, page, plots, tables
-from orchestrator.results import RESULTS_SCHEMA
+from orchestrator.results import RESULTS_SCHEMA, fault_change
 from orchestrator.scenario.loader import ScenarioError, load_scenario
-from orchestrator.scenario.units import format_rate
 
 __all__ = ["ReportError", "load_results", "write_report"]
 
@@ -114,16 +112,5 @@ def links_and_faults(results: dict[str, Any]) -> tuple[dict[str, data.Link], lis
                                   link.rate_bps) for link in scenario.links}
     faults = results.get("faults")
     if faults is None:
-        faults = [{"at_ps": f.at_ps, "link": f.link, "change": _change(f)} for f in scenario.faults]
+        faults = [{"at_ps": f.at_ps, "link": f.link, "change": fault_change(f)} for f in scenario.faults]
     return known, list(faults), f"links and link changes read from {source} (results.json predates them)"
-
-
-def _change(fault: FaultSpec) -> str:
-    """A fault in the words of the scenario file."""
-    if fault.state is not None:
-        return str(fault.state)
-    if fault.rate_bps is not None:
-        return f"rate {format_rate(fault.rate_bps)}"
-    if fault.ber is not None:
-        return f"ber {fault.ber:g}"
-    return f"length {(fault.length_mm or 0) / 1e6:g} km"
