@@ -14,8 +14,9 @@ and lost while each was in force (results.py), the QP events, the job's iteratio
   ``--baseline``, else the median of the run's undisturbed iterations (no fault, timeout or error
   in them); without either there is no reference and no cost. A fault's cost is the cost of the
   iteration it fell in plus the time lost to the interruptions it caused.
-- The worst iteration is the longest; its causes are the faults, timeouts, QP errors and
-  interruptions in it.
+- The worst iteration is the longest; its causes are the faults that applied in it, those that
+  degrade a link (down, a BER, a lower rate, a longer path) and were still in force (until their
+  links' next change), and the timeouts, QP errors and interruptions in it.
 """
 
 from __future__ import annotations
@@ -47,7 +48,7 @@ def analyse_faults(results: dict[str, Any]) -> None:
         return
     iterations = job.get("iterations") or []
     events = [e for e in results.get("qp_events") or [] if e.get("kind") in ("timeout", "qp_error")]
-    groups = _fault_groups(results.get("faults") or [])
+    groups = _fault_groups(results.get("faults") or [], results.get("links") or {})
     starts = sorted((group["at_ps"], group["index"]) for group in groups.values())
     interruptions = job.get("interruptions") or []
 
@@ -101,21 +102,36 @@ def analyse_faults(results: dict[str, Any]) -> None:
     job["worst_iteration"] = _worst(iterations, list(groups.values()), events, interruptions, reference, baseline)
 
 
-def _fault_groups(faults: list[dict[str, Any]]) -> dict[int, dict[str, Any]]:
+def _fault_groups(faults: list[dict[str, Any]], links: dict[str, Any]) -> dict[int, dict[str, Any]]:
     """The scenario's faults by index: each entry's link changes, at one instant."""
     groups: dict[int, dict[str, Any]] = {}
     for entry in faults:
         index = int(entry.get("index", len(groups)))
         group = groups.setdefault(index, {
-            "index": index, "at_ps": int(entry["at_ps"]), "changes": [], "traffic": dict.fromkeys(TRAFFIC_KEYS, 0),
-            "applied": False, "qp_timeouts": 0, "qp_errors": 0, "interruptions": 0, "lost_ps": 0})
+            "index": index, "at_ps": int(entry["at_ps"]), "changes": [], "links": [],
+            "traffic": dict.fromkeys(TRAFFIC_KEYS, 0),
+            "applied": False, "degrades": False, "qp_timeouts": 0, "qp_errors": 0, "interruptions": 0,
+            "lost_ps": 0})
         group["changes"].append(f"{entry['link']} {entry['change']}")
+        group["links"].append(entry["link"])
+        group["degrades"] = group["degrades"] or _degrades(entry, links.get(entry["link"], {}))
         traffic = entry.get("traffic")
         if traffic is not None:
             group["applied"] = True
             for key in TRAFFIC_KEYS:
                 group["traffic"][key] += int(traffic.get(key, 0))
+    for group in groups.values():  # in force until one of its links changes again
+        later = [other["at_ps"] for other in groups.values() if other["at_ps"] > group["at_ps"]
+                 and set(other["links"]) & set(group["links"])]
+        group["until_ps"] = min(later) if later else None
     return groups
+
+
+def _degrades(entry: dict[str, Any], link: dict[str, Any]) -> bool:
+    """Whether a link change makes the link worse than the scenario built it."""
+    return bool(entry.get("state") == "down" or entry.get("ber")
+                or entry.get("rate_bps", link.get("rate_bps", 0)) < link.get("rate_bps", 0)
+                or entry.get("length_mm", link.get("length_mm", 0)) > link.get("length_mm", 0))
 
 
 def _outside(at_ps: int, iterations: list[dict[str, Any]], interruptions: list[dict[str, Any]]) -> str:
@@ -135,8 +151,12 @@ def _worst(iterations: list[dict[str, Any]], groups: list[dict[str, Any]], event
         return None
     worst = max(iterations, key=lambda it: (it["time_ps"], -it["end_ps"]))
     inside = [g for g in groups if worst["start_ps"] <= g["at_ps"] < worst["end_ps"]]
+    before = [g for g in groups if g["at_ps"] < worst["start_ps"] and g["applied"] and g["degrades"]
+              and (g["until_ps"] is None or g["until_ps"] > worst["start_ps"])]
     stalls = [e for e in events if worst["start_ps"] <= e["at_ps"] < worst["end_ps"]]
     causes = [f"fault {g['index']} at {format_time(g['at_ps'])} ({'; '.join(g['changes'])})" for g in inside]
+    causes += [f"fault {g['index']} in force since {format_time(g['at_ps'])} ({'; '.join(g['changes'])})"
+               for g in before]
     timeouts = [e for e in stalls if e["kind"] == "timeout"]
     if timeouts:
         causes.append(f"{len(timeouts)} QP timeouts")
@@ -148,7 +168,7 @@ def _worst(iterations: list[dict[str, Any]], groups: list[dict[str, Any]], event
         causes.append(f"the first iteration after the restart from {restarted[0]['kind']}")
     out = {key: worst[key] for key in ("iteration", "attempt", "start_ps", "end_ps", "time_ps")}
     out |= {"cost_ps": None if reference is None else worst["time_ps"] - reference,
-            "faults": [g["index"] for g in inside],
+            "faults": [g["index"] for g in inside], "in_force": [g["index"] for g in before],
             "qp_timeouts": len(timeouts), "qp_errors": len(errors), "causes": causes}
     if baseline:
         out["equivalent_compute"] = baseline / worst["time_ps"] if worst["time_ps"] else 0.0

@@ -133,7 +133,9 @@ def _add(total: dict[str, int], more: dict[str, int]) -> None:
 
 
 def _fault(fault: FaultSpec) -> dict[str, Any]:
-    return {"at_ps": fault.at_ps, "index": fault.index, "link": fault.link, "change": fault_change(fault)}
+    sets = {key: value for key in ("state", "rate_bps", "ber", "length_mm")
+            if (value := getattr(fault, key)) is not None}
+    return {"at_ps": fault.at_ps, "index": fault.index, "link": fault.link, "change": fault_change(fault)} | sets
 
 
 def fault_change(fault: FaultSpec) -> str:

@@ -301,3 +301,22 @@ def test_the_iteration_plot_marks_timeouts_errors_and_the_baseline(tmp_path):
     html = (tmp_path / "report.html").read_text()
     assert "What each fault did to the job" in html and "hit no traffic" in html
     assert "<td>worst iteration</td><td>iteration 1: 260 ms, +70 ms against the baseline&#x27;s median" in html
+
+
+def test_a_degraded_link_still_in_force_is_a_cause_of_a_later_worst_iteration():
+    results = synthetic_results()
+    results["links"]["l0"]["rate_bps"] = 400 * GBPS
+    results["faults"] = [
+        {"at_ps": 100 * MS, "index": 0, "link": "l0", "change": "ber 1e-08", "ber": 1e-8,
+         "traffic": {"tx_bytes": 1, "lost_frames": 0, "down_drop_frames": 0, "rx_corrupt_packets": 3}},
+        {"at_ps": 120 * MS, "index": 1, "link": "l1", "change": "rate 100 Gb/s", "rate_bps": 100 * GBPS,
+         "traffic": {"tx_bytes": 1, "lost_frames": 0, "down_drop_frames": 0, "rx_corrupt_packets": 0}},
+        {"at_ps": 150 * MS, "index": 2, "link": "l1", "change": "rate 400 Gb/s", "rate_bps": 400 * GBPS,
+         "traffic": {"tx_bytes": 1, "lost_frames": 0, "down_drop_frames": 0, "rx_corrupt_packets": 0}}]
+    results["job"]["interruptions"] = []
+    results["job"]["iterations"][2]["time_ps"] = 300 * MS  # the worst, long after the faults applied
+    analyse_faults(results)
+    worst = results["job"]["worst_iteration"]
+    # the BER still degrades l0; l1 was slowed and restored before: neither change on l1 is a cause
+    assert (worst["iteration"], worst["faults"], worst["in_force"]) == (2, [], [0])
+    assert worst["causes"] == ["fault 0 in force since 100 ms (l0 ber 1e-08)"]
