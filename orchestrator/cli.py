@@ -403,9 +403,9 @@ def _job_lines(job: dict[str, Any] | None) -> list[str]:
         lines.append(f"    equivalent compute {job['equivalent_compute']:.3f} (baseline iteration "
                      f"{format_time(job['baseline']['iteration_time_ps'])})")
     if "subpools" in job:
-        kinds = "; ".join(f"{kind['gpus']} x {kind['gpu']} ({kind['peak_tflops']:g} TFLOP/s, MFU {kind['mfu']:g}): "
-                          f"{kind['tokens_per_s']:,.0f} tokens/s as a pool of {job['subpools']['gpus']}"
-                          for kind in job["subpools"]["kinds"])
+        kinds = "; ".join(f"{kind['gpus']} GPUs of {', '.join(kind['servers'])} ({kind['gpu']}, "
+                          f"{kind['peak_tflops']:g} TFLOP/s, MFU {kind['mfu']:g}): {kind['tokens_per_s']:,.0f} "
+                          f"tokens/s as a pool of {job['subpools']['gpus']}" for kind in job["subpools"]["kinds"])
         lines.append(f"    pool efficiency {100 * job['pool_efficiency_measured']:.1f} % of the measured sub-pool "
                      f"bound ({job['subpools']['bound_tokens_per_s']:,.0f} tokens/s: {kinds})")
     times = ", ".join(f"{it['iteration']}{'' if not it['attempt'] else '/' + str(it['attempt'])}: "
