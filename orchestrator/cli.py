@@ -453,7 +453,9 @@ def _impact_lines(job: dict[str, Any]) -> list[str]:
             lines.append(head + f"{fault['frames_lost']:,} frames lost, {traffic['rx_corrupt_packets']:,} packets "
                          f"corrupted, {format_bytes(traffic['tx_bytes'])} carried while in force; "
                          f"{fault['qp_timeouts']} QP timeouts, {fault['qp_errors']} QP errors, "
-                         f"{fault['interruptions']} interruptions; cost {_signed_time(fault['cost_ps'])}")
+                         f"{fault['interruptions']} interruptions; cost {_signed_time(fault['cost_ps'])}"
+                         + (f" (its iteration's, shared with fault {', '.join(map(str, fault['shared_with']))})"
+                            if fault["shared_with"] else ""))
     return lines
 
 

@@ -7,7 +7,8 @@ and lost while each was in force (results.py), the QP events, the job's iteratio
   iteration that was running when it applied; it hit traffic if its links carried or lost any while
   it was in force (frames lost: on the wire when it went down, sent into it while down, dropped by
   the nodes at its ends while they switched protection), or its iteration took longer than the
-  reference by more than a thousandth. A QP timeout or error counts against the latest fault at most a round trip after
+  reference by more than a thousandth. Faults that fall in one iteration share its cost
+  (``shared_with``). A QP timeout or error counts against the latest fault at most a round trip after
   the QP's last progress (what it sent then was lost, so the fault came before it came back, and a
   repair after that is not the cause); an interruption against the latest fault at or before it.
 - An iteration's cost is its time over the reference: the baseline's median iteration with
@@ -98,6 +99,10 @@ def analyse_faults(results: dict[str, Any]) -> None:
         slower = bool(group["cost_ps"] and reference and group["cost_ps"] > reference // 1000)
         group["hit_traffic"] = bool(traffic["tx_bytes"] or group["frames_lost"] or traffic["rx_corrupt_packets"]
                                     or group["qp_timeouts"] or group["qp_errors"] or group["interruptions"] or slower)
+    for group in groups.values():
+        group["shared_with"] = [other["index"] for other in groups.values() if other is not group
+                                and other["iteration"] is not None and other["iteration"] == group["iteration"]
+                                and other["attempt"] == group["attempt"]]
     job["faults"] = [groups[index] for _, index in starts]
     job["worst_iteration"] = _worst(iterations, list(groups.values()), events, interruptions, reference, baseline)
 

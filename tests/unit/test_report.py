@@ -285,6 +285,7 @@ def test_each_fault_is_told_with_its_iteration_traffic_and_cost():
     assert (ber["iteration"], ber["qp_timeouts"], ber["traffic"]["rx_corrupt_packets"]) == (1, 1, 12)
     assert ber["cost_ps"] == 260 * MS - 190 * MS  # its iteration against the baseline's median
     assert (cut["iteration"], cut["frames_lost"], cut["qp_errors"], cut["interruptions"]) == (1, 9, 1, 1)
+    assert (ber["shared_with"], cut["shared_with"], repair["shared_with"]) == ([1], [0], [])
     assert cut["cost_ps"] == 260 * MS - 190 * MS + 150 * MS  # and the time the interruption lost
     assert repair["when"] == "after the last iteration" and not repair["hit_traffic"]
     worst = job["worst_iteration"]
