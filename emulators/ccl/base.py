@@ -111,6 +111,3 @@ class NicTransport:
             for flow in list(nic.receivers):
                 nic.finish_flow(flow)
             nic.finished.clear()  # the server (and this transport) refuse the dead attempt's flows now
-
-    def results(self) -> dict[str, Any]:
-        return {}

@@ -22,7 +22,7 @@ fixed for the connection's life, from the path the topology gives.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from emulators.ccl.base import Done, NicTransport, RankLike, TransportHost
 from emulators.ccl.connection import Part, RecvConnection, SendConnection
@@ -96,7 +96,6 @@ class Geometry:
     step: int  # bytes a slot holds: a p2p step, or a ring slice
     depth: int  # slots per connection
     p2p: bool
-    buffsize: int  # the buffer a connection has (NCCL_BUFFSIZE, or what the distance asks for)
 
     def parts(self, nbytes: int) -> list[tuple[int, int, int]]:
         """(channel, bytes, step data) of each non-empty part of a message of ``nbytes``."""
@@ -118,7 +117,6 @@ class NcclTransport(NicTransport):
         self.cts_ends: dict[int, SendConnection] = {}  # QP id -> the connection its CTS writes are for
         self.data_ends: dict[int, tuple[RecvConnection, int]] = {}  # QP id -> (connection, QP index) it feeds
         self.geometries: dict[tuple[int, int, bool], Geometry] = {}
-        self.connections_opened = self.qps_opened = 0
 
     # -- messages ---------------------------------------------------------------------------------
     def send(self, rank: RankLike, peer: int, comm: int, nbytes: int, uid: int, done: Done) -> None:
@@ -154,7 +152,6 @@ class NcclTransport(NicTransport):
                    for q in range(self.settings.qps_per_connection)]
             found = self.sends[key] = SendConnection(key, qps, geometry.depth)
             self.cts_ends[qps[0].flow] = found
-            self.connections_opened += 1
         return found
 
     def _recv_connection(self, rank: RankLike, peer: int, comm: int, channel: int) -> RecvConnection:
@@ -168,7 +165,6 @@ class NcclTransport(NicTransport):
             attempt = self.server.job.number
             for q in range(qps):
                 self.data_ends[qp_flow(attempt, peer, rank.rank, comm, channel, q)] = (found, q)
-            self.connections_opened += 1
         return found
 
     def _open(self, rank: RankLike, peer: int, src: int, dst: int, comm: int, channel: int, q: int) -> QueuePair:
@@ -188,7 +184,6 @@ class NcclTransport(NicTransport):
                          entropy=mix64(flow ^ server.seed), timeout_ps=self.settings.timeout_ps,
                          retry_cnt=self.settings.ib_retry_cnt, persistent=True, windowed=False)
         nic.send_now(qp)
-        self.qps_opened += 1
         return qp
 
     def geometry(self, src: int, dst: int, p2p: bool) -> Geometry:
@@ -226,10 +221,10 @@ class NcclTransport(NicTransport):
             step = min(settings.p2p_chunksize, buffsize // settings.steps)  # src/init.cc: at most a buffer slot
             if buffsize > settings.buffsize:  # sized for the distance: the user raises the p2p chunk alike
                 step = buffsize // settings.steps
-            return Geometry(channels, max(1, step), settings.steps, True, buffsize)
+            return Geometry(channels, max(1, step), settings.steps, True)
         slice_steps = settings.ring_slice_steps
         return Geometry(channels, max(1, buffsize // settings.steps * slice_steps), settings.steps // slice_steps,
-                        False, buffsize)
+                        False)
 
     # -- the NICs ---------------------------------------------------------------------------------
     def accepts(self, flow: int) -> bool:
@@ -266,6 +261,3 @@ class NcclTransport(NicTransport):
         self.cts_ends.clear()
         self.data_ends.clear()
         super().abort()
-
-    def results(self) -> dict[str, Any]:
-        return {"connections_opened": self.connections_opened, "qps_opened": self.qps_opened}

@@ -184,15 +184,17 @@ class CollectiveRun:
         server, rank, cid = self.server, self.rank, self.op.cid
         comm = ring_comm(self.op.group)
         arrived = [False] * steps  # piece k from the previous member
-        sent = [0, 0]  # pieces sent; 1 once finished
+        sent = 0  # pieces sent
+        finished = False
 
         def advance() -> None:
+            nonlocal sent, finished
             # a loop, not recursion: a late rank may find many of its pieces already there
-            while sent[0] < steps and (sent[0] == 0 or arrived[sent[0] - 1]):
-                self.send(after, piece, server.message(rank, cid=cid, step=sent[0]), comm)
-                sent[0] += 1
-            if sent[0] == steps and arrived[-1] and not sent[1]:
-                sent[1] = 1
+            while sent < steps and (sent == 0 or arrived[sent - 1]):
+                self.send(after, piece, server.message(rank, cid=cid, step=sent), comm)
+                sent += 1
+            if sent == steps and arrived[-1] and not finished:
+                finished = True
                 finish()
 
         def arrival(k: int) -> None:
