@@ -31,8 +31,8 @@ $(STUBS): $(PROTOS) $(STAMP)
 	$(BIN)/python -m grpc_tools.protoc -Iprotos --python_out=gen --pyi_out=gen --grpc_python_out=gen $(PROTOS)
 	touch $@
 
-run: install ## run the default scenario (SCENARIO=... to pick another), print its summary, write its report
-	$(BIN)/testbed run $(SCENARIO) --out out/$(basename $(notdir $(SCENARIO)))
+run: install ## run the default scenario (SCENARIO=... to pick another), print its summary, write its report (replaces out/NAME)
+	$(BIN)/testbed run $(SCENARIO) --out out/$(basename $(notdir $(SCENARIO))) --force
 	$(BIN)/testbed report out/$(basename $(notdir $(SCENARIO)))
 
 test: install ## run every test: unit and integration (real processes on loopback)
@@ -52,14 +52,14 @@ engine: ## make a Docker engine answer (installs and starts Debian's docker.io i
 image: install engine ## build the device host image (IMAGE=aicn-testbed:latest; its wheelhouse and base image too if missing)
 	IMAGE=$(IMAGE) PYTHON=$(BIN)/python scripts/build-image.sh
 
-up: image ## run SCENARIO in containers, one per host of PARTITION (site; device: one per device), on DOCKER_NETWORK (bridge or host)
+up: image ## run SCENARIO in containers, one per host of PARTITION (site; device: one per device), on DOCKER_NETWORK (bridge or host) (replaces out/NAME-docker)
 	$(BIN)/testbed --log-level $(LOG_LEVEL) run $(SCENARIO) --backend docker --partition $(PARTITION) \
-		--docker-network $(DOCKER_NETWORK) --image $(IMAGE) --out out/$(basename $(notdir $(SCENARIO)))-docker
+		--docker-network $(DOCKER_NETWORK) --image $(IMAGE) --out out/$(basename $(notdir $(SCENARIO)))-docker --force
 
 status: install ## list the testbed's containers with their state and health
 	$(BIN)/testbed status
 
-down: install ## remove the testbed's containers and networks (safe to run twice)
+down: install ## remove the containers and networks of the scenarios this checkout ran in Docker (safe to run twice)
 	$(BIN)/testbed down
 
 e2e: image ## end-to-end tests on a real Docker engine (containers on host networking, loopback only)
@@ -71,7 +71,8 @@ k8s-check: install ## render SCENARIO's Kubernetes manifests in every partition,
 		dir=build/k8s/$$partition && \
 		$(BIN)/testbed render k8s $(SCENARIO) --partition $$partition --out $$dir && \
 		kubectl kustomize $$dir > $$dir.yaml && \
-		$(BIN)/kubernetes-validate --quiet --strict -k $(K8S_VERSION) $$dir.yaml || exit 1; \
+		kubectl kustomize $$dir/shared > $$dir-shared.yaml && \
+		$(BIN)/kubernetes-validate --quiet --strict -k $(K8S_VERSION) $$dir.yaml $$dir-shared.yaml || exit 1; \
 	done
 	@echo "k8s manifests of $(SCENARIO) valid for Kubernetes $(K8S_VERSION) in every partition"
 

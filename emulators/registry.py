@@ -41,9 +41,17 @@ GATEWAY_LATENCY_PS = 2_000_000
 OTN_LATENCY_PS = 5_000_000
 
 
-def _unit(unit: str, description: str, nonzero: bool = False) -> dict[str, Any]:
-    """An option with a unit; ``nonzero``: the loader refuses 0 (``x-nonzero``)."""
-    return {"x-unit": unit, "description": description} | ({"x-nonzero": True} if nonzero else {})
+def _unit(unit: str, description: str, nonzero: bool = False, least: str | None = None) -> dict[str, Any]:
+    """An option with a unit; ``nonzero``: the loader refuses 0 (``x-nonzero``); ``least``: the smallest value
+    it takes, written with a unit (``x-min``), where less would flood the run with events or frames."""
+    return ({"x-unit": unit, "description": description} | ({"x-nonzero": True} if nonzero else {})
+            | ({"x-min": least} if least is not None else {}))
+
+
+# timers that fire again and again: below a microsecond they would schedule an event every few picoseconds
+TIMER_LEAST = "1us"
+REPLAY_LEAST = "100ns"  # an OLink replay timeout: about one 64 KiB frame's time on the fastest port
+SMALLEST_FRAME_BYTES = 64  # the smallest Ethernet frame: no packet, and so no frame a device sends, is smaller
 
 
 # The RDMA NIC transport's settings (emulators.rdma), shared by every kind that owns NICs.
@@ -59,7 +67,7 @@ RDMA_OPTIONS_SCHEMA: dict[str, Any] = {
         "recovery": {"enum": ["go-back-n", "selective-repeat"], "description": "loss recovery (default go-back-n)"},
         "rto": _unit(
             "time", "retransmit timeout of tester flows and the ideal job transport (default 4.096us x 2^14 = "
-            "67.1ms; the NCCL transport sets each QP's from nccl.ib_timeout)", nonzero=True
+            "67.1ms; the NCCL transport sets each QP's from nccl.ib_timeout)", nonzero=True, least=TIMER_LEAST
         ),
         "retries": {"type": "integer", "minimum": 0, "maximum": 7,
                     "description": "retry count of tester flows and the ideal job transport (default 7)"},
@@ -77,8 +85,9 @@ RDMA_OPTIONS_SCHEMA: dict[str, Any] = {
             "maximum": 1,
             "description": "alpha gain g (default 1/256)",
         },
-        "alpha_timer": _unit("time", "alpha decay period without CNPs (default 55us)", nonzero=True),
-        "rate_timer": _unit("time", "rate increase timer (default 55us)", nonzero=True),
+        "alpha_timer": _unit("time", "alpha decay period without CNPs (default 55us)", nonzero=True,
+                             least=TIMER_LEAST),
+        "rate_timer": _unit("time", "rate increase timer (default 55us)", nonzero=True, least=TIMER_LEAST),
         "byte_counter": _unit("size", "rate increase byte counter (default 10MiB)", nonzero=True),
         "fast_recovery_steps": {
             "type": "integer",
@@ -137,7 +146,8 @@ RDMA_OPTIONS_SCHEMA: dict[str, Any] = {
             "description": "excessive retransmissions: more than this many within retry_period error the QP "
                            "(WinOF-2 EXT_QP_MAX_RETRY_LIMIT, 50 there when enabled; off unless given)",
         },
-        "retry_period": _unit("time", "the period retry_limit counts over (EXT_QP_MAX_RETRY_PERIOD)", nonzero=True),
+        "retry_period": _unit("time", "the period retry_limit counts over (EXT_QP_MAX_RETRY_PERIOD)", nonzero=True,
+                              least=TIMER_LEAST),
         "cooperation": {
             "type": "object",
             "additionalProperties": False,
@@ -392,12 +402,13 @@ OLINK_GPU_OPTIONS_SCHEMA: dict[str, Any] = {
     "x-expect": "a mapping of OLink settings of the GPUs' scale-up ports",
     "properties": {
         "chunk": _unit("size", "payload bytes per OLink frame: the emulation's grain on scale-up links "
-                       "(default 64KiB)", nonzero=True),
+                       "(default 64KiB; at least one packet's payload)", nonzero=True,
+                       least=f"{olink_spec.PACKET_PAYLOAD}B"),
         "credit": _unit("size", "receive buffer per scale-up port and virtual channel, announced as credit "
                         "(default 1MiB)", nonzero=True),
         "replay_buffer": _unit("size", "replay buffer per scale-up port (default 2MiB)", nonzero=True),
         "replay_timeout": _unit("time", "replay when a frame is not acknowledged this long (default from "
-                                "the link)", nonzero=True),
+                                "the link)", nonzero=True, least=REPLAY_LEAST),
     },
 }
 
@@ -407,10 +418,12 @@ GPU_SERVER_OPTIONS_SCHEMA: dict[str, Any] = {
     "properties": {
         "gpus": {"type": "integer", "minimum": 1, "maximum": 64, "description": "GPUs in the server (default 8)"},
         "gpu": {"enum": list(GPU_TYPES), "description": "GPU type: peak, MFU, scale-up (default h100)"},
-        "tflops": {"type": "number", "exclusiveMinimum": 0, "description": "dense BF16 peak TFLOP/s per GPU "
-                   "(default: the GPU type's)"},
-        "mfu": {"type": "number", "exclusiveMinimum": 0, "maximum": 1,
-                "description": "model FLOPs utilisation the GPUs reach (default: the GPU type's)"},
+        # from below any accelerator a job trains on to 100x the fastest (a B200 is ~2,250 dense BF16)
+        "tflops": {"type": "number", "minimum": 1, "maximum": 100_000, "description": "dense BF16 peak TFLOP/s "
+                   "per GPU, from 1 to 100000 (default: the GPU type's)"},
+        # below 1 % a compute op of a large model would outlast any run
+        "mfu": {"type": "number", "minimum": 0.01, "maximum": 1,
+                "description": "model FLOPs utilisation the GPUs reach, from 0.01 to 1 (default: the GPU type's)"},
         "scale_up_bandwidth": _unit("rate", "scale-up mesh bandwidth per GPU and direction (default: the GPU "
                                     "type's, e.g. 3.6T for NVLink 4)", nonzero=True),
         "scale_up_latency": _unit("time", "scale-up mesh latency per message (default: the GPU type's)"),
@@ -431,7 +444,7 @@ OLINK_OPTIONS_SCHEMA: dict[str, Any] = {
         "replay_buffer": _unit("size", "frames sent and not yet acknowledged, per port (default 2MiB)",
                                nonzero=True),
         "replay_timeout": _unit("time", "replay when a frame is not acknowledged this long (default from the "
-                                "link)", nonzero=True),
+                                "link)", nonzero=True, least=REPLAY_LEAST),
         "vcs": {"type": "integer", "minimum": 2, "maximum": 8,
                 "description": "virtual channels, each with its own credit (default 2: data, in-network collectives)"},
         "fec": {
@@ -473,7 +486,8 @@ DEVICE_KINDS: dict[str, DeviceKind] = {
             "type": "object",
             "additionalProperties": False,
             "properties": {
-                "mtu": _unit("size", "bytes per packet on the wire for raw flows (default 4096)", nonzero=True),
+                "mtu": _unit("size", "bytes per packet on the wire for raw flows (default 4096; at least 64B, "
+                             "the smallest Ethernet frame)", nonzero=True, least=f"{SMALLEST_FRAME_BYTES}B"),
                 "buffer": _unit("size", "egress queue limit per port (default 64MiB)", nonzero=True),
                 "rdma": RDMA_OPTIONS_SCHEMA,
                 "nics": _NICS_OPTION,

@@ -304,9 +304,11 @@ class HostRuntime:
         times = self.engine.sample_times
         series = {}
         for name, device in self.devices.items():
-            columns = list(zip(*device.series, strict=True)) if device.series else []
+            names = device.counter_names()
+            # before its first sample (a run stopped that early) a device has an empty column per counter
+            columns = list(zip(*device.series, strict=True)) if device.series else [()] * len(names)
             series[name] = {"t_ps": list(times)} | {
-                counter: list(col) for counter, col in zip(device.counter_names(), columns, strict=True)
+                counter: list(col) for counter, col in zip(names, columns, strict=True)
             }
         return {
             "host": self.host,

@@ -101,6 +101,9 @@ class Scenario:
     flows: tuple[FlowSpec, ...]
     faults: tuple[FaultSpec, ...]
     job: JobPlan | None = None  # a training job the GPU servers run (orchestrator.workload makes it)
+    # what the loader accepted but found meaningless, one line each ("<source>: faults[3]: expands to no link ...");
+    # not sent to hosts nor kept in results
+    warnings: tuple[str, ...] = field(default=(), compare=False)
 
     def device(self, name: str) -> DeviceSpec:
         for d in self.devices:
@@ -118,6 +121,7 @@ class Scenario:
 def scenario_to_dict(s: Scenario) -> dict[str, Any]:
     out = asdict(s)
     out["job"] = s.job.to_dict() if s.job is not None else None
+    del out["warnings"]
     return out
 
 

@@ -238,7 +238,7 @@ def bench_job(scenarios: list[Scenario]) -> list[dict[str, Any]]:
             reference = reference if reference is not None else view
             job = results["job"]
             done = len(job["iterations"])
-            row.update(iterations=done, iteration_seconds=job["iteration_time_ps"] / PS_PER_S,
+            row.update(iterations=done, iteration_seconds=(job["iteration_time_ps"] or 0) / PS_PER_S,
                        wall_per_iteration=row["wall_seconds"] / done if done else 0.0, identical=view == reference)
             rows.append(row)
     return rows
@@ -257,7 +257,7 @@ def bench_supernode(scenario: Scenario, chunks: tuple[int, ...]) -> list[dict[st
         results = json.loads((OUT_DIR / "runs" / label / "results.json").read_text())
         job = results["job"]
         span_s = (job["iterations"][-1]["end_ps"] if job["iterations"] else 0) / PS_PER_S
-        row.update(chunk=chunk, iteration_seconds=job["iteration_time_ps"] / PS_PER_S, job_seconds=span_s,
+        row.update(chunk=chunk, iteration_seconds=(job["iteration_time_ps"] or 0) / PS_PER_S, job_seconds=span_s,
                    wall_per_job_s=row["wall_seconds"] / span_s if span_s else 0.0)
         rows.append(row)
     return rows

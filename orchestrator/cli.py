@@ -7,17 +7,29 @@ import contextlib
 import json
 import os
 import sys
+import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
+import yaml
 from tqdm import tqdm
 
 from orchestrator.deploy import DEFAULT_IMAGE, DOCKER_NETWORKS, K8S_NAMESPACE, DeployError, DeployOptions
-from orchestrator.deploy.k8s_render import OVERLAYS
-from orchestrator.job_results import equivalent_compute
+from orchestrator.deploy.k8s_render import OVERLAYS, check_scenario_name
+from orchestrator.job_results import baseline_iteration_ps, equivalent_compute
 from orchestrator.partition import PARTITIONS, PartitionError, plan_partition
-from orchestrator.run import BACKENDS, DEPLOY_BACKENDS, ControlError, RunFailed, run_scenario, write_results
+from orchestrator.results import read_json
+from orchestrator.run import (
+    BACKENDS,
+    DEPLOY_BACKENDS,
+    INPUTS_FILE,
+    ControlError,
+    RunFailed,
+    RunInterrupted,
+    run_scenario,
+    write_results,
+)
 from orchestrator.scenario.loader import ScenarioError, load_scenario
 from orchestrator.scenario.model import Scenario
 from orchestrator.scenario.units import format_bytes, format_rate, format_time
@@ -25,39 +37,67 @@ from orchestrator.subpools import add_subpool_bound
 from orchestrator.workload.estimate import estimate
 from services.logs import configure_logging
 
+MAX_SEED = 2**64 - 1  # a seed is mixed as a 64-bit word (emulators.kernel.rng)
+# virtual seconds per wall second: at the low end a paced window (PACE_TICK_S of wall time) is still
+# 50 ps of virtual time, more than the 1 ps it must be; above the high end pacing holds nothing back
+PACE_RANGE = (1e-9, 1e6)
+WINDOW_TIMEOUT_RANGE = (0.1, 86_400.0)  # seconds: less is no time to answer; more is a day of a silent host
+MAX_TAIL = 10**9  # lines: more than any container's log
+
+
+class _Parser(argparse.ArgumentParser):
+    """Bad flags get one ``error:`` line naming the flag, like every other bad input (argparse would
+    add its usage block)."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"error: {message.removeprefix('argument ')} (see `{self.prog} --help`)\n")
+
+
+def _shown(text: str) -> str:
+    """A value from the command line, quoted as it is reported back: escaped, and cut if it is long."""
+    return repr(text) if len(text) <= 40 else repr(text[:40]) + "..."
+
 
 def _seed(text: str) -> int:
     try:
         value = int(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not an integer seed") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError("the seed must be >= 0")
+        raise argparse.ArgumentTypeError(f"{_shown(text)} is not an integer seed") from None
+    if not 0 <= value <= MAX_SEED:
+        raise argparse.ArgumentTypeError(f"the seed must be >= 0 and <= 2**64 - 1, not {_shown(text)}")
     return value
 
 
-def _seconds(text: str) -> float:
+def _in_range(text: str, low: float, high: float, what: str, unit: str) -> float:
     try:
         value = float(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
-    if value <= 0:
-        raise argparse.ArgumentTypeError("the timeout must be > 0 seconds")
+        raise argparse.ArgumentTypeError(f"{_shown(text)} is not a number ({unit})") from None
+    if not low <= value <= high:  # nan and inf fail too
+        raise argparse.ArgumentTypeError(f"{what} must be from {low:g} to {high:g} {unit}, not {_shown(text)}")
     return value
+
+
+def _window_timeout(text: str) -> float:
+    return _in_range(text, *WINDOW_TIMEOUT_RANGE, "the timeout", "seconds")
 
 
 def _pace(text: str) -> float:
+    return _in_range(text, *PACE_RANGE, "the pace", "virtual seconds per wall second")
+
+
+def _count(text: str) -> int:
     try:
-        value = float(text)
+        value = int(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number (virtual seconds per wall second)") from None
-    if not value > 0 or value == float("inf"):
-        raise argparse.ArgumentTypeError(f"the pace must be a finite number > 0, not {text}")
+        raise argparse.ArgumentTypeError(f"{_shown(text)} is not a number of lines") from None
+    if not 1 <= value <= MAX_TAIL:
+        raise argparse.ArgumentTypeError(f"the number of lines must be from 1 to {MAX_TAIL}, not {_shown(text)}")
     return value
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="testbed", description="AI computing network testbed")
+    parser = _Parser(prog="testbed", description="AI computing network testbed")
     parser.add_argument("--log-level", default="warning", choices=["debug", "info", "warning", "error"])
     sub = parser.add_subparsers(dest="command", required=True)
     run = sub.add_parser("run", help="run a scenario and write DIR/results.json")
@@ -71,13 +111,18 @@ def build_parser() -> argparse.ArgumentParser:
                      help="with --backend docker: bridge (default: a network per scenario, ports published on "
                           "127.0.0.1) or host (every host on its own loopback port)")
     _add_deploy_arguments(run, k8s_only=True)
-    run.add_argument("--out", type=Path, default=Path("out"), help="results directory (default: out)")
-    run.add_argument("--seed", type=_seed, default=None, help="override the scenario's seed")
-    run.add_argument("--window-timeout", type=_seconds, default=60.0,
-                     help="seconds a host may take to answer one window before the run fails (default 60)")
+    run.add_argument("--out", type=Path, default=None, metavar="DIR",
+                     help="results directory (default: out/NAME, NAME the scenario's name); one that holds an "
+                          "earlier run's results is refused unless --force")
+    run.add_argument("--force", action="store_true", help="replace the earlier run's results in --out")
+    run.add_argument("--seed", type=_seed, default=None, help="override the scenario's seed (0 to 2**64 - 1)")
+    run.add_argument("--window-timeout", type=_window_timeout, default=60.0, metavar="SECONDS",
+                     help="seconds a host may take to answer one window before the run fails (default 60; "
+                          f"{WINDOW_TIMEOUT_RANGE[0]:g} to {WINDOW_TIMEOUT_RANGE[1]:g})")
     run.add_argument("--pace", type=_pace, default=None, metavar="SPEED",
-                     help="hold virtual time at wall time x SPEED (e.g. 1e-3: a virtual ms per wall second), so "
-                          "people and controllers can watch and act on a live run")
+                     help="hold virtual time at wall time x SPEED (e.g. 1e-3: a virtual ms per wall second; "
+                          f"{PACE_RANGE[0]:g} to {PACE_RANGE[1]:g}), so people and controllers can watch and act "
+                          "on a live run")
     run.add_argument("--control", default=None, metavar="HOST:PORT",
                      help="serve the control service (testbed.control.v1: inject faults, read progress) there while "
                           "the run goes; injected faults are recorded in OUT/inputs.json for `testbed replay`")
@@ -97,7 +142,9 @@ def build_parser() -> argparse.ArgumentParser:
     replay = sub.add_parser("replay", help="run a recorded run again with the faults injected into it, and compare")
     replay.add_argument("run_dir", type=Path, metavar="RUN_DIR",
                         help="a directory `testbed run --control ... --out RUN_DIR` wrote (inputs.json, results.json)")
-    replay.add_argument("--out", type=Path, default=None, help="where to write the replay (default RUN_DIR/replay)")
+    replay.add_argument("--out", type=Path, default=None, metavar="DIR",
+                        help="where to write the replay (default RUN_DIR/replay, replacing an earlier replay there)")
+    replay.add_argument("--force", action="store_true", help="replace an earlier run's results in --out")
     report = sub.add_parser("report", help="write RUN_DIR/report.html and CSV time series from RUN_DIR/results.json")
     report.add_argument("run_dir", type=Path, metavar="RUN_DIR", help="a directory `testbed run --out` wrote")
     render = sub.add_parser("render", help="write deployment manifests for a scenario's hosts")
@@ -113,19 +160,14 @@ def build_parser() -> argparse.ArgumentParser:
     logs.add_argument("device", metavar="DEVICE", help="a device (or host) name, as `testbed status` lists them")
     logs.add_argument("--scenario", default=None, help="the scenario's name, when several have DEVICE")
     logs.add_argument("--tail", type=_count, default=None, metavar="N", help="only the last N lines")
-    down = sub.add_parser("down", help="remove the testbed's containers and networks (safe to run twice)")
-    down.add_argument("--scenario", default=None, help="only this scenario's (by name)")
+    down = sub.add_parser("down", help="remove the containers and networks of the scenarios run from this "
+                                       "checkout with --backend docker (safe to run twice)")
+    which = down.add_mutually_exclusive_group()
+    which.add_argument("--scenario", default=None, metavar="NAME",
+                       help="remove this scenario's instead (`testbed status` lists them)")
+    which.add_argument("--all", action="store_true",
+                       help="remove every testbed container and network on the engine, other users' too")
     return parser
-
-
-def _count(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number of lines") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError("the number of lines must be >= 1")
-    return value
 
 
 def _add_deploy_arguments(parser: argparse.ArgumentParser, k8s_only: bool) -> None:
@@ -138,33 +180,45 @@ def _add_deploy_arguments(parser: argparse.ArgumentParser, k8s_only: bool) -> No
                         help=f"{with_k8s}the k8s/ kustomization to build on (default kind)")
 
 
-def replay_run(run_dir: Path, out: Path | None) -> int:
+def replay_run(run_dir: Path, out: Path | None, force: bool = False) -> int:
     """``testbed replay``: the recorded scenario with its injected faults in the timeline, run again;
     0 when its results equal the recorded ones (everything outside ``run``), 1 when they differ."""
     from orchestrator.control import replay_scenario, schedule_sets
     from orchestrator.results import deterministic_view
-    from orchestrator.run import INPUTS_FILE
 
     try:
-        inputs = json.loads((run_dir / INPUTS_FILE).read_text())
-        recorded = json.loads((run_dir / "results.json").read_text())
-    except (OSError, json.JSONDecodeError) as e:
-        print(f"error: {run_dir} is not a recorded run (`testbed run --control ... --out {run_dir}`): {e}",
-              file=sys.stderr)
+        if not run_dir.is_dir():
+            raise ValueError(f"{run_dir} is not a directory" if run_dir.exists() else f"no such directory {run_dir}")
+        inputs = read_json(run_dir / INPUTS_FILE)
+        recorded = read_json(run_dir / "results.json")
+        _check_recorded(inputs, recorded)
+    except (OSError, ValueError) as e:
+        print(f"error: {run_dir} is not a recorded run (`testbed run --control ... --out {run_dir}`): "
+              f"{getattr(e, 'strerror', None) or e}", file=sys.stderr)
         return 2
     try:
         scenario = replay_scenario(inputs)
-    except (OSError, ScenarioError, ValueError) as e:
+    except (OSError, ScenarioError, ValueError, yaml.YAMLError, LookupError, TypeError, AttributeError) as e:
+        print(f"error: {run_dir / INPUTS_FILE}: its scenario cannot be replayed: {_one_line(e)}", file=sys.stderr)
+        return 2
+    try:
+        out = prepare_out(out, force) if out is not None else prepare_out(run_dir / "replay", force=True)
+    except OutError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    run = recorded.get("run", {})
-    out = out or run_dir / "replay"
     try:
-        results = run_scenario(scenario, run.get("partition", "single"), "inproc", out,
+        results = run_scenario(scenario, recorded["run"].get("partition", "single"), "inproc", out,
                                prepare=schedule_sets(inputs.get("gnmi_sets", [])))
-    except (PartitionError, RunFailed) as e:
+    except PartitionError as e:
+        print(f"error: {run_dir / 'results.json'}: {e}", file=sys.stderr)
+        return 2
+    except RunFailed as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
+    except (LookupError, TypeError, ValueError) as e:  # from putting the recorded gNMI Sets back
+        print(f"error: {run_dir / INPUTS_FILE}: a recorded gNMI Set cannot be replayed: {_one_line(e)}",
+              file=sys.stderr)
+        return 2
     print(summary(results))
     differing = sorted(k for k in set(deterministic_view(results)) | set(deterministic_view(recorded))
                        if results.get(k) != recorded.get(k))
@@ -174,6 +228,26 @@ def replay_run(run_dir: Path, out: Path | None) -> int:
     print(f"replay identical to {run_dir}/results.json ({len(inputs.get('faults', []))} injected faults, "
           f"{len(inputs.get('gnmi_sets', []))} gNMI Sets); results: {out}")
     return 0
+
+
+def _check_recorded(inputs: Any, recorded: Any) -> None:
+    """ValueError naming what a run directory's inputs.json or results.json lacks for a replay."""
+    if not isinstance(inputs, dict) or not isinstance(inputs.get("scenario"), str):
+        raise ValueError("inputs.json names no scenario file")
+    if isinstance(inputs.get("seed"), bool) or not isinstance(inputs.get("seed"), int):
+        raise ValueError("inputs.json has no integer seed")
+    for key in ("faults", "gnmi_sets", "timeline"):
+        entries = inputs.get(key, [])
+        if not isinstance(entries, list) or not all(isinstance(entry, dict) for entry in entries):
+            raise ValueError(f"inputs.json {key} is not a list of records")
+    if not isinstance(recorded, dict) or not isinstance(recorded.get("run"), dict):
+        raise ValueError("results.json is not a run's results")
+
+
+def _one_line(error: BaseException) -> str:
+    if isinstance(error, OSError) and error.strerror:
+        return f"{error.filename}: {error.strerror}" if error.filename else error.strerror
+    return " ".join(str(error).split()) or type(error).__name__
 
 
 def deploy_options(args: argparse.Namespace, backend: str) -> DeployOptions:
@@ -191,12 +265,15 @@ def deploy_options(args: argparse.Namespace, backend: str) -> DeployOptions:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    try:
+        args = build_parser().parse_args(argv)
+    except SystemExit as e:  # --help, or a bad flag (argparse said which, in one line)
+        return int(e.code or 0)
     configure_logging(args.log_level)
     if args.command == "report":
         return report_run(args.run_dir)
     if args.command == "replay":
-        return replay_run(args.run_dir, args.out)
+        return replay_run(args.run_dir, args.out, args.force)
     if args.command in ("status", "logs", "down"):
         from orchestrator.deploy.containers import manage_containers  # the Docker SDK loads only for these
 
@@ -209,21 +286,33 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "validate":
         print(f"{args.scenario}: ok ({len(scenario.devices)} devices, {len(scenario.links)} links, "
               f"{len(scenario.flows)} flows, {len(scenario.faults)} faults)")
+        print_warnings(scenario)
         return 0
     if args.command == "estimate":
         return print_estimate(scenario, args.json)
     if args.command == "render":
         return render_k8s(scenario, args)
+    # everything that can be refused is, before anything is written or started
     try:
         deploy = deploy_options(args, args.backend)
-    except ValueError as e:
+        plan_partition(scenario, args.partition)
+        baseline = None if args.baseline is None else read_baseline(args.baseline)
+        out = prepare_out(args.out or default_out(scenario), args.force)
+    except BaselineError as e:
+        print(f"error: --baseline {e}", file=sys.stderr)
+        return 2
+    except (ValueError, OutError) as e:  # a flag for another backend, an impossible partition (PartitionError)
         print(f"error: {e}", file=sys.stderr)
         return 2
+    print_warnings(scenario)
+    if args.backend == "docker":
+        record_docker_run(scenario, baseline)
     show_progress = not args.no_progress and sys.stderr.isatty()
     try:
-        baseline = None if args.baseline is None else read_baseline(args, show_progress, deploy)
+        if isinstance(baseline, Scenario):
+            baseline = run_baseline(baseline, args, out, show_progress, deploy)
         with progress_bar(scenario.duration_ps, show_progress) as progress:
-            results = run_scenario(scenario, args.partition, args.backend, args.out, args.window_timeout, progress,
+            results = run_scenario(scenario, args.partition, args.backend, out, args.window_timeout, progress,
                                    deploy, pace=args.pace, control=args.control)
     except BaselineError as e:
         print(f"error: --baseline {e}", file=sys.stderr)
@@ -234,9 +323,11 @@ def main(argv: list[str] | None = None) -> int:
     except ControlError as e:
         print(f"error: --control {e}", file=sys.stderr)
         return 2
+    except RunInterrupted as e:
+        return interrupted(e, out / ("results.json" if baseline is None or isinstance(baseline, dict)
+                                     else "baseline/results.json"))
     except RunFailed as e:
-        print(f"error: {e}", file=sys.stderr)
-        print(f"partial results: {args.out / 'results.json'}", file=sys.stderr)
+        print(f"error: {e}; partial results: {out / 'results.json'}", file=sys.stderr)
         return 1
     except DeployError as e:
         print(f"error: {e}", file=sys.stderr)
@@ -249,51 +340,136 @@ def main(argv: list[str] | None = None) -> int:
             equivalent_compute(results, baseline, str(args.baseline))
         except ValueError as e:  # this run finished no iteration to compare
             print(f"error: --baseline {e}", file=sys.stderr)
-            print(f"results: {args.out / 'results.json'}", file=sys.stderr)
+            print(f"results: {out / 'results.json'}", file=sys.stderr)
             return 2
     if not args.no_subpools:
         try:
             add_subpool_bound(results, scenario, run_scenario)
         except ValueError as e:  # a sub-pool completed no iteration
             print(f"warning: no measured pool bound: {e}", file=sys.stderr)
+        except RunInterrupted as e:  # the run itself is written; its sub-pools' bound is not measured
+            return interrupted(e, out / "results.json", "while measuring the sub-pools' bound")
     print(summary(results))
-    print(f"results: {write_results(results, args.out)}")
+    try:
+        print(f"results: {write_results(results, out)}")
+    except OSError as e:  # a full disk; the results the run wrote itself are still there
+        print(f"error: cannot write {out / 'results.json'}: {e.strerror or e}", file=sys.stderr)
+        return 1
     return 0
+
+
+def interrupted(e: RunInterrupted, results: Path, during: str = "") -> int:
+    """One line for a run SIGINT or SIGTERM stopped; the shell's exit status for that signal."""
+    print(f"error: {e}{' ' + during if during else ''}; partial results: {results}", file=sys.stderr)
+    return 128 + e.signal_number
+
+
+def print_warnings(scenario: Scenario) -> None:
+    """What the loader accepted but doubts (a fault that changes no link, a flow after the end), on stderr."""
+    for warning in getattr(scenario, "warnings", ()):
+        print(f"warning: {printable(warning)}", file=sys.stderr)
+
+
+class OutError(Exception):
+    """``--out`` cannot take the run's results; the message says why and what to pass instead."""
+
+
+def default_out(scenario: Scenario) -> Path:
+    """out/NAME: every scenario its own results directory."""
+    try:
+        check_scenario_name(scenario.name)
+    except DeployError as e:
+        raise OutError(f"{e}; give --out DIR") from None
+    return Path("out") / scenario.name
+
+
+def prepare_out(out: Path, force: bool) -> Path:
+    """``out``, ready for a run's results before the run starts: a directory (created) this process can
+    write in, holding no earlier run's results, unless ``force`` (then those results, their recorded
+    inputs and their report go)."""
+    if out.exists() and not out.is_dir():
+        raise OutError(f"--out {out} is not a directory")
+    results = out / "results.json"
+    if (results.exists() or results.is_symlink()) and not force:
+        raise OutError(f"{out} holds an earlier run's results; choose another --out or pass --force to replace them")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise OutError(f"--out {out} cannot be created: {e.strerror or e}") from None
+    try:
+        with tempfile.NamedTemporaryFile(dir=out, prefix=".write-probe-"):
+            pass
+    except OSError as e:
+        raise OutError(f"--out {out} is not writable: a file cannot be created in it ({e.strerror or e})") from None
+    if results.exists() or results.is_symlink():
+        from orchestrator.report import HTML_NAME, ITERATIONS_CSV, LINKS_CSV, TIMESERIES_CSV
+
+        try:
+            for name in ("results.json", INPUTS_FILE, HTML_NAME, TIMESERIES_CSV, LINKS_CSV, ITERATIONS_CSV):
+                (out / name).unlink(missing_ok=True)
+        except OSError as e:
+            raise OutError(f"the earlier results in {out} cannot be replaced: {e.strerror or e}") from None
+    return out
+
+
+def record_docker_run(scenario: Scenario, baseline: dict[str, Any] | Scenario | None) -> None:
+    """Note the scenarios this checkout starts in containers, for a bare `testbed down`."""
+    from orchestrator.deploy.containers import record_scenarios
+
+    names = [scenario.name] + ([baseline.name] if isinstance(baseline, Scenario) else [])
+    try:
+        record_scenarios(names)
+    except OSError as e:
+        print(f"warning: cannot note the run for `testbed down` ({e.strerror or e}); remove its containers "
+              f"with `testbed down --scenario {scenario.name}`", file=sys.stderr)
 
 
 class BaselineError(Exception):
     """The baseline could not be read or run."""
 
 
-def read_baseline(args: argparse.Namespace, show_progress: bool, deploy: DeployOptions) -> dict[str, Any]:
-    """The baseline's results: read from a results.json (or the directory holding one), or from
-    running a scenario file in the same partition and backend as the run it is compared with."""
-    path: Path = args.baseline
+def read_baseline(path: Path) -> dict[str, Any] | Scenario:
+    """The baseline: another run's results (a results.json, or the directory holding one), checked to
+    have an iteration time; or a scenario file with a training job, which the run runs first."""
     if path.is_dir():
         path = path / "results.json"
+    elif not path.exists():
+        raise BaselineError(f"{path}: no such file")
     if path.suffix == ".json":
         try:
-            results = json.loads(path.read_text())
-        except (OSError, ValueError) as e:
-            raise BaselineError(f"{path}: cannot be read as results ({e})") from None
-    else:
-        try:
-            scenario = load_scenario(path)
-        except ScenarioError as e:
+            results = read_json(path)
+            baseline_iteration_ps(results, str(path))
+        except OSError as e:
+            raise BaselineError(f"{path}: cannot be read ({e.strerror or e})") from None
+        except ValueError as e:
             raise BaselineError(str(e)) from None
-        if scenario.job is None:
-            raise BaselineError(f"{path}: the scenario has no job: block, so no iteration time to compare with")
-        try:
-            with progress_bar(scenario.duration_ps, show_progress) as progress:
-                results = run_scenario(scenario, args.partition, args.backend, args.out / "baseline",
-                                       args.window_timeout, progress, deploy)
-        except (PartitionError, RunFailed) as e:
-            raise BaselineError(f"{path}: {e}") from None
-    job = results.get("job") if isinstance(results, dict) else None
-    if not isinstance(job, dict) or not job.get("iteration_time_ps"):
-        raise BaselineError(f"{path}: no completed iteration of a training job to compare with")
-    baseline: dict[str, Any] = results
-    return baseline
+        baseline: dict[str, Any] = results
+        return baseline
+    try:
+        scenario = load_scenario(path)
+    except ScenarioError as e:
+        raise BaselineError(str(e)) from None
+    if scenario.job is None:
+        raise BaselineError(f"{path}: the scenario has no job: block, so no iteration time to compare with")
+    return scenario
+
+
+def run_baseline(scenario: Scenario, args: argparse.Namespace, out: Path, show_progress: bool,
+                 deploy: DeployOptions) -> dict[str, Any]:
+    """The baseline scenario's results, run into OUT/baseline in the partition and backend of the run
+    it is compared with."""
+    try:
+        with progress_bar(scenario.duration_ps, show_progress) as progress:
+            results = run_scenario(scenario, args.partition, args.backend, out / "baseline", args.window_timeout,
+                                   progress, deploy)
+        baseline_iteration_ps(results, str(args.baseline))
+    except RunInterrupted:
+        raise
+    except (PartitionError, RunFailed) as e:
+        raise BaselineError(f"{args.baseline}: {e}") from None
+    except ValueError as e:  # it completed no iteration
+        raise BaselineError(str(e)) from None
+    return results
 
 
 @contextlib.contextmanager
@@ -324,14 +500,19 @@ def render_k8s(scenario: Scenario, args: argparse.Namespace) -> int:
     try:
         options = deploy_options(args, "k8s")
         plan = plan_partition(scenario, args.partition)
+        check_scenario_name(scenario.name)  # before it names a directory
         out = args.out or Path("out") / "k8s" / f"{scenario.name}-{args.partition}"
         written = render(scenario.name, plan, out, options, str(args.scenario))
     except (ValueError, DeployError) as e:  # PartitionError is a ValueError
         print(f"error: {e}", file=sys.stderr)
         return 2
+    except OSError as e:
+        print(f"error: --out {out} cannot be written: {e.strerror or e}", file=sys.stderr)
+        return 2
     hosts = f"{len(plan.hosts)} device host{'' if len(plan.hosts) == 1 else 's'}"
-    print(f"{written[0].parent}: {hosts} of scenario {scenario.name}, partition {args.partition}; "
-          f"deploy with `kubectl apply -k {written[0].parent}`")
+    print(f"{out}: {hosts} of scenario {scenario.name}, partition {args.partition}; deploy with "
+          f"`kubectl apply -k {written[1].parent}` (once: the namespace and what every scenario shares) and "
+          f"`kubectl apply -k {out}`; `kubectl delete -k {out}` removes this scenario's hosts only")
     return 0
 
 
@@ -364,7 +545,7 @@ def summary(results: dict[str, Any]) -> str:
     rdma = {n: f for n, f in results["flows"].items() if f.get("transport") == "rdma"}
     lines.extend(_raw_flow_lines(raw))
     lines.extend(_rdma_flow_lines(rdma))
-    lines.extend(_job_lines(results.get("job")))
+    lines.extend(_job_lines(results))
     lines.extend(_switch_lines(results["devices"]))
     lines.extend(_olink_lines(results["devices"]))
     for path in results.get("wan", {}).get("capacity_map", []):
@@ -376,16 +557,33 @@ def summary(results: dict[str, Any]) -> str:
                      f"({event['reason']})")
     if len(events) > MAX_EVENT_LINES:
         lines.append(f"  ... and {len(events) - MAX_EVENT_LINES} more QP events (results.json qp_events)")
-    return "\n".join(lines)
+    return "\n".join(printable(line) for line in lines)
 
 
-def _job_lines(job: dict[str, Any] | None) -> list[str]:
+def printable(text: str) -> str:
+    """``text`` with every control or other unprintable character escaped (``\\x1b``, ``\\n``): a name
+    taken from a scenario or from results can neither forge a line nor drive the terminal."""
+    return text if text.isprintable() else "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
+
+
+def _share(fraction: float | None) -> str:
+    return "n/a" if fraction is None else f"{100 * fraction:.1f} %"
+
+
+def _job_lines(results: dict[str, Any]) -> list[str]:
+    job = results.get("job")
     if not job:
         return []
     parallel = " x ".join(f"{dim.upper()} {n}" for dim, n in job["parallel"].items() if n > 1) or "1 GPU"
     done = len(job["iterations"])
     lines = [f"  job {job['model']} on {job['gpus']} GPUs ({parallel}): {job['status']}, {done} iterations done "
              f"of {job['iterations_planned']} planned"]
+    if not done:
+        lines.append(f"    no iteration completed in {format_time(results['virtual_end_ps'])} of virtual time, so no "
+                     "iteration time, throughput or efficiency (null in results.json); lengthen the scenario's "
+                     "duration or shrink the job")
+        lines.extend(_interruption_lines(job))
+        return lines
     test = job.get("collective_test")
     if test:
         lines.append(f"    {test['op']} of {format_bytes(test['bytes'])}: {format_time(job['iteration_time_ps'])} "
@@ -396,9 +594,9 @@ def _job_lines(job: dict[str, Any] | None) -> list[str]:
     estimate = job.get("estimate", {})
     lines.append(f"    iteration {format_time(job['iteration_time_ps'])} (median; estimate "
                  f"{format_time(estimate.get('iteration_time_ps', 0))}), {job['tokens_per_gpu_per_s']:.0f} tokens "
-                 f"per GPU per s ({100 * job['pool_efficiency']:.1f} % of the GPUs' peak x MFU), communication "
-                 f"{100 * job['communication_share']:.1f} % of the time, exposed "
-                 f"{format_time(job['exposed_communication_ps'])} per iteration")
+                 f"per GPU per s ({_share(job['pool_efficiency'])} of the GPUs' peak x MFU), communication "
+                 f"{_share(job['communication_share'])} of the time, exposed "
+                 f"{format_time(job['exposed_communication_ps'] or 0)} per iteration")
     if "equivalent_compute" in job:
         lines.append(f"    equivalent compute {job['equivalent_compute']:.3f} (baseline iteration "
                      f"{format_time(job['baseline']['iteration_time_ps'])})")
@@ -410,7 +608,7 @@ def _job_lines(job: dict[str, Any] | None) -> list[str]:
                      f"bound ({job['subpools']['bound_tokens_per_s']:,.0f} tokens/s: {kinds})")
     times = ", ".join(f"{it['iteration']}{'' if not it['attempt'] else '/' + str(it['attempt'])}: "
                       f"{format_time(it['time_ps'])}"
-                      + (f" ({it['equivalent_compute']:.3f})" if "equivalent_compute" in it else "")
+                      + (f" ({it['equivalent_compute']:.3f})" if it.get("equivalent_compute") is not None else "")
                       for it in job["iterations"])
     if times:
         lines.append(f"    iterations: {times}")
@@ -420,6 +618,11 @@ def _job_lines(job: dict[str, Any] | None) -> list[str]:
     ]
     if volumes:
         lines.append(f"    bytes sent in iteration {job['timeline']['iteration']}: {'; '.join(volumes)}")
+    return lines + _interruption_lines(job)
+
+
+def _interruption_lines(job: dict[str, Any]) -> list[str]:
+    lines = []
     for stop in job["interruptions"]:
         resumed = (f"resumed {format_time(stop['resumed_ps'])} from iteration {stop['restart_iteration']}, "
                    f"{format_time(stop['lost_ps'])} lost") if stop["resumed_ps"] is not None else "job stopped"
@@ -433,7 +636,8 @@ def _impact_lines(job: dict[str, Any]) -> list[str]:
     worst = job.get("worst_iteration")
     if not worst or (not faults and not worst["causes"]):
         return []
-    compute = f", equivalent compute {worst['equivalent_compute']:.3f}" if "equivalent_compute" in worst else ""
+    compute = (f", equivalent compute {worst['equivalent_compute']:.3f}"
+               if worst.get("equivalent_compute") is not None else "")
     why = "; ".join(worst["causes"]) or "no fault, timeout or error in it"
     against = (f"{_signed_time(worst['cost_ps'])} against the {job['reference']} "
                f"({format_time(job['reference_iteration_ps'])})" if worst["cost_ps"] is not None
@@ -600,13 +804,18 @@ def estimate_summary(scenario: Scenario, result: dict[str, Any]) -> str:
                      "(not included above)")
     lines.append("  assumptions:")
     lines.extend(f"    - {text}" for text in result["assumptions"])
-    return "\n".join(lines)
+    return "\n".join(printable(line) for line in lines)
 
 
 def entry() -> int:
     """Console-script entry: a reader that closes the pipe early (``| head``) is not an error."""
+    # gRPC's own notes (a GOAWAY from a host that stops) are not errors
+    os.environ.setdefault("GRPC_VERBOSITY", "ERROR")
     try:
         return main()
+    except KeyboardInterrupt:  # Ctrl-C outside a run (a run stops itself and says so)
+        print("error: interrupted", file=sys.stderr)
+        return 130
     except BrokenPipeError:
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0

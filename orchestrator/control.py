@@ -5,13 +5,14 @@ loader itself, on the scenario file with the faults injected so far appended: th
 same expansion (a WAN cut, a fabric plane, a device failure), the same place in the fault timeline
 as if the file had listed it. The coordinator then hands it to every host with the next window.
 Each injected fault is recorded with the virtual time it took effect (:meth:`FaultInputs.record`),
-so ``testbed replay`` can run the scenario again with those faults in its timeline.
+so ``testbed replay`` can run the scenario again with those faults in its timeline. A request that
+is too large, not protobuf, or whose JSON is too deep, too long a number or not finite answers
+INVALID_ARGUMENT.
 """
 
 from __future__ import annotations
 
 import copy
-import json
 import os
 from collections.abc import Callable
 from dataclasses import asdict
@@ -29,10 +30,14 @@ from orchestrator.coordinator import Coordinator
 from orchestrator.partition import Plan
 from orchestrator.run import ControlError
 from orchestrator.scenario.loader import ScenarioError, parse_scenario
+from services.gnmi import clipped, read_json  # what the management services share
 from services.host import TOKEN_ENV  # one token for the hosts' gNMI and this service
-from services.interceptors import bearer_ok
+from services.interceptors import UndecodableRequests, bearer_ok
 
 log = structlog.get_logger("control")
+
+MAX_FAULT_BYTES = 64 << 10  # a fault is a line of JSON; a scenario's largest entry is a few hundred bytes
+MAX_MESSAGE_BYTES = 16 << 20  # what gRPC itself receives: above MAX_FAULT_BYTES, so a large fault hears why
 
 
 class InputError(ValueError):
@@ -170,20 +175,24 @@ class ControlService(control_pb2_grpc.ControlServicer):
 
     async def InjectFault(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
         await self._authorize(context)
+        size = len(request.fault_json.encode())
+        if size > MAX_FAULT_BYTES:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT,
+                                f"fault_json is {size} bytes; at most {MAX_FAULT_BYTES} are taken (MAX_FAULT_BYTES)")
+        try:
+            fault = read_json(request.fault_json, "fault_json")
+        except ValueError as e:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, clipped(str(e)))
         coordinator = self.coordinator
         if not coordinator.running:
             await context.abort(grpc.StatusCode.FAILED_PRECONDITION, "the run has not started or is over")
         try:
-            fault = json.loads(request.fault_json)
-        except (json.JSONDecodeError, RecursionError) as e:
-            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"fault_json is not JSON: {e}")
-        try:
             entry, added = self.inputs.resolve(fault, coordinator.end_ps)
             coordinator.inject(added)
         except InputError as e:
-            await context.abort(e.code, str(e))
+            await context.abort(e.code, clipped(str(e)))
         except ValueError as e:  # the run moved on while the fault was resolved
-            await context.abort(grpc.StatusCode.FAILED_PRECONDITION, str(e))
+            await context.abort(grpc.StatusCode.FAILED_PRECONDITION, clipped(str(e)))
         self.inputs.accept(entry, added)
         log.info("fault injected", faults=[asdict(f) for f in added])
         return control_pb2.InjectFaultResponse(faults=[
@@ -212,7 +221,8 @@ async def serve_control(coordinator: Coordinator, inputs: FaultInputs, address: 
     host, _, port_text = address.rpartition(":")
     if not host or not port_text.isdigit() or not 0 < int(port_text) < 65536:
         raise ControlError(f"{address!r} is not a host:port; give one such as 127.0.0.1:50070")
-    server = grpc.aio.server()
+    server = grpc.aio.server(interceptors=[UndecodableRequests()],
+                             options=[("grpc.max_receive_message_length", MAX_MESSAGE_BYTES)])
     token = os.environ.get(TOKEN_ENV) or None
     control_pb2_grpc.add_ControlServicer_to_server(ControlService(coordinator, inputs, token), server)
     try:

@@ -21,9 +21,9 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 import structlog
 
@@ -36,6 +36,8 @@ log = structlog.get_logger("coordinator")
 
 PROGRESS_WINDOWS = 200  # most windows of a single-host run with a progress callback
 PACE_TICK_S = 0.05  # the longest window of a paced run, in wall seconds: how often counters move
+
+T = TypeVar("T")
 
 
 @dataclass
@@ -56,6 +58,20 @@ class HostFailed(RuntimeError):
     def __init__(self, host: str, reason: str) -> None:
         super().__init__(f"device host {host!r} failed: {reason}")
         self.host = host
+
+
+async def gather_all(calls: Iterable[Awaitable[T]]) -> list[T]:
+    """Await ``calls`` together. The first to fail cancels the others, which have ended when its
+    exception is raised: nothing goes on using a host's streams after the run has stopped."""
+    tasks = [asyncio.ensure_future(c) for c in calls]
+    try:
+        return list(await asyncio.gather(*tasks))
+    except BaseException:
+        for task in tasks:
+            task.cancel()
+        if tasks:
+            await asyncio.wait(tasks)
+        raise
 
 
 class HostHandle(Protocol):
@@ -82,20 +98,22 @@ class RunOutcome:
     failed_host: str | None = None
     behind_s: float = 0.0  # paced runs: the most the run fell behind wall time x pace
     injected: list[FaultSpec] = field(default_factory=list)  # faults injected while it ran
+    interrupted_by: int | None = None  # the signal (SIGINT, SIGTERM) that stopped the run
 
 
 class Coordinator:
     """Drives ``hosts`` through the run; ``progress(end_ps)`` (if given) hears of every window's end."""
 
-    def __init__(self, scenario: Scenario, plan: Plan, hosts: list[HostHandle],
+    def __init__(self, scenario: Scenario, plan: Plan, hosts: Sequence[HostHandle],
                  progress: Callable[[int], None] | None = None, pace: float | None = None) -> None:
         self.scenario = scenario
         self.plan = plan
-        self.hosts = hosts
+        self.hosts = list(hosts)
         self.progress = progress
         self.pace = pace
         self.windows = 0
         self.end_ps = 0
+        self.reached_ps = 0  # every host has run every event before it (end_ps: the window going on)
         self.behind_s = 0.0
         self._started = 0.0
         self.running = False
@@ -105,7 +123,7 @@ class Coordinator:
     async def run(self) -> RunOutcome:
         t0 = self._started = time.perf_counter()
         duration = self.scenario.duration_ps
-        reports = await self._all(h.start() for h in self.hosts)
+        reports = await gather_all(h.start() for h in self.hosts)
         self.running = True
         while True:
             t = self._next_start(reports)
@@ -122,7 +140,7 @@ class Coordinator:
         # a last window to the run's end: samples up to the end, faults before it
         await self._window(min(t, duration), duration, reports)
         self.running = False
-        results = await self._all(h.results() for h in self.hosts)
+        results = await gather_all(h.results() for h in self.hosts)
         return RunOutcome({h.name: r for h, r in zip(self.hosts, results, strict=True)}, self.windows,
                           time.perf_counter() - t0, self.end_ps, behind_s=self.behind_s,
                           injected=list(self.injected))
@@ -180,7 +198,8 @@ class Coordinator:
         self._pending = []
         self.windows += 1
         self.end_ps = end
-        reports = await self._all(h.advance(end, expect[h.name], bus[h.name], start) for h in self.hosts)
+        reports = await gather_all(h.advance(end, expect[h.name], bus[h.name], start) for h in self.hosts)
+        self.reached_ps = end
         if self.progress is not None:
             self.progress(end)
         return reports
@@ -194,8 +213,4 @@ class Coordinator:
             await asyncio.sleep(due_s - now_s)
         else:
             self.behind_s = max(self.behind_s, now_s - due_s)
-
-    @staticmethod
-    async def _all(calls: Any) -> list[Any]:
-        return list(await asyncio.gather(*calls))
 

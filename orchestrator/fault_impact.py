@@ -30,6 +30,7 @@ from orchestrator.scenario.units import format_time
 TRAFFIC_KEYS = ("tx_bytes", "lost_frames", "down_drop_frames", "rx_corrupt_packets", "gap_frames")
 ANALYSIS_KEYS = ("faults", "worst_iteration", "reference_iteration_ps", "reference")  # what analyse_faults adds
 ITERATION_ANALYSIS_KEYS = ("cost_ps", "equivalent_compute")
+MAX_PS = 2**63  # virtual time is a signed 64-bit count of picoseconds where it crosses the wire
 
 
 def measured(job: dict[str, Any]) -> dict[str, Any]:
@@ -74,7 +75,7 @@ def analyse_faults(results: dict[str, Any]) -> None:
         stalls = [e for e in events if it["start_ps"] <= e["at_ps"] < it["end_ps"]]
         if inside or stalls:
             disturbed.add((it["attempt"], it["iteration"]))
-    baseline = (job.get("baseline") or {}).get("iteration_time_ps")
+    baseline = whole_ps((job.get("baseline") or {}).get("iteration_time_ps"))
     calm = [it["time_ps"] for it in iterations if (it["attempt"], it["iteration"]) not in disturbed]
     reference = int(baseline) if baseline else (int(statistics.median(calm)) if calm else None)
     job["reference_iteration_ps"] = reference
@@ -82,7 +83,7 @@ def analyse_faults(results: dict[str, Any]) -> None:
     for it in iterations:
         it["cost_ps"] = it["time_ps"] - reference if reference is not None else None
         if baseline:
-            it["equivalent_compute"] = baseline / it["time_ps"] if it["time_ps"] else 0.0
+            it["equivalent_compute"] = baseline / it["time_ps"] if it["time_ps"] > 0 else None
 
     for group in groups.values():
         hit = next((it for it in iterations if it["start_ps"] <= group["at_ps"] < it["end_ps"]), None)
@@ -176,5 +177,13 @@ def _worst(iterations: list[dict[str, Any]], groups: list[dict[str, Any]], event
             "faults": [g["index"] for g in inside], "in_force": [g["index"] for g in before],
             "qp_timeouts": len(timeouts), "qp_errors": len(errors), "causes": causes}
     if baseline:
-        out["equivalent_compute"] = baseline / worst["time_ps"] if worst["time_ps"] else 0.0
+        out["equivalent_compute"] = baseline / worst["time_ps"] if worst["time_ps"] > 0 else None
     return out
+
+
+def whole_ps(value: Any) -> int | None:
+    """A time read back from results.json (edited by hand, perhaps), such as a baseline's iteration:
+    None unless it is a positive whole number of picoseconds, so no ratio with it is negative or infinite."""
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 < value < MAX_PS:
+        return None
+    return value

@@ -6,12 +6,13 @@ checkpoints), so any one of them speaks for the job; each reports the ranks it r
 
 from __future__ import annotations
 
+import math
 import statistics
 from typing import Any
 
 from emulators.gpu_server.program import DIMENSIONS
 from emulators.topology import Scenario
-from orchestrator.fault_impact import analyse_faults
+from orchestrator.fault_impact import MAX_PS, analyse_faults, whole_ps
 from orchestrator.workload.collective_test import bandwidths
 from orchestrator.workload.estimate import estimate
 
@@ -42,7 +43,7 @@ def job_results(scenario: Scenario, devices: dict[str, Any]) -> dict[str, Any] |
     interruptions = replica["interruptions"] if replica else []
     iterations = _iterations(ranks, gpus, plan.start_ps, interruptions)
     times = [it["time_ps"] for it in iterations]
-    median = int(statistics.median(times)) if times else 0
+    median = int(statistics.median(times)) if times else None  # None: no iteration completed, no figure
     last_attempt = len(interruptions)
     finished = any(it["attempt"] == last_attempt and it["iteration"] == plan.iterations - 1 for it in iterations)
     if replica and replica["stopped"]:
@@ -56,7 +57,7 @@ def job_results(scenario: Scenario, devices: dict[str, Any]) -> dict[str, Any] |
     exposed = [r["exposed_ps"] for r in ranks.values()]
     timeline_iteration = min(1, plan.iterations - 1)
     test = plan.info.get("collective_test")
-    extra = {"collective_test": test | bandwidths(test, median)} if test else {}
+    extra = {"collective_test": test | bandwidths(test, median or 0)} if test else {}
     return extra | {
         "model": plan.model,
         "parallel": plan.parallel,
@@ -66,13 +67,14 @@ def job_results(scenario: Scenario, devices: dict[str, Any]) -> dict[str, Any] |
         "iterations": iterations,
         # the median: a checkpoint save or a restart in one iteration does not skew it
         "iteration_time_ps": median,
-        "tokens_per_gpu_per_s": plan.tokens_per_iteration * 10**12 / (median * gpus) if median else 0.0,
+        "tokens_per_gpu_per_s": _ratio(plan.tokens_per_iteration * 10**12, (median or 0) * gpus),
         # throughput over the pooled GPUs' upper bound (Trial C's figure of merit)
-        "pool_efficiency": plan.flops_per_iteration * 1e12 / (median * bound_flops) if median and bound_flops else 0.0,
-        "communication_share": sum(comm) / (len(comm) * span) if comm and span else 0.0,
+        "pool_efficiency": _ratio(plan.flops_per_iteration * 1e12, (median or 0) * bound_flops),
+        "communication_share": _ratio(sum(comm), len(comm) * span) if median else None,
         # the share of time a rank communicates with nothing to compute, in a median iteration (the
         # run's time, aborted attempts included, is the denominator, so interruptions do not inflate it)
-        "exposed_communication_ps": round(sum(exposed) * median / (len(exposed) * span)) if exposed and span else 0,
+        "exposed_communication_ps": (round(sum(exposed) * median / (len(exposed) * span))
+                                     if median and exposed and span else None),
         "bytes": volumes,  # over the whole run
         "bytes_per_iteration": per_iteration,  # in the timeline's iteration
         "interruptions": interruptions,
@@ -101,15 +103,36 @@ def _estimate(scenario: Scenario) -> dict[str, Any]:
 
 def equivalent_compute(results: dict[str, Any], baseline: dict[str, Any], source: str) -> None:
     """Add to ``results`` the equivalent compute against ``baseline`` (another run's results): its
-    iteration time over this one's."""
-    job, reference = results.get("job"), baseline.get("job")
-    if not reference or not reference["iteration_time_ps"]:
-        raise ValueError(f"{source}: no completed iteration of a training job to compare with")
+    iteration time over this one's. ValueError when either has no iteration time to compare."""
+    reference = baseline_iteration_ps(baseline, source)
+    job = results.get("job")
     if not job or not job["iteration_time_ps"]:
         raise ValueError(f"{source}: this run completed no iteration of a training job to compare")
-    job["baseline"] = {"source": source, "iteration_time_ps": reference["iteration_time_ps"]}
-    job["equivalent_compute"] = reference["iteration_time_ps"] / job["iteration_time_ps"]
+    job["baseline"] = {"source": source, "iteration_time_ps": reference}
+    job["equivalent_compute"] = reference / job["iteration_time_ps"]
     analyse_faults(results)  # every iteration, the worst one and each fault, against the baseline now
+
+
+def baseline_iteration_ps(baseline: Any, source: str) -> int:
+    """The median iteration time of another run's results (read from a file: anything may be there);
+    ValueError unless it is a positive whole number of picoseconds."""
+    job = baseline.get("job") if isinstance(baseline, dict) else None
+    written = job.get("iteration_time_ps") if isinstance(job, dict) else None
+    if not written:
+        raise ValueError(f"{source}: no completed iteration of a training job to compare with")
+    time_ps = whole_ps(written)
+    if time_ps is None:
+        raise ValueError(f"{source}: job.iteration_time_ps is {repr(written)[:40]}, not a whole number of "
+                         f"picoseconds from 1 to {MAX_PS - 1}")
+    return time_ps
+
+
+def _ratio(numerator: float, denominator: float) -> float | None:
+    """A figure of merit; None where it has no meaning (nothing to divide by) or no finite value."""
+    if denominator <= 0:
+        return None
+    value = numerator / denominator
+    return value if math.isfinite(value) else None
 
 
 def _iterations(ranks: dict[str, Any], gpus: int, start_ps: int,

@@ -7,6 +7,9 @@ hosts, windows, wall seconds).
 
 from __future__ import annotations
 
+import json
+import math
+from pathlib import Path
 from typing import Any
 
 from emulators.otn.node import capacity_map
@@ -18,6 +21,7 @@ from orchestrator.partition import Plan
 from orchestrator.scenario.units import format_rate
 
 RESULTS_SCHEMA = "aicn-testbed/results/v0"
+MAX_JSON_BYTES = 1 << 30  # the most of a results.json (or inputs.json) read back: beyond, it is not ours
 
 
 def assemble(scenario: Scenario, plan: Plan, backend: str, host_results: dict[str, dict[str, Any]], *,
@@ -152,3 +156,53 @@ def fault_change(fault: FaultSpec) -> str:
 def deterministic_view(results: dict[str, Any]) -> dict[str, Any]:
     """The part of results.json that must not depend on partition, backend or wall clock."""
     return {k: v for k, v in results.items() if k != "run"}
+
+
+def null_non_finite(value: Any, path: str = "") -> list[str]:
+    """Replace every NaN and infinity inside ``value`` (dicts and lists) by None, in place, since JSON
+    holds neither; the key paths replaced, like ``job.iterations[2].equivalent_compute``."""
+    replaced = []
+    items = value.items() if isinstance(value, dict) else enumerate(value) if isinstance(value, list) else ()
+    for key, item in items:
+        where = f"{path}[{key}]" if isinstance(key, int) else f"{path}.{key}" if path else str(key)
+        if isinstance(item, float) and not math.isfinite(item):
+            value[key] = None
+            replaced.append(where)
+        elif isinstance(item, tuple) and (inside := null_non_finite(copy := list(item), where)):
+            value[key] = copy  # a tuple cannot change in place; JSON writes it as a list anyway
+            replaced += inside
+        else:
+            replaced += null_non_finite(item, where)
+    return replaced
+
+
+def read_json(path: Path, max_bytes: int = MAX_JSON_BYTES) -> Any:
+    """A JSON file the testbed wrote (results.json, inputs.json), read with bounds: a regular file of at
+    most ``max_bytes`` and finite numbers only. ValueError saying what is wrong (OSError to read it)."""
+    if not path.is_file():  # not a device, a FIFO or a directory: they can be endless or block
+        raise ValueError(f"{path} is not a regular file" if path.exists() else f"no {path.name} in {path.parent}")
+    with path.open("rb") as f:
+        data = f.read(max_bytes + 1)
+    if len(data) > max_bytes:
+        raise ValueError(f"{path} is larger than {max_bytes >> 20} MiB, more than a run writes")
+    try:
+        return json.loads(data, parse_constant=_no_constant, parse_float=_finite)
+    except json.JSONDecodeError as e:
+        raise ValueError(f"{path} is not valid JSON (line {e.lineno}, column {e.colno}: {e.msg})") from None
+    except UnicodeDecodeError as e:
+        raise ValueError(f"{path} is not UTF-8 text (bad byte at offset {e.start})") from None
+    except RecursionError:
+        raise ValueError(f"{path} nests deeper than any results do") from None
+    except ValueError as e:  # a NaN, an infinity, an integer of too many digits
+        raise ValueError(f"{path} {e}") from None
+
+
+def _no_constant(name: str) -> float:
+    raise ValueError(f"holds {name}, which results never contain")
+
+
+def _finite(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        raise ValueError(f"holds {text}, too large for a number in results")
+    return value

@@ -5,14 +5,21 @@ it as to a router. ``prefix.target`` picks the device; a host with one device ne
 Telemetry timestamps are virtual time in ns. A Set is checked at once and put in force at the
 host's next window boundary (between windows nothing runs); ``ManagementState.inputs`` records
 each applied change with the virtual time it took effect.
+
+Every request is bounded (bytes, paths, leaves read) and a STREAM subscriber's backlog too: a reader
+that falls behind is dropped with RESOURCE_EXHAUSTED; the window loop never waits for one.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
-from collections.abc import AsyncIterator, Callable
+import math
+from collections import deque
+from collections.abc import AsyncGenerator, AsyncIterator, Callable
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 import grpc
@@ -22,7 +29,7 @@ from pygnmi.spec.v080 import gnmi_pb2, gnmi_pb2_grpc
 from emulators.kernel.device import Device
 from emulators.runtime import INPUT_KEYS, HostRuntime
 from services import gnmi_paths
-from services.gnmi_paths import Change, InvalidPath, InvalidValue, Path, PathNotFound
+from services.gnmi_paths import Change, InvalidPath, InvalidValue, Leaf, Path, PathNotFound, Snapshot
 from services.interceptors import bearer_ok
 
 log = structlog.get_logger("gnmi")
@@ -36,12 +43,33 @@ SET_INDEX = 1 << 40  # timeline order of Sets: after every fault (scenario or in
 SHARED_SET_INDEX = 1 << 56  # Sets of links between hosts: after the others, by device id then sequence
 DEVICE_SHIFT = 32  # SHARED_SET_INDEX + (device id << DEVICE_SHIFT) + the host's sequence
 
+# Limits: each answers RESOURCE_EXHAUSTED naming itself. The host's gRPC takes 1 GiB messages (frame
+# batches); gNMI's own bound is checked on each request as it arrives.
+MAX_REQUEST_BYTES = 1 << 20  # one gNMI request: 1,000 keyed paths take about 75 KB
+MAX_PATHS = 1_000  # paths of a Get or Subscribe, updates of a Set: a device's whole state is one path
+# leaves one request looks at (its paths' candidates summed: ~0.7 s, ~7 MB of reply), and leaves the STREAM
+# subscriptions of a host sample at one boundary together (what the window loop spends on them)
+MAX_LEAVES = 100_000
+MAX_PENDING = 10_000  # Set changes waiting for the next window boundary: a client must let windows run
+MAX_SUBSCRIPTIONS = 16  # open Subscribe streams per host: each STREAM one samples at the boundaries it is due
+MAX_QUEUED_LEAVES = 200_000  # sampled leaves a STREAM subscriber has not taken (~16 MB): a reader so far behind is gone
+LEAVES_PER_STEP = 5_000  # leaves read between two yields to the event loop (a few ms): windows run meanwhile
+# JSON values from a client (a Set's value here, a fault in the control service), INVALID_ARGUMENT beyond
+MAX_JSON_DEPTH = 32  # nesting: a Set's container or a fault needs three or four
+MAX_JSON_DIGITS = 40  # digits of an integer: 2**128 has 39; int() of a long digit string is slow (and limited)
+MAX_MESSAGE_CHARS = 500  # of an error message quoting a client's text: clients take 8 KiB of status, percent-encoded
+
+
+def clipped(message: str) -> str:
+    """``message`` cut to MAX_MESSAGE_CHARS: what fits a gRPC status."""
+    return message if len(message) <= MAX_MESSAGE_CHARS else message[:MAX_MESSAGE_CHARS - 1] + "…"
+
 
 class RequestError(Exception):
     def __init__(self, code: grpc.StatusCode, message: str) -> None:
         super().__init__(message)
         self.code = code
-        self.message = message
+        self.message = clipped(message)
 
 
 @dataclass
@@ -88,7 +116,8 @@ class ManagementState:
         self.pending.clear()
 
     def finished_window(self, window_end_ps: int) -> None:
-        """Each STREAM subscription samples now, synchronously: the state is that of this boundary."""
+        """Each STREAM subscription samples now, synchronously: the state is that of this boundary.
+        Samples are queued, never awaited: a reader that falls behind is dropped, not waited for."""
         for sample in list(self.samplers):
             try:
                 sample(window_end_ps)
@@ -138,20 +167,64 @@ def typed(value: Any, encoding: int) -> Any:
     return gnmi_pb2.TypedValue(string_val=str(value))
 
 
+def read_json(text: str | bytes, what: str) -> Any:
+    """JSON from a management client; ValueError saying what of ``what`` is wrong: not JSON, NaN or a
+    number out of range, an integer of more than MAX_JSON_DIGITS digits, or nesting deeper than
+    MAX_JSON_DEPTH (the size is the caller's to bound)."""
+
+    def integer(digits: str) -> int:
+        count = len(digits.lstrip("-"))
+        if count > MAX_JSON_DIGITS:
+            raise ValueError(f"{what} has an integer of {count} digits; at most {MAX_JSON_DIGITS} are taken")
+        return int(digits)
+
+    def real(digits: str) -> float:
+        number = float(digits)
+        if not math.isfinite(number):
+            raise ValueError(f"{what} has {digits[:24]}, beyond the range of a number")
+        return number
+
+    def constant(name: str) -> Any:
+        raise ValueError(f"{what} has {name}, which is not a number")
+
+    deep = ValueError(f"{what} is nested deeper than {MAX_JSON_DEPTH} levels")
+    try:
+        value = json.loads(text, parse_int=integer, parse_float=real, parse_constant=constant)
+    except RecursionError:
+        raise deep from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise ValueError(f"{what} is not JSON: {e}") from None
+    containers = [(value, 1)]
+    while containers:
+        item, depth = containers.pop()
+        inner = item.values() if isinstance(item, dict) else item if isinstance(item, list) else None
+        if inner is None:
+            continue
+        if depth > MAX_JSON_DEPTH:
+            raise deep
+        containers += [(x, depth + 1) for x in inner]
+    return value
+
+
 def value_of(val: Any, where: str) -> Any:
     """A Set's TypedValue as Python; INVALID_ARGUMENT for what the testbed cannot take."""
     kind = val.WhichOneof("value")
     if kind in ("json_val", "json_ietf_val"):
         try:
-            return json.loads(getattr(val, kind))
-        except (ValueError, UnicodeDecodeError) as e:
-            raise RequestError(grpc.StatusCode.INVALID_ARGUMENT,
-                               f"{where}: the JSON value does not parse: {e}") from None
+            return read_json(getattr(val, kind), f"{where}: the value")
+        except ValueError as e:
+            raise RequestError(grpc.StatusCode.INVALID_ARGUMENT, str(e)) from None
     if kind in ("uint_val", "int_val", "bool_val", "string_val", "double_val", "float_val", "ascii_val"):
         return getattr(val, kind)
     raise RequestError(grpc.StatusCode.INVALID_ARGUMENT,
                        f"{where}: value type {kind or 'none'} is not accepted; send json, json_ietf, uint, int, "
                        f"bool, double or string")
+
+
+def updating(responses: list[Any]) -> Any:
+    """A new SubscribeResponse at the end of ``responses``: its notification, to fill."""
+    responses.append(gnmi_pb2.SubscribeResponse())
+    return responses[-1].update
 
 
 def check_encoding(encoding: int) -> int:
@@ -161,10 +234,58 @@ def check_encoding(encoding: int) -> int:
     return encoding
 
 
+class Subscriber:
+    """A STREAM subscription's samples that gRPC has not taken yet. The window loop adds to them and
+    never waits: past MAX_QUEUED_LEAVES (a reader too slow, or gone) they are freed and the stream
+    ends with RESOURCE_EXHAUSTED, ended from outside the handler, which may be stuck on a full stream."""
+
+    def __init__(self, context: grpc.aio.ServicerContext) -> None:
+        self.context = context
+        self.queue: deque[Any] = deque()
+        self.leaves = 0
+        self.ready = asyncio.Event()
+        self.ending: asyncio.Task[None] | None = None
+
+    def put(self, response: Any) -> bool:
+        """Queue a sample; False once the subscriber is dropped (this one or an earlier one overflowed)."""
+        if self.ending is not None:
+            return False
+        self.leaves += len(response.update.update)
+        if self.leaves > MAX_QUEUED_LEAVES:
+            self.queue.clear()
+            message = (f"this subscriber left more than {MAX_QUEUED_LEAVES} sampled leaves unread "
+                       f"(MAX_QUEUED_LEAVES); read faster, or subscribe to fewer paths or a longer sample_interval")
+            log.warning("gNMI subscriber dropped", peer=self.context.peer(), reason="MAX_QUEUED_LEAVES")
+            self.ending = asyncio.ensure_future(self._end(message))
+        else:
+            self.queue.append(response)
+        self.ready.set()
+        return self.ending is None
+
+    async def _end(self, message: str) -> None:
+        with contextlib.suppress(grpc.aio.AbortError):  # raised to stop a handler; here the status is the point
+            await self.context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, message)
+
+    async def responses(self) -> AsyncIterator[Any]:
+        while True:
+            await self.ready.wait()
+            self.ready.clear()
+            while self.queue:
+                response = self.queue.popleft()
+                self.leaves -= len(response.update.update)
+                yield response
+            if self.ending is not None:
+                await self.ending
+                return
+
+
 class Gnmi(gnmi_pb2_grpc.gNMIServicer):
     def __init__(self, host: Any, management: ManagementState) -> None:
         self.host = host  # services.host.HostState: its runtime appears on Load
         self.management = management
+        self.subscriptions = 0  # Subscribe streams open
+        self._streams: dict[Callable[[int], None], int] = {}  # STREAM samplers and the leaves each looks at
+        self._proto_paths: dict[Path, Any] = {}  # leaf paths as protobuf, built once: most of a reply's cost
 
     # -- helpers ----------------------------------------------------------------------------------
     def _authorize(self, context: grpc.aio.ServicerContext) -> None:
@@ -192,23 +313,73 @@ class Gnmi(gnmi_pb2_grpc.gNMIServicer):
                                                           f"it runs {', '.join(sorted(runtime.devices))}")
         return device
 
-    def _notifications(self, runtime: HostRuntime, target: str, device: Device, patterns: list[Path],
-                       encoding: int, data_type: int = gnmi_pb2.GetRequest.ALL) -> list[Any]:
-        timestamp = runtime.window_end // 1000  # virtual time, ns
-        out = []
+    @staticmethod
+    def _bounded(request: Any, paths: int, what: str) -> None:
+        """RESOURCE_EXHAUSTED for a request over MAX_REQUEST_BYTES or with more than MAX_PATHS ``what``."""
+        size = request.ByteSize()
+        if size > MAX_REQUEST_BYTES:
+            raise RequestError(grpc.StatusCode.RESOURCE_EXHAUSTED,
+                               f"the request is {size} bytes; gNMI takes at most {MAX_REQUEST_BYTES} "
+                               f"(MAX_REQUEST_BYTES)")
+        if paths > MAX_PATHS:
+            raise RequestError(grpc.StatusCode.RESOURCE_EXHAUSTED,
+                               f"the request has {paths} {what}; at most {MAX_PATHS} are taken (MAX_PATHS): split it")
+
+    @staticmethod
+    def _affordable(snapshot: Snapshot, patterns: list[Path]) -> int:
+        """The leaves reading ``patterns`` looks at; RESOURCE_EXHAUSTED beyond MAX_LEAVES."""
+        leaves = sum(len(snapshot.candidates(p)) for p in patterns)
+        if leaves > MAX_LEAVES:
+            raise RequestError(grpc.StatusCode.RESOURCE_EXHAUSTED,
+                               f"the {len(patterns)} paths cover {leaves} leaves of {snapshot.device.name}; at most "
+                               f"{MAX_LEAVES} are read per request (MAX_LEAVES): ask for fewer or narrower paths")
+        return leaves
+
+    @staticmethod
+    def _selected(snapshot: Snapshot, pattern: Path, data_type: int = gnmi_pb2.GetRequest.ALL) -> list[Leaf]:
+        try:
+            found = snapshot.select(pattern)
+        except PathNotFound as e:
+            raise RequestError(grpc.StatusCode.NOT_FOUND, str(e)) from None
+        if data_type == gnmi_pb2.GetRequest.CONFIG:
+            return [leaf for leaf in found if any(name == "config" for name, _ in leaf[0])]
+        if data_type in (gnmi_pb2.GetRequest.STATE, gnmi_pb2.GetRequest.OPERATIONAL):
+            return [leaf for leaf in found if all(name != "config" for name, _ in leaf[0])]
+        return found
+
+    def _write(self, notification: Any, found: list[Leaf], timestamp: int, target: str, encoding: int) -> None:
+        """``found`` into ``notification``, built in place: a copy of a large reply costs as much again."""
+        notification.timestamp = timestamp
+        notification.prefix.target = target
+        paths = self._proto_paths
+        if len(paths) > MAX_LEAVES:  # leaf paths are the devices' own, so this hardly happens
+            paths.clear()
+        updates = notification.update
+        for path, value in found:
+            proto = paths.get(path)
+            if proto is None:
+                proto = paths[path] = to_proto_path(path)
+            updates.add(path=proto, val=typed(value, encoding))
+
+    async def _read(self, add: Callable[[], Any], snapshot: Snapshot, timestamp: int, target: str,
+                    patterns: list[Path], encoding: int, data_type: int = gnmi_pb2.GetRequest.ALL,
+                    skip_missing: bool = False) -> None:
+        """Write the leaves of each pattern, all of one snapshot, into a notification from ``add()``,
+        letting the event loop run every LEAVES_PER_STEP leaves looked at. NOT_FOUND for a pattern
+        that names nothing, unless ``skip_missing``: then it adds none."""
+        done = 0
         for pattern in patterns:
             try:
-                found = gnmi_paths.select(device, pattern)
-            except PathNotFound as e:
-                raise RequestError(grpc.StatusCode.NOT_FOUND, str(e)) from None
-            if data_type == gnmi_pb2.GetRequest.CONFIG:
-                found = [leaf for leaf in found if any(name == "config" for name, _ in leaf[0])]
-            elif data_type in (gnmi_pb2.GetRequest.STATE, gnmi_pb2.GetRequest.OPERATIONAL):
-                found = [leaf for leaf in found if all(name != "config" for name, _ in leaf[0])]
-            updates = [gnmi_pb2.Update(path=to_proto_path(p), val=typed(v, encoding)) for p, v in found]
-            out.append(gnmi_pb2.Notification(timestamp=timestamp, prefix=gnmi_pb2.Path(target=target),
-                                             update=updates))
-        return out
+                found = self._selected(snapshot, pattern, data_type)
+            except RequestError:
+                if skip_missing:
+                    continue
+                raise
+            self._write(add(), found, timestamp, target, encoding)
+            done += len(snapshot.candidates(pattern))
+            if done >= LEAVES_PER_STEP:
+                done = 0
+                await asyncio.sleep(0)
 
     # -- the four RPCs ----------------------------------------------------------------------------
     async def Capabilities(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
@@ -224,6 +395,7 @@ class Gnmi(gnmi_pb2_grpc.gNMIServicer):
     async def Get(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
         try:
             self._authorize(context)
+            self._bounded(request, len(request.path), "paths")
             runtime = self._runtime()
             encoding = check_encoding(request.encoding)
             if request.type not in gnmi_pb2.GetRequest.DataType.values():
@@ -231,14 +403,19 @@ class Gnmi(gnmi_pb2_grpc.gNMIServicer):
             target = request.prefix.target
             device = self._device(runtime, target)
             patterns = [path_of(request.prefix, p) for p in request.path] or [path_of(request.prefix, gnmi_pb2.Path())]
-            notifications = self._notifications(runtime, target, device, patterns, encoding, request.type)
+            snapshot = Snapshot(device)  # the state of this boundary, though windows may run while it is read
+            self._affordable(snapshot, patterns)
+            response = gnmi_pb2.GetResponse()
+            await self._read(response.notification.add, snapshot, runtime.window_end // 1000, target, patterns,
+                             encoding, request.type)
         except RequestError as e:
             await context.abort(e.code, e.message)
-        return gnmi_pb2.GetResponse(notification=notifications)
+        return response
 
     async def Set(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
         try:
             self._authorize(context)
+            self._bounded(request, len(request.replace) + len(request.update) + len(request.delete), "updates")
             runtime = self._runtime()
             device = self._device(runtime, request.prefix.target)
             if request.delete:
@@ -257,12 +434,20 @@ class Gnmi(gnmi_pb2_grpc.gNMIServicer):
                     except InvalidValue as e:
                         raise RequestError(grpc.StatusCode.INVALID_ARGUMENT, str(e)) from None
                     results.append(gnmi_pb2.UpdateResult(path=update.path, op=op))
+            if len(updates) > MAX_PATHS:
+                raise RequestError(grpc.StatusCode.RESOURCE_EXHAUSTED,
+                                   f"the Set's values name {len(updates)} leaves; at most {MAX_PATHS} are taken "
+                                   f"(MAX_PATHS): split it")
             try:
                 changes = gnmi_paths.plan_set(device, updates, runtime.local_links)
             except PathNotFound as e:
                 raise RequestError(grpc.StatusCode.NOT_FOUND, str(e)) from None
             except InvalidValue as e:
                 raise RequestError(grpc.StatusCode.INVALID_ARGUMENT, str(e)) from None
+            if len(self.management.pending) + len(changes) > MAX_PENDING:
+                raise RequestError(grpc.StatusCode.RESOURCE_EXHAUSTED,
+                                   f"{len(self.management.pending)} changes already wait for the next window "
+                                   f"boundary; at most {MAX_PENDING} may (MAX_PENDING): let the run go on first")
         except RequestError as e:
             await context.abort(e.code, e.message)
         self.management.pending.extend(changes)  # all or nothing: every update was checked first
@@ -271,70 +456,105 @@ class Gnmi(gnmi_pb2_grpc.gNMIServicer):
     async def Subscribe(self, request_iterator: AsyncIterator[Any], context: grpc.aio.ServicerContext) -> Any:
         try:
             self._authorize(context)
-            first = await anext(aiter(request_iterator), None)
-            if first is None or first.WhichOneof("request") != "subscribe":
-                raise RequestError(grpc.StatusCode.INVALID_ARGUMENT, "the first SubscribeRequest must be a subscribe")
-            runtime = self._runtime()
-            spec = first.subscribe
-            encoding = check_encoding(spec.encoding)
-            if spec.mode not in gnmi_pb2.SubscriptionList.Mode.values():
-                raise RequestError(grpc.StatusCode.INVALID_ARGUMENT, f"subscription list mode {spec.mode} is unknown")
-            target = spec.prefix.target
-            device = self._device(runtime, target)
-            subs = [(path_of(spec.prefix, s.path), s) for s in spec.subscription] or \
-                [(path_of(spec.prefix, gnmi_pb2.Path()), gnmi_pb2.Subscription())]
-            patterns = [p for p, _ in subs]
-            initial = self._notifications(runtime, target, device, patterns, encoding)
-            timestamp = runtime.window_end // 1000
+            if self.subscriptions >= MAX_SUBSCRIPTIONS:
+                raise RequestError(grpc.StatusCode.RESOURCE_EXHAUSTED,
+                                   f"host {self.host.name} serves {self.subscriptions} subscriptions, as many as it "
+                                   f"takes (MAX_SUBSCRIPTIONS); close one first")
         except RequestError as e:
             await context.abort(e.code, e.message)
-        if spec.mode != gnmi_pb2.SubscriptionList.STREAM:
-            for n in initial:
-                yield gnmi_pb2.SubscribeResponse(update=n)
+        self.subscriptions += 1
+        try:
+            async with contextlib.aclosing(self._subscription(request_iterator, context)) as responses:
+                async for response in responses:
+                    yield response
+        finally:
+            self.subscriptions -= 1
+
+    async def _subscription(self, request_iterator: AsyncIterator[Any],
+                            context: grpc.aio.ServicerContext) -> AsyncGenerator[Any, None]:
+        sample = None
+        try:
+            try:
+                first = await anext(aiter(request_iterator), None)
+                if first is None or first.WhichOneof("request") != "subscribe":
+                    raise RequestError(grpc.StatusCode.INVALID_ARGUMENT,
+                                       "the first SubscribeRequest must be a subscribe")
+                spec = first.subscribe
+                self._bounded(first, len(spec.subscription), "subscriptions")
+                runtime = self._runtime()
+                encoding = check_encoding(spec.encoding)
+                if spec.mode not in gnmi_pb2.SubscriptionList.Mode.values():
+                    raise RequestError(grpc.StatusCode.INVALID_ARGUMENT,
+                                       f"subscription list mode {spec.mode} is unknown")
+                target = spec.prefix.target
+                device = self._device(runtime, target)
+                subs = [(path_of(spec.prefix, s.path), s) for s in spec.subscription] or \
+                    [(path_of(spec.prefix, gnmi_pb2.Path()), gnmi_pb2.Subscription())]
+                patterns = [p for p, _ in subs]
+                snapshot = Snapshot(device)
+                leaves = self._affordable(snapshot, patterns)
+                timestamp = runtime.window_end // 1000
+                if spec.mode == gnmi_pb2.SubscriptionList.STREAM:
+                    sampled = sum(n for f, n in self._streams.items() if f in self.management.samplers)
+                    if sampled + leaves > MAX_LEAVES:
+                        raise RequestError(grpc.StatusCode.RESOURCE_EXHAUSTED, (
+                            f"the STREAM subscriptions of host {self.host.name} sample {sampled} leaves already; "
+                            f"this one would add {leaves}, past {MAX_LEAVES} (MAX_LEAVES): subscribe to fewer or "
+                            f"narrower paths"))
+                    # registered at the snapshot: no window boundary after the initial state is missed
+                    subscriber = Subscriber(context)
+                    sample = self._sampler(runtime, target, device, subs, encoding, timestamp, subscriber)
+                    self._streams[sample] = leaves
+                    self.management.samplers.add(sample)
+                initial: list[Any] = []
+                await self._read(partial(updating, initial), snapshot, timestamp, target, patterns, encoding)
+            except RequestError as e:
+                await context.abort(e.code, e.message)
+            for response in initial:
+                yield response
             yield gnmi_pb2.SubscribeResponse(sync_response=True)
-            if spec.mode == gnmi_pb2.SubscriptionList.POLL:
+            if sample is not None:
+                async for response in subscriber.responses():
+                    yield response
+            elif spec.mode == gnmi_pb2.SubscriptionList.POLL:
                 async for poll in request_iterator:
                     if poll.WhichOneof("request") != "poll":
                         await context.abort(grpc.StatusCode.INVALID_ARGUMENT,
                                             "a POLL subscription takes only poll requests")
-                    for n in self._poll(runtime, target, device, patterns, encoding):
-                        yield gnmi_pb2.SubscribeResponse(update=n)
+                    polled: list[Any] = []
+                    await self._read(partial(updating, polled), Snapshot(device), runtime.window_end // 1000,
+                                     target, patterns, encoding, skip_missing=True)
+                    for response in polled:
+                        yield response
                     yield gnmi_pb2.SubscribeResponse(sync_response=True)
-            return
-        # registered before anything is sent: no window boundary after the initial state is missed
-        sample, samples = self._sampler(runtime, target, device, subs, encoding, first_ns=timestamp)
-        self.management.samplers.add(sample)
-        try:
-            for n in initial:
-                yield gnmi_pb2.SubscribeResponse(update=n)
-            yield gnmi_pb2.SubscribeResponse(sync_response=True)
-            while True:
-                yield await samples.get()
         finally:
-            self.management.samplers.discard(sample)
-
-    def _poll(self, runtime: HostRuntime, target: str, device: Device, patterns: list[Path],
-              encoding: int) -> list[Any]:
-        try:
-            return self._notifications(runtime, target, device, patterns, encoding)
-        except RequestError:
-            return []  # a path that named something at subscription time may not now: nothing to send
+            if sample is not None:
+                self.management.samplers.discard(sample)
+                del self._streams[sample]
 
     def _sampler(self, runtime: HostRuntime, target: str, device: Device, subs: list[tuple[Path, Any]],
-                 encoding: int, first_ns: int) -> tuple[Callable[[int], None], asyncio.Queue[Any]]:
+                 encoding: int, first_ns: int, subscriber: Subscriber) -> Callable[[int], None]:
         """One sample per subscription each time a window boundary reaches its next sample time (a
         multiple of its interval, virtual ns); the sample is the state at that boundary, taken by the
-        window loop itself, so a slow reader gets late samples, never wrong ones."""
+        window loop itself, so a slow reader gets late samples, never wrong ones, until it is dropped."""
         intervals = [s.sample_interval or DEFAULT_SAMPLE_NS for _, s in subs]
         due = [(first_ns // i + 1) * i for i in intervals]
-        samples: asyncio.Queue[Any] = asyncio.Queue()
 
         def sample(window_end_ps: int) -> None:
             now_ns = window_end_ps // 1000
+            snapshot = None
             for k, (pattern, _) in enumerate(subs):
                 if now_ns >= due[k]:
                     due[k] = (now_ns // intervals[k] + 1) * intervals[k]
-                    for n in self._poll(runtime, target, device, [pattern], encoding):
-                        samples.put_nowait(gnmi_pb2.SubscribeResponse(update=n))
+                    snapshot = snapshot or Snapshot(device)
+                    try:
+                        found = self._selected(snapshot, pattern)
+                    except RequestError:
+                        continue  # a path that named something at subscription time may not now
+                    response = gnmi_pb2.SubscribeResponse()
+                    self._write(response.update, found, now_ns, target, encoding)
+                    if not subscriber.put(response):
+                        self.management.samplers.discard(sample)
+                        return
 
-        return sample, samples
+        return sample

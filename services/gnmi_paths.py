@@ -2,7 +2,8 @@
 
 A path is a tuple of elements ``(name, keys)``, keys a sorted tuple of ``(key, value)`` pairs, as in
 gNMI's PathElem. ``leaves(device)`` lists every leaf a device has with its value now; ``select``
-picks those under a requested path (``*`` matches any name or key value, ``...`` any depth below).
+picks those under a requested path (``*`` matches any name or key value, ``...`` any depth below),
+``Snapshot`` does so for many paths over one reading of the device.
 ``plan_set`` checks a Set against a device and returns the changes to apply, or raises
 ``PathNotFound`` / ``InvalidValue``; applying them is the host's business (at a window boundary).
 """
@@ -261,12 +262,41 @@ def matches(pattern: Path, path: Path) -> bool:
     return True
 
 
+class Snapshot:
+    """A device's leaves at one moment, indexed by the element names along their paths: a request of
+    many paths costs each path the leaves under its literal prefix, not a scan of every leaf. The
+    values are copies: the device may run on while the snapshot is read."""
+
+    def __init__(self, device: Device) -> None:
+        self.device = device
+        self.leaves = leaves(device)
+        self._under: dict[tuple[str, ...], list[Leaf]] = {}
+        for leaf in self.leaves:
+            names = tuple(name for name, _ in leaf[0])
+            for depth in range(len(names) + 1):
+                self._under.setdefault(names[:depth], []).append(leaf)
+
+    def candidates(self, pattern: Path) -> list[Leaf]:
+        """The leaves under the names ``pattern`` starts with, up to its first wildcard: a superset
+        of what it selects."""
+        literal: list[str] = []
+        for name, _ in pattern:
+            if name in ("*", "..."):
+                break
+            literal.append(name)
+        return self._under.get(tuple(literal), [])
+
+    def select(self, pattern: Path) -> list[Leaf]:
+        """The leaves at or under ``pattern``; PathNotFound if there are none."""
+        found = [leaf for leaf in self.candidates(pattern) if matches(pattern, leaf[0])]
+        if not found:
+            raise PathNotFound(f"{self.device.name} ({self.device.kind}) has nothing at {render(pattern)}")
+        return found
+
+
 def select(device: Device, pattern: Path) -> list[Leaf]:
-    """The leaves at or under ``pattern``; PathNotFound if there are none."""
-    found = [(path, value) for path, value in leaves(device) if matches(pattern, path)]
-    if not found:
-        raise PathNotFound(f"{device.name} ({device.kind}) has nothing at {render(pattern)}")
-    return found
+    """The leaves of ``device`` at or under ``pattern``; PathNotFound if there are none."""
+    return Snapshot(device).select(pattern)
 
 
 # -- writing ---------------------------------------------------------------------------------------

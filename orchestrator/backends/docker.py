@@ -18,7 +18,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
-import signal
 import socket
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -30,8 +29,17 @@ import docker.errors
 import structlog
 
 from emulators.topology import Scenario
-from orchestrator.backends.remote import RemoteHost, load_and_connect, wait_until_serving
-from orchestrator.coordinator import HostFailed
+from orchestrator.backends.remote import (
+    RemoteHost,
+    explain,
+    load_and_connect,
+    run_token,
+    signal_name,
+    stopped_on,
+    token_environment,
+    wait_until_serving,
+)
+from orchestrator.coordinator import HostFailed, gather_all
 from orchestrator.deploy import DOCKER_NETWORKS, HOST_PORT, DeployError, DeployOptions, dns_label, host_names
 from orchestrator.partition import Plan
 from services.host import TOKEN_ENV
@@ -81,9 +89,11 @@ class HostSpec:
 
 
 def host_specs(scenario: str, plan: Plan, run_id: str, options: DeployOptions,
-               loopback_ports: dict[str, int] | None = None) -> list[HostSpec]:
+               loopback_ports: dict[str, int] | None = None, token: str | None = None) -> list[HostSpec]:
     """The containers of ``plan``'s hosts. In host network mode each host needs its own port on
-    127.0.0.1 (``loopback_ports``); in bridge mode they all serve on HOST_PORT."""
+    127.0.0.1 (``loopback_ports``); in bridge mode they all serve on HOST_PORT. ``token`` is the run's
+    (remote.run_token()); by default TESTBED_TOKEN, if set."""
+    environment = token_environment(token or os.environ.get(TOKEN_ENV))
     if options.docker_network not in DOCKER_NETWORKS:
         raise DeployError(f"unknown docker network mode {options.docker_network!r}; "
                           f"choose one of {', '.join(DOCKER_NETWORKS)}")
@@ -116,9 +126,8 @@ def host_specs(scenario: str, plan: Plan, run_id: str, options: DeployOptions,
             "healthcheck": {"test": ["CMD", "python", "-m", "orchestrator.deploy.probe", probe], **HEALTHCHECK},
             **network,
         }
-        token = os.environ.get(TOKEN_ENV)
-        if token:  # the hosts' gNMI asks for the same token as with the process backend
-            run_kwargs["environment"] = {TOKEN_ENV: token}
+        if environment:  # the hosts ask for the same token as with the process backend
+            run_kwargs["environment"] = environment
         specs.append(HostSpec(host, name, listen, peer_address, run_kwargs))
     return specs
 
@@ -179,7 +188,11 @@ class DockerCluster:
             await asyncio.to_thread(host.container.kill)
 
     async def alive(self) -> list[DockerHost]:
-        states = await asyncio.to_thread(self._states)
+        try:
+            states = await asyncio.to_thread(self._states)
+        except docker.errors.DockerException as e:  # the engine is busy: every host may still answer
+            log.warning("cannot list containers", error=str(e))
+            return list(self.hosts)
         return [h for h in self.hosts if states.get(h.spec.name) == "running"]
 
     async def stop(self, grace_s: float = 5.0) -> None:
@@ -199,21 +212,28 @@ def describe_exit(container: Any, lines: int = 5) -> str:
     """Why a container is not running, with the last lines of its log."""
     try:
         container.reload()
-        state = container.attrs["State"]
-        reason = f"container {container.name} {state['Status']}"
-        if state["Status"] in ("exited", "dead"):
-            code = state["ExitCode"]
-            reason += f" with code {code}"
-            if state.get("OOMKilled"):
-                reason += " (out of memory)"
-            elif code > 128:  # the engine reports a signal as 128 + its number
-                with contextlib.suppress(ValueError):
-                    reason += f" ({signal.Signals(code - 128).name})"
-        tail = container.logs(stdout=False, stderr=True, tail=lines).decode(errors="replace").strip()
     except docker.errors.NotFound:
         return f"container {container.name} was removed"
-    tail = " | ".join(tail.splitlines())
-    return reason + (f"; last log lines: {tail}" if tail else "")
+    except docker.errors.DockerException as e:
+        return f"container {container.name}: the engine cannot tell its state ({e})"
+    state = container.attrs["State"]
+    if state["Status"] == "removing":
+        return f"container {container.name} was removed"
+    try:
+        tail = container.logs(stdout=False, stderr=True, tail=lines).decode(errors="replace").strip().splitlines()
+    except docker.errors.DockerException:  # gone meanwhile, or dead: its state says enough
+        tail = []
+    reason = f"container {container.name} {state['Status']}"
+    if state["Status"] in ("exited", "dead"):
+        code = state["ExitCode"]
+        reason += f" with code {code}"
+        if state.get("OOMKilled"):
+            reason += " (out of memory)"
+        elif code > 128:  # the engine reports a signal as 128 + its number
+            reason += f" ({signal_name(code - 128)})"
+        elif (on := stopped_on(tail)) is not None:  # the host stopped itself on it (docker stop)
+            reason += f" after {on}"
+    return reason + (f"; last log lines: {' | '.join(tail)}" if tail else "")
 
 
 def remove(client: Any, scenario: str | None = None) -> tuple[list[str], list[str]]:
@@ -247,7 +267,10 @@ def _coordinator_address(container: Any, spec: HostSpec) -> str:
     """Where this machine reaches the host: its loopback port, or the port published for it."""
     if "ports" not in spec.run_kwargs:
         return spec.listen
-    container.reload()
+    try:
+        container.reload()
+    except docker.errors.NotFound:
+        raise HostFailed(spec.host, f"container {spec.name} was removed") from None
     published = (container.attrs["NetworkSettings"]["Ports"] or {}).get(f"{HOST_PORT}/tcp") or []
     if not published:
         raise HostFailed(spec.host, describe_exit(container))
@@ -263,7 +286,8 @@ async def launch(scenario: Scenario, plan: Plan, run_id: str, log_dir: Path, win
     ports = None
     if options.docker_network == "host":
         ports = dict(zip(plan.hosts, free_loopback_ports(len(plan.hosts)), strict=True))
-    specs = host_specs(scenario.name, plan, run_id, options, ports)
+    token = run_token()
+    specs = host_specs(scenario.name, plan, run_id, options, ports, token)
     try:
         await asyncio.to_thread(client.images.get, options.image)
     except docker.errors.ImageNotFound:
@@ -284,22 +308,34 @@ async def launch(scenario: Scenario, plan: Plan, run_id: str, log_dir: Path, win
         log.info("container started", host=h.name, container=h.spec.name)
     cluster = DockerCluster(client, hosts, run_id, log_dir)
     try:
-        await asyncio.gather(*(_await_serving(h) for h in hosts))
+        await gather_all(_await_serving(h, token) for h in hosts)
         await load_and_connect(list(hosts), scenario, plan, run_id, {h.name: h.spec.peer_address for h in hosts})
+    except HostFailed as e:
+        failure = await explain(cluster, e)
+        await cluster.stop()
+        raise failure from None
     except BaseException:
         await cluster.stop()
         raise
     return cluster
 
 
-async def _await_serving(host: DockerHost) -> None:
-    host.attach(await asyncio.to_thread(_coordinator_address, host.container, host.spec))
+async def _await_serving(host: DockerHost, token: str) -> None:
+    host.attach(await asyncio.to_thread(_coordinator_address, host.container, host.spec), token)
 
-    async def gone() -> str | None:
-        await asyncio.to_thread(host.container.reload)
+    def why_gone() -> str | None:
+        try:
+            host.container.reload()
+        except docker.errors.NotFound:
+            return f"container {host.spec.name} was removed"
+        except docker.errors.DockerException:  # the engine is busy: the health checks go on until the timeout
+            return None
         if host.container.status in ("created", "running"):
             return None
-        return await asyncio.to_thread(describe_exit, host.container)
+        return describe_exit(host.container)
+
+    async def gone() -> str | None:
+        return await asyncio.to_thread(why_gone)
 
     await wait_until_serving(host, STARTUP_TIMEOUT_S, gone)
 

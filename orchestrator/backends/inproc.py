@@ -10,7 +10,7 @@ from typing import Any
 
 from emulators.runtime import BusMessage, HostRuntime, earliest_arrival
 from emulators.topology import Scenario
-from orchestrator.coordinator import HostHandle, Report
+from orchestrator.coordinator import Report
 from orchestrator.partition import Plan
 
 
@@ -41,8 +41,12 @@ class InprocHost:
     async def results(self) -> dict[str, Any]:
         return self.runtime.results()
 
+    def reached_ps(self) -> int:
+        """The virtual time its engine has reached, in the middle of a window too."""
+        return self.runtime.engine.now
 
-def start_inproc(scenario: Scenario, plan: Plan) -> list[HostHandle]:
+
+def start_inproc(scenario: Scenario, plan: Plan) -> list[InprocHost]:
     peers: dict[str, InprocHost] = {}
     for host in plan.hosts:
         peers[host] = InprocHost(HostRuntime(scenario, host, plan.assignment), peers)

@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import os
 import re
 import shutil
 from collections.abc import Awaitable, Callable
@@ -24,11 +25,12 @@ from typing import Any
 import structlog
 
 from emulators.topology import Scenario
-from orchestrator.backends.remote import RemoteHost, load_and_connect, wait_until_serving
-from orchestrator.coordinator import HostFailed
+from orchestrator.backends.remote import RemoteHost, explain, load_and_connect, stopped_on, wait_until_serving
+from orchestrator.coordinator import HostFailed, gather_all
 from orchestrator.deploy import HOST_PORT, DeployError, DeployOptions, dns_label
-from orchestrator.deploy.k8s_render import LABEL_SCENARIO, pod_addresses, render, statefulset_names
+from orchestrator.deploy.k8s_render import LABEL_SCENARIO, SHARED, pod_addresses, render, statefulset_names
 from orchestrator.partition import Plan
+from services.host import TOKEN_ENV
 
 log = structlog.get_logger("k8s-backend")
 
@@ -127,9 +129,11 @@ class K8sCluster:
     async def failure(self, host: PodHost) -> HostFailed:
         reason = self._problems.get(host.name, f"pod {host.pod} failed")
         with contextlib.suppress(DeployError):
-            tail = await self.kubectl("logs", "-n", self.namespace, host.pod, "--tail=5")
-            if tail.strip():
-                reason += "; last log lines: " + " | ".join(tail.strip().splitlines())
+            tail = (await self.kubectl("logs", "-n", self.namespace, host.pod, "--tail=5")).strip().splitlines()
+            if (on := stopped_on(tail)) is not None:  # an eviction, a drain: the host stopped on it
+                reason += f"; the host stopped on {on}"
+            if tail:
+                reason += "; last log lines: " + " | ".join(tail)
         return HostFailed(host.name, reason)
 
     async def kill(self, host: PodHost) -> None:
@@ -164,9 +168,11 @@ class K8sCluster:
 
 async def port_forward(host: PodHost, namespace: str, command: tuple[str, ...] = ("kubectl",)) -> None:
     """Forward a free loopback port to the host's pod and attach the host to it."""
+    # a session of its own: a Ctrl-C in the terminal must leave it up to collect the partial results
     proc = await asyncio.create_subprocess_exec(
         *command, "port-forward", "-n", namespace, f"pod/{host.pod}", f":{HOST_PORT}", "--address", "127.0.0.1",
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, stdin=asyncio.subprocess.DEVNULL)
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, stdin=asyncio.subprocess.DEVNULL,
+        start_new_session=True)
     host.forward = proc
     assert proc.stdout is not None and proc.stderr is not None
     try:
@@ -178,7 +184,8 @@ async def port_forward(host: PodHost, namespace: str, command: tuple[str, ...] =
     if match is None:
         err = (await proc.stderr.read()).decode(errors="replace") if proc.returncode is not None else ""
         raise HostFailed(host.name, f"kubectl port-forward to pod {host.pod}: {(err or line.decode()).strip()}")
-    host.attach(f"127.0.0.1:{match.group(1)}")
+    # pods hold TESTBED_TOKEN from the Secret testbed-token when it exists: this side needs the same
+    host.attach(f"127.0.0.1:{match.group(1)}", os.environ.get(TOKEN_ENV) or None)
 
 
 async def launch(scenario: Scenario, plan: Plan, run_id: str, log_dir: Path, window_timeout_s: float,
@@ -189,6 +196,7 @@ async def launch(scenario: Scenario, plan: Plan, run_id: str, log_dir: Path, win
     render(scenario.name, plan, manifests, options, scenario.source)
     selector = f"{LABEL_SCENARIO}={dns_label(scenario.name, 63)}"
     namespace = options.namespace
+    await run_kubectl("apply", "-k", str(manifests / SHARED))  # the namespace and what every scenario shares
     # a host serves one run: the scenario's earlier pods go before the new ones come
     await run_kubectl("delete", "statefulset", "-n", namespace, "-l", selector, "--ignore-not-found",
                       "--cascade=foreground", "--wait=true")
@@ -200,10 +208,25 @@ async def launch(scenario: Scenario, plan: Plan, run_id: str, log_dir: Path, win
     hosts = [PodHost(host, f"{names[host]}-0", window_timeout_s) for host in plan.hosts]
     cluster = K8sCluster(hosts, namespace, scenario.name, log_dir, run_kubectl)
     try:
-        await asyncio.gather(*(port_forward(h, namespace, forward_command) for h in hosts))
-        await asyncio.gather(*(wait_until_serving(h, SERVING_TIMEOUT_S) for h in hosts))
+        await gather_all(port_forward(h, namespace, forward_command) for h in hosts)
+        await gather_all(wait_until_serving(h, SERVING_TIMEOUT_S, _forward_ended(h)) for h in hosts)
         await load_and_connect(list(hosts), scenario, plan, run_id, pod_addresses(scenario.name, plan, namespace))
+    except HostFailed as e:
+        failure = await explain(cluster, e)
+        await cluster.stop()
+        raise failure from None
     except BaseException:
         await cluster.stop()
         raise
     return cluster
+
+
+def _forward_ended(host: PodHost) -> Callable[[], Awaitable[str | None]]:
+    """Whether ``host``'s port-forward has ended (its pod went, say): then it cannot come up."""
+
+    async def gone() -> str | None:
+        if host.forward is not None and host.forward.returncode is not None:
+            return f"kubectl port-forward to pod {host.pod} ended"
+        return None
+
+    return gone

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import signal
 import sys
 from pathlib import Path
@@ -15,8 +16,16 @@ from pathlib import Path
 import structlog
 
 from emulators.topology import Scenario
-from orchestrator.backends.remote import RemoteHost, load_and_connect
-from orchestrator.coordinator import HostFailed
+from orchestrator.backends.remote import (
+    RemoteHost,
+    explain,
+    load_and_connect,
+    run_token,
+    signal_name,
+    stopped_on,
+    token_environment,
+)
+from orchestrator.coordinator import HostFailed, gather_all
 from orchestrator.partition import Plan
 
 log = structlog.get_logger("process-backend")
@@ -31,12 +40,14 @@ class ProcessHost(RemoteHost):
         self.proc = proc
         self.log_path = log_path
 
-    def log_tail(self, lines: int = 5) -> str:
+    def log_lines(self) -> list[str]:
         try:
-            text = self.log_path.read_text(errors="replace").strip().splitlines()
+            return self.log_path.read_text(errors="replace").strip().splitlines()
         except OSError:
-            return ""
-        return " | ".join(text[-lines:])
+            return []
+
+    def log_tail(self, lines: int = 5) -> str:
+        return " | ".join(self.log_lines()[-lines:])
 
 
 class ProcessCluster:
@@ -54,8 +65,14 @@ class ProcessCluster:
                 w.cancel()
 
     async def failure(self, host: ProcessHost) -> HostFailed:
+        code = host.proc.returncode
+        if code is not None and code < 0:
+            reason = f"process killed by {signal_name(-code)}"
+        else:
+            reason = f"process exited with code {code}"
+            if (on := stopped_on(host.log_lines())) is not None:
+                reason += f" after {on}"
         tail = host.log_tail()
-        reason = f"process exited with code {host.proc.returncode}"
         return HostFailed(host.name, reason + (f"; last log lines: {tail}" if tail else ""))
 
     async def kill(self, host: ProcessHost) -> None:
@@ -68,7 +85,10 @@ class ProcessCluster:
         return [h for h in self.hosts if h.proc.returncode is None]
 
     async def stop(self, grace_s: float = 5.0) -> None:
-        """SIGTERM every host, give them ``grace_s`` together to finish, then SIGKILL the rest."""
+        """SIGTERM every host, give them ``grace_s`` together to finish, then SIGKILL the rest. The
+        coordinator's calls end first: a host's grace need not wait for them."""
+        for h in self.hosts:
+            await h.close_channel()
         for h in self.hosts:
             if h.proc.returncode is None:
                 with contextlib.suppress(ProcessLookupError):
@@ -80,8 +100,6 @@ class ProcessCluster:
                 with contextlib.suppress(ProcessLookupError):
                     h.proc.kill()
         await asyncio.gather(*waits)
-        for h in self.hosts:
-            await h.close_channel()
 
 
 async def launch(scenario: Scenario, plan: Plan, run_id: str, log_dir: Path, window_timeout_s: float,
@@ -89,27 +107,33 @@ async def launch(scenario: Scenario, plan: Plan, run_id: str, log_dir: Path, win
     """Start one host process per host of ``plan``, load and connect them. ``host_command`` starts a
     host (services.host's command line follows it): a test may start hosts that know more device kinds."""
     log_dir.mkdir(parents=True, exist_ok=True)
-    hosts: list[ProcessHost] = []
-    for name in plan.hosts:
-        log_path = log_dir / f"{name}.log"
-        with open(log_path, "wb") as log_file:
-            proc = await asyncio.create_subprocess_exec(
-                *host_command, "--name", name, "--listen", "127.0.0.1:0",
-                "--exit-with-parent", stdout=asyncio.subprocess.PIPE, stderr=log_file,
-                stdin=asyncio.subprocess.DEVNULL)
-        hosts.append(ProcessHost(name, proc, log_path, window_timeout_s))
-        log.info("host started", host=name, pid=proc.pid)
-    cluster = ProcessCluster(hosts)
+    token = run_token()
+    environment = {**os.environ, **token_environment(token)}  # in the environment: others cannot read it
+    cluster = ProcessCluster([])
     try:
-        await asyncio.gather(*(_await_listening(h) for h in hosts))
-        await load_and_connect(list(hosts), scenario, plan, run_id)
+        for name in plan.hosts:
+            log_path = log_dir / f"{name}.log"
+            with open(log_path, "wb") as log_file:
+                # a session of its own: a Ctrl-C in the terminal reaches the coordinator, which stops the hosts
+                proc = await asyncio.create_subprocess_exec(
+                    *host_command, "--name", name, "--listen", "127.0.0.1:0",
+                    "--exit-with-parent", stdout=asyncio.subprocess.PIPE, stderr=log_file,
+                    stdin=asyncio.subprocess.DEVNULL, env=environment, start_new_session=True)
+            cluster.hosts.append(ProcessHost(name, proc, log_path, window_timeout_s))
+            log.info("host started", host=name, pid=proc.pid)
+        await gather_all(_await_listening(h, token) for h in cluster.hosts)
+        await load_and_connect(list(cluster.hosts), scenario, plan, run_id)
+    except HostFailed as e:
+        failure = await explain(cluster, e)
+        await cluster.stop()
+        raise failure from None
     except BaseException:
         await cluster.stop()
         raise
     return cluster
 
 
-async def _await_listening(host: ProcessHost) -> None:
+async def _await_listening(host: ProcessHost, token: str) -> None:
     assert host.proc.stdout is not None
     try:
         line = await asyncio.wait_for(host.proc.stdout.readline(), STARTUP_TIMEOUT_S)
@@ -120,4 +144,4 @@ async def _await_listening(host: ProcessHost) -> None:
         await host.proc.wait()
         tail = host.log_tail()
         raise HostFailed(host.name, f"did not start (exit code {host.proc.returncode}): {tail or text}")
-    host.attach(text.split()[1])
+    host.attach(text.split()[1], token)

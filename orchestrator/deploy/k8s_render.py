@@ -1,21 +1,26 @@
 """Kubernetes manifests for a scenario's hosts, over the kustomize base in k8s/.
 
-``render`` writes a kustomization directory::
+``render`` writes two kustomizations::
 
-    DIR/kustomization.yaml        the overlay's shared objects (namespace, headless Service,
-                                  NetworkPolicy) and every host below, in one namespace, one image
+    DIR/kustomization.yaml        the scenario's hosts below, in one namespace, one image: nothing
+                                  other scenarios use, so `kubectl delete -k DIR` removes them alone
     DIR/hosts/HOST/kustomization.yaml
                                   the overlay's device-host template as StatefulSet SCENARIO-HOST,
                                   labelled with the scenario and host, started with --name HOST
+    DIR/shared/kustomization.yaml the overlay's shared objects (namespace, headless Service,
+                                  NetworkPolicy) in that namespace: every scenario's hosts use them,
+                                  and the namespace holds the token Secret; applied, never deleted
 
-``kubectl apply -k DIR`` deploys it; ``kubectl kustomize DIR`` shows it. An overlay is a directory
-of k8s/ with a kustomization of shared objects and a ``device-host/`` kustomization of the template:
-``base`` (k8s/base) or ``kind`` (k8s/overlays/kind).
+``kubectl apply -k DIR/shared`` then ``kubectl apply -k DIR`` deploys it; ``kubectl kustomize DIR``
+shows it. An overlay is a directory of k8s/ with a kustomization of shared objects and a
+``device-host/`` kustomization of the template: ``base`` (k8s/base) or ``kind`` (k8s/overlays/kind).
 """
 
 from __future__ import annotations
 
+import json
 import os
+import re
 import shutil
 from pathlib import Path
 from typing import Any
@@ -33,6 +38,9 @@ IMAGE_NAME = "aicn-testbed"  # the image the template names; `images:` replaces 
 LABEL_SCENARIO = "aicn-testbed/scenario"
 LABEL_HOST = "aicn-testbed/host"
 ANNOTATION_DEVICES = "aicn-testbed/devices"
+SHARED = "shared"  # DIR/shared: the kustomization of what every scenario shares
+WRITTEN_BY = "# Written by `testbed render k8s`"  # how a rendered kustomization.yaml starts its second line
+SAFE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,252}")  # one path component, one line, no '..'
 
 
 class _Dumper(yaml.SafeDumper):
@@ -45,6 +53,14 @@ _Dumper.add_representer(str, lambda dumper, text: dumper.represent_scalar(
 
 def to_yaml(data: Any) -> str:
     return yaml.dump(data, Dumper=_Dumper, sort_keys=False, width=1000)
+
+
+def check_scenario_name(name: str) -> None:
+    """DeployError unless ``name`` is safe as a directory name and in manifests (the loader's rule is
+    stricter; this holds for scenarios built in memory too)."""
+    if not SAFE_NAME.fullmatch(name):
+        raise DeployError(f"the scenario name {name[:60]!r} cannot name a directory or Kubernetes objects; "
+                          f"use letters, digits, '.', '_' or '-', starting with a letter or digit")
 
 
 def overlay_dir(overlay: str, k8s_dir: Path = K8S_DIR) -> Path:
@@ -99,10 +115,15 @@ def host_kustomization(scenario: str, host: str, devices: tuple[str, ...], name:
 
 def render(scenario: str, plan: Plan, out_dir: Path, options: DeployOptions, source: str = "",
            k8s_dir: Path = K8S_DIR) -> list[Path]:
-    """Write the kustomization of ``plan``'s hosts to ``out_dir`` (replacing an earlier one); the files."""
+    """Write the kustomizations of ``plan``'s hosts and of what they share to ``out_dir`` (replacing an
+    earlier rendering there); the files, the hosts' kustomization first, then the shared one."""
+    check_scenario_name(scenario)
     overlay = overlay_dir(options.overlay, k8s_dir)
     names = statefulset_names(scenario, plan)
-    if (out_dir / "kustomization.yaml").exists():
+    top_path = out_dir / "kustomization.yaml"
+    if top_path.exists():
+        if WRITTEN_BY not in top_path.read_text(errors="replace")[:1000]:
+            raise DeployError(f"{top_path} was not written by `testbed render k8s`; choose another --out")
         shutil.rmtree(out_dir / "hosts", ignore_errors=True)
     written = []
     for host, devices in plan.hosts.items():
@@ -112,17 +133,37 @@ def render(scenario: str, plan: Plan, out_dir: Path, options: DeployOptions, sou
         path = host_dir / "kustomization.yaml"
         path.write_text(to_yaml(host_kustomization(scenario, host, devices, names[host], template, options)))
         written.append(path)
+    shared_dir = out_dir / SHARED
+    shared_dir.mkdir(exist_ok=True)
+    shared = {
+        "apiVersion": "kustomize.config.k8s.io/v1beta1",
+        "kind": "Kustomization",
+        "namespace": options.namespace,
+        "resources": [os.path.relpath(overlay, shared_dir.resolve())],
+    }
+    shared_path = shared_dir / "kustomization.yaml"
+    shared_path.write_text(f"# The namespace {options.namespace} and the objects every scenario's hosts share there, "
+                           f"over k8s/{OVERLAYS[options.overlay]}.\n{WRITTEN_BY}: apply it once "
+                           f"(`kubectl apply -k {_comment(shared_dir)}`); deleting it deletes the namespace, every "
+                           f"scenario's hosts in it and the token Secret.\n" + to_yaml(shared))
     top = {
         "apiVersion": "kustomize.config.k8s.io/v1beta1",
         "kind": "Kustomization",
         "namespace": options.namespace,
-        "resources": [os.path.relpath(overlay, out_dir.resolve())] + [f"hosts/{names[h]}" for h in plan.hosts],
+        "resources": [f"hosts/{names[h]}" for h in plan.hosts],
         "images": [image_fields(options.image)],
     }
     hosts = f"{len(plan.hosts)} device host{'s' if len(plan.hosts) != 1 else ''}"
-    header = (f"# Scenario {scenario}{f' ({source})' if source else ''}, partition {plan.mode}: {hosts} "
-              f"over k8s/{OVERLAYS[options.overlay]}.\n"
-              f"# Written by `testbed render k8s`; deploy with `kubectl apply -k {out_dir}`.\n")
-    path = out_dir / "kustomization.yaml"
-    path.write_text(header + to_yaml(top))
-    return [path, *written]
+    header = (f"# Scenario {scenario}{f' ({_comment(source)})' if source else ''}, partition {plan.mode}: "
+              f"{hosts} over k8s/{OVERLAYS[options.overlay]}.\n"
+              f"{WRITTEN_BY}; deploy with `kubectl apply -k {_comment(shared_dir)}` (once) and "
+              f"`kubectl apply -k {_comment(out_dir)}`; `kubectl delete -k {_comment(out_dir)}` removes these "
+              f"hosts and nothing any other scenario uses.\n")
+    top_path.write_text(header + to_yaml(top))
+    return [top_path, shared_path, *written]
+
+
+def _comment(text: object) -> str:
+    """A path in a YAML comment: quoted and escaped when it has a character that could end the line."""
+    text = str(text)
+    return text if text.isprintable() else json.dumps(text)

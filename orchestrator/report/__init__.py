@@ -8,12 +8,11 @@ read for them, when it is still there.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
 from orchestrator.report import data, page, plots, tables
-from orchestrator.results import RESULTS_SCHEMA, fault_change
+from orchestrator.results import RESULTS_SCHEMA, fault_change, read_json
 from orchestrator.scenario.loader import ScenarioError, load_scenario
 
 __all__ = ["ReportError", "load_results", "write_report"]
@@ -35,14 +34,14 @@ def load_results(run_dir: Path) -> dict[str, Any]:
     if not run_dir.is_dir():
         raise ReportError(f"{run_dir} is not a directory (give the directory that holds results.json)")
     path = run_dir / "results.json"
-    if not path.is_file():
+    if not path.exists():
         raise ReportError(f"no results.json in {run_dir}: run `testbed run SCENARIO --out {run_dir}` first")
     try:
-        results = json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as e:
-        raise ReportError(f"{path} is not valid JSON (line {e.lineno}, column {e.colno}: {e.msg})") from None
-    except (OSError, UnicodeDecodeError) as e:
-        raise ReportError(f"cannot read {path}: {e}") from None
+        results = read_json(path)
+    except ValueError as e:
+        raise ReportError(str(e)) from None
+    except OSError as e:
+        raise ReportError(f"cannot read {path}: {e.strerror or e}") from None
     schema = results.get("schema") if isinstance(results, dict) else None
     if schema != RESULTS_SCHEMA:
         raise ReportError(f"{path} is not a testbed results file (schema {schema!r}, expected {RESULTS_SCHEMA!r})")

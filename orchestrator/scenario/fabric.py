@@ -17,6 +17,7 @@ from fractions import Fraction
 from typing import Any
 
 from emulators.gpu_server.gpus import DEFAULT_GPUS
+from emulators.kernel.frame import MAX_PORTS
 from emulators.registry import DEVICE_KINDS, DeviceKind
 from orchestrator.scenario.schema_errors import KeyPath, key_path, listing
 from orchestrator.scenario.units import parse_length_mm, parse_rate, parse_time_ps, shown
@@ -31,6 +32,13 @@ DEFAULT_UPLINK_LENGTH = "30m"
 NIC = "nic"  # the dual-plane NIC's name in a server's nics option
 
 RAW_FLOW_NEEDS_RATE = "required key is missing; raw flows send at a rate (only rdma flows may leave it out)"
+
+# How large a scenario may grow once fabrics, supernodes, traffic patterns and plane faults expand; each is
+# checked before a building block makes anything, so a typo in a count fails at once instead of filling memory.
+MAX_DEVICES = 20_000  # Trial B at full size (512+512 GPUs) is ~150 devices; room for fabrics of 100,000 GPUs
+MAX_LINKS = 100_000  # five per device: servers' NICs and OLink ports, leaf-spine meshes
+MAX_FLOWS = 100_000  # a permutation over every server of the largest fabric, five times over
+MAX_FAULTS = 100_000  # a plane or device fault is one per link: a plane of the largest fabric, and more
 
 # The keys a traffic pattern passes on to each flow it makes, unchanged.
 _FLOW_KEYS = ("transport", "bytes", "for", "rate", "start", "priority")
@@ -63,6 +71,7 @@ class Expansion:
     written: dict[str, Any]  # the document as written
     document: dict[str, Any]  # without fabrics and traffic; with every device, link, flow and fault
     origins: dict[KeyPath, Origin]  # ("links", 7) -> where that entry was written, when not there
+    idle_faults: dict[int, str] = field(default_factory=dict)  # written fault -> why it changes no link
 
     def where(self, path: KeyPath) -> str:
         """A key path of the expanded document as the key that was written, or said to be expanded."""
@@ -150,6 +159,11 @@ class Fabric:
             for j in range(self.spines)
         ]
 
+    @property
+    def plane_links(self) -> int:
+        """How many links each plane has: its server links and its uplinks."""
+        return self.leaves * self.servers_per_leaf * self.nics + self.leaves * self.spines
+
     def plane_link_names(self, plane: str) -> list[str]:
         return [name for name, _, _ in self.server_links(plane) + self.uplinks(plane)]
 
@@ -173,6 +187,8 @@ class _Expander:
         self.fabrics: dict[str, Fabric] = {}
         self.origins: dict[KeyPath, Origin] = {}
         self.wan: Any = None  # the WAN block's expander, when there is one
+        self.idle_faults: dict[int, str] = {}
+        self._links_of: dict[str, list[str]] | None = None  # device -> names of its links, once all are made
 
     def expansion(self) -> Expansion:
         for name, spec in self.written.get("fabrics", {}).items():
@@ -186,17 +202,33 @@ class _Expander:
             from orchestrator.scenario.supernode import add_supernodes  # it builds on this module
 
             add_supernodes(self, self.written["supernodes"])
+        for table, entries, most in (("devices", self.devices, MAX_DEVICES), ("links", self.links, MAX_LINKS)):
+            if len(entries) > most:
+                raise ExpansionError((table,), f"{len(entries):,} {table}, more than the {most:,} a scenario may have")
         flows = self.flows()
         faults = self.faults()
         shorthands = ("fabrics", "traffic", "wan", "supernodes")
         document = {key: value for key, value in self.written.items() if key not in shorthands}
         document.update(devices=self.devices, links=self.links, flows=flows, faults=faults)
-        return Expansion(self.written, document, self.origins)
+        return Expansion(self.written, document, self.origins, self.idle_faults)
+
+    def reserve(self, path: KeyPath, devices: int, links: int) -> None:
+        """Refuse a building block that would take the scenario past :data:`MAX_DEVICES` or :data:`MAX_LINKS`,
+        before it makes anything."""
+        for what, more, have, most in (("devices", devices, len(self.devices), MAX_DEVICES),
+                                       ("links", links, len(self.links), MAX_LINKS)):
+            if have + more > most:
+                before = f", which with the {have:,} before it is" if have else ","
+                raise ExpansionError(path, (
+                    f"makes {more:,} {what}{before} more than the {most:,} a scenario may have; make it smaller"))
 
     # --- fabrics ---------------------------------------------------------------------------------
 
     def add_fabric(self, name: str, spec: dict[str, Any], path: KeyPath) -> None:
         fabric = self.shape(name, spec, path)
+        servers = fabric.leaves * fabric.servers_per_leaf
+        self.reserve(path, servers + fabric.planes * (fabric.leaves + fabric.spines),
+                     fabric.planes * (servers * fabric.nics + fabric.leaves * fabric.spines))
         self.fabrics[name] = fabric
         server_rate = _checked(parse_rate, spec["server_rate"], (*path, "server_rate"))
         uplink_rate = self.uplink_rate(fabric, spec, server_rate, path)
@@ -244,6 +276,13 @@ class _Expander:
                 (*path, "spines"),
                 f"0 spines can serve only one leaf and this fabric has {fabric.leaves}; give spines >= 1",
             )
+        leaf_ports = fabric.leaf_downlinks + fabric.spines
+        if leaf_ports > MAX_PORTS:
+            nics_each = f" ({nics} NICs each)" if nics > 1 else ""
+            raise ExpansionError((*path, "servers_per_leaf"), (
+                f"a leaf would have {leaf_ports} ports, {fabric.leaf_downlinks} to its {fabric.servers_per_leaf} "
+                f"servers{nics_each} and {fabric.spines} to spines, more than the {MAX_PORTS} a device may have (a "
+                "frame's address holds the port index in 8 bits); use fewer servers per leaf and more leaves"))
         server_kind = DEVICE_KINDS.get(spec.get("server_kind", DEFAULT_SERVER_KIND))
         if fabric.planes == 2 and server_kind is not None:  # an unknown kind is the resolver's to report
             if not _bonds_nics(server_kind):
@@ -321,6 +360,7 @@ class _Expander:
 
     def flows(self) -> list[Any]:
         flows = list(self.written.get("flows", []))
+        self.count_flows(len(flows))
         for index, spec in enumerate(self.written.get("traffic", [])):
             path: KeyPath = ("traffic", index)
             fabric = self.fabric_named(spec["fabric"], (*path, "fabric"))
@@ -337,6 +377,21 @@ class _Expander:
                 self.origins[("flows", len(flows))] = Origin(path)
                 flows.append(flow)
         return flows
+
+    def count_flows(self, written: int) -> None:
+        """Refuse the traffic pattern that would take the flows past :data:`MAX_FLOWS`, before making any."""
+        if written > MAX_FLOWS:
+            raise ExpansionError(("flows",), f"{written:,} flows, more than the {MAX_FLOWS:,} a scenario may have")
+        total = written
+        for index, spec in enumerate(self.written.get("traffic", [])):
+            fabric = self.fabrics.get(spec["fabric"])
+            servers = fabric.leaves * fabric.servers_per_leaf if fabric is not None else 0
+            flows = servers if spec["pattern"] == "permutation" else len(spec.get("from", ())) or servers - 1
+            if total + flows > MAX_FLOWS:
+                raise ExpansionError(("traffic", index), (
+                    f"makes {flows:,} flows, which with the {total:,} before it is more than the {MAX_FLOWS:,} a "
+                    "scenario may have"))
+            total += flows
 
     def permutation(self, fabric: Fabric, spec: dict[str, Any], path: KeyPath) -> Iterator[tuple[str, str, str]]:
         """Server n sends to the server at its position on the next leaf (the next server, with one leaf)."""
@@ -380,6 +435,8 @@ class _Expander:
         faults: list[Any] = self.wan.initial_faults() if self.wan is not None else []
         for position in range(len(faults)):  # on-demand lightpaths start torn down
             self.origins[("faults", position)] = Origin(("wan",))
+        written_at: list[int | None] = [None] * len(faults)  # position -> the written fault it came from
+        self.count_plane_faults(len(faults))
         for index, spec in enumerate(self.written.get("faults", [])):
             path: KeyPath = ("faults", index)
             if "plane" in spec and "fabric" not in spec:
@@ -388,20 +445,62 @@ class _Expander:
                     "goes with fabric, for a fault on every link of one plane; this fault names a link",
                 )
             expanded = self.expand_fault(spec, path)
+            self.count_faults(len(faults), len(expanded), path)
+            if not expanded:
+                self.idle_faults[index] = self.idle_reason(spec)
             for fault in expanded:
                 if len(faults) != index or fault is not spec:
                     self.origins[("faults", len(faults))] = Origin(path)
                 faults.append(fault)
-        return self.reconcile(faults)
+                written_at.append(index)
+        keep = self.reconcile(faults)
+        dropped = {i for i, kept in zip(written_at, keep, strict=True) if not kept}
+        dropped -= {i for i, kept in zip(written_at, keep, strict=True) if kept}
+        for index in sorted(i for i in dropped if i is not None):
+            self.idle_faults[index] = "the links it would bring up stay down for another fault"
+        return [{k: v for k, v in f.items() if not k.startswith("_")} for f, kept in zip(faults, keep, strict=True)
+                if kept]
 
-    def reconcile(self, faults: list[Any]) -> list[Any]:
-        """Bring a link up only when nothing else still holds it down (a cut fibre stays cut when the
-        device at its end recovers), and drop an ASON restoration of a fibre repaired before it.
-        Expanded faults say why they change a link (``_cause``); written link faults are "link"."""
+    def count_plane_faults(self, before: int) -> None:
+        """Refuse the fault that would take the faults past :data:`MAX_FAULTS`, counting plane faults (one per
+        link of a plane) before making any; the others are counted as they expand."""
+        for index, spec in enumerate(self.written.get("faults", [])):
+            fabric = self.fabrics.get(spec.get("fabric", ""))
+            more = fabric.plane_links if fabric is not None else 1
+            self.count_faults(before, more, ("faults", index))
+            before += more
+
+    def count_faults(self, before: int, more: int, path: KeyPath) -> None:
+        if before + more > MAX_FAULTS:
+            raise ExpansionError(path, (
+                f"makes {more:,} link faults, which with the {before:,} before it is more than the {MAX_FAULTS:,} a "
+                "scenario may have"))
+
+    def idle_reason(self, spec: dict[str, Any]) -> str:
+        """Why a written fault expanded to no link fault at all."""
+        if "device" in spec:
+            return f"device {spec['device']!r} has no links"
+        return "every change it makes would come after the run ends"
+
+    def links_of(self, device: str) -> list[str]:
+        """The names of a device's links, once every link is made (device faults come after them)."""
+        if self._links_of is None:
+            self._links_of = {}
+            for link in self.links:
+                name = link.get("name", f"{link['a']}--{link['z']}")
+                for end in dict.fromkeys(link[key].split("/")[0] for key in ("a", "z")):
+                    self._links_of.setdefault(end, []).append(name)
+        return self._links_of.get(device, [])
+
+    def reconcile(self, faults: list[Any]) -> list[bool]:
+        """Which faults to keep: bring a link up only when nothing else still holds it down (a cut fibre
+        stays cut when the device at its end recovers), and drop an ASON restoration of a fibre repaired
+        before it. Expanded faults say why they change a link (``_cause``); written link faults are "link".
+        The origins of the faults kept move with them."""
         try:
             times = [parse_time_ps(f["at"]) for f in faults]
         except (ValueError, KeyError, TypeError):
-            return faults  # the resolver reports the bad time, at the key that was written
+            return [True] * len(faults)  # the resolver reports the bad time, at the key that was written
         down: dict[str, set[str]] = {}
         keep = [True] * len(faults)
         for position in sorted(range(len(faults)), key=lambda i: (times[i], i)):
@@ -415,19 +514,19 @@ class _Expander:
             elif fault.get("state") == "up":
                 causes.discard(cause)
                 keep[position] = not causes
-        kept: list[Any] = []
+        kept = 0
         origins = {key: origin for key, origin in self.origins.items() if key[0] != "faults"}
-        for position, fault in enumerate(faults):
+        for position in range(len(faults)):
             if not keep[position]:
                 continue
             origin = self.origins.get(("faults", position))
-            if origin is None and position != len(kept):  # a written fault (at its written index) moved up
+            if origin is None and position != kept:  # a written fault (at its written index) moved up
                 origin = Origin(("faults", position))
             if origin is not None:
-                origins[("faults", len(kept))] = origin
-            kept.append({k: v for k, v in fault.items() if not k.startswith("_")})
+                origins[("faults", kept)] = origin
+            kept += 1
         self.origins = origins
-        return kept
+        return keep
 
     def expand_fault(self, spec: dict[str, Any], path: KeyPath) -> list[dict[str, Any]]:
         if "fabric" in spec:

@@ -12,7 +12,10 @@ from __future__ import annotations
 import dataclasses
 import functools
 import json
+import math
 import os
+import re
+import stat
 from collections.abc import Callable, Mapping
 from importlib import resources
 from pathlib import Path
@@ -20,19 +23,23 @@ from typing import Any, NoReturn, TypeVar
 
 import yaml
 from jsonschema import Draft202012Validator
+from yaml.events import AliasEvent
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
 from emulators.context import ScenarioContext
 from emulators.gpu_server.program import ALL_TO_ALL, JobPlan
+from emulators.kernel.frame import MAX_PORTS
+from emulators.kernel.port import PORT_COUNTERS
 from emulators.olink import spec as olink_spec
 from emulators.rdma.host import nic_ports_of
-from emulators.registry import DEVICE_KINDS, DeviceKind
+from emulators.registry import DEVICE_KINDS, SMALLEST_FRAME_BYTES, DeviceKind
 from emulators.topology import RAW, RDMA, RDMA_PRIORITY
 from orchestrator.scenario.fabric import RAW_FLOW_NEEDS_RATE, Expansion, ExpansionError, expand
 from orchestrator.scenario.model import DeviceSpec, Endpoint, FaultSpec, FlowSpec, LinkSpec, Scenario
 from orchestrator.scenario.schema_errors import KeyPath, first_schema_problem, key_path, listing
 from orchestrator.scenario.units import (
     RATE,
+    format_bytes,
     format_rate,
     format_time,
     parse_ber,
@@ -62,6 +69,26 @@ UNIT_PARSERS: dict[str, Callable[[Any], int | float]] = {
 
 _YAML_STR = "tag:yaml.org,2002:str"
 _YAML_MERGE = "tag:yaml.org,2002:merge"
+_YAML_INT = "tag:yaml.org,2002:int"
+_YAML_FLOAT = "tag:yaml.org,2002:float"
+
+# Limits on what a scenario file may hold, checked while YAML composes it: before aliases expand
+# into the values the later passes walk (a "billion laughs" file is a few hundred bytes).
+# 1 MiB: ~450x the largest scenario here (2.3 KiB), and ~10 s for PyYAML; fabrics describe larger topologies
+MAX_FILE_BYTES = 2**20
+MAX_ALIASES = 1000  # scenarios here use one (*centre); a thousand allows any reuse a person writes
+MAX_VALUES = 500_000  # values once aliases are written out: more than a 1 MiB file holds written out
+MAX_DEPTH = 64  # levels of nesting: the deepest scenario key is 8 levels down
+MAX_INT = 2**63  # whole numbers fit 64 bits, as the hosts, protobuf and JSON readers hold them
+MAX_INT_DIGITS = 30  # longer numbers are refused before Python converts them (it refuses past 4,300 digits)
+# A run keeps every sample of every port counter in its hosts and writes them to results.json (~100 bytes a
+# value in a host): 20 million is ~2 GiB; the scenarios here sample at most 3.7 million.
+MAX_SAMPLED_VALUES = 20_000_000
+
+_FILE_TYPES: tuple[tuple[Callable[[int], bool], str], ...] = (
+    (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device"), (stat.S_ISFIFO, "a named pipe"),
+    (stat.S_ISSOCK, "a socket"),
+)
 
 
 class ScenarioError(Exception):
@@ -79,16 +106,32 @@ def load_scenario(path: str | os.PathLike[str], seed: int | None = None) -> Scen
     """Read, validate and resolve a scenario file; ``seed`` (when given) overrides the file's seed."""
     source = str(path)
     try:
-        text = Path(path).read_text(encoding="utf-8-sig")
+        text = _read_file(Path(path), source).decode("utf-8-sig")
     except FileNotFoundError:
         raise ScenarioError(source, None, "no such file") from None
-    except IsADirectoryError:
-        raise ScenarioError(source, None, "is a directory; give a scenario .yaml file") from None
     except UnicodeDecodeError as e:
         raise ScenarioError(source, None, f"is not UTF-8 text (bad byte at offset {e.start})") from None
     except OSError as e:
         raise ScenarioError(source, None, f"cannot be read: {e.strerror or e}") from None
     return parse_scenario(text, source, seed)
+
+
+def _read_file(path: Path, source: str) -> bytes:
+    """The file's bytes, refusing what is not a regular file (a device, a pipe: read forever or block)
+    and files larger than :data:`MAX_FILE_BYTES`, before reading them."""
+    mode = path.stat().st_mode
+    if stat.S_ISDIR(mode):
+        raise ScenarioError(source, None, "is a directory; give a scenario .yaml file")
+    if not stat.S_ISREG(mode):
+        what = next((word for test, word in _FILE_TYPES if test(mode)), "a special file")
+        raise ScenarioError(source, None, f"is {what}, not a regular file; give a scenario .yaml file")
+    with path.open("rb") as f:
+        data = f.read(MAX_FILE_BYTES + 1)  # the size may have changed since stat
+    if len(data) > MAX_FILE_BYTES:
+        raise ScenarioError(source, None, (
+            f"is larger than {format_bytes(MAX_FILE_BYTES)}, the most a scenario file may be; describe repeated "
+            "parts with fabrics, supernodes or traffic patterns"))
+    return data
 
 
 def parse_scenario(text: str, source: str = "<string>", seed: int | None = None) -> Scenario:
@@ -105,7 +148,6 @@ def parse_scenario(text: str, source: str = "<string>", seed: int | None = None)
         ) from e
 
 
-@functools.cache
 @functools.cache
 def scenario_schema() -> dict[str, Any]:
     """The JSON Schema of scenario files (draft 2020-12). Shared: read it, never change it."""
@@ -128,46 +170,140 @@ class _KeyProblem(Exception):
 
 
 class _StrictLoader(yaml.SafeLoader):
-    """Safe YAML that refuses duplicate keys (PyYAML keeps the last one silently) and non-text keys."""
+    """Safe YAML that refuses duplicate keys (PyYAML keeps the last one silently, and a merge key ``<<``
+    overrides without a word), non-text keys, numbers that are not finite or do not fit 64 bits, and
+    files past the limits above (aliases, values once aliases expand, nesting), while composing."""
+
+    def __init__(self, stream: str) -> None:
+        super().__init__(stream)
+        self.aliases = 0
+        self.depth = 0
+        self.path: list[str | int] = []  # the key path of the node being composed
+        self.values: dict[int, int] = {}  # id(node) -> values it stands for, aliases written out
 
     def get_single_data(self) -> Any:
         node = self.get_single_node()
         if node is None:
             return None
-        _check_keys(node, (), set())
+        self.check_tree(node, (), set())
         return self.construct_document(node)
 
+    def compose_node(self, parent: Node | None, index: Any) -> Node | None:
+        step = index if isinstance(index, int) else index.value if isinstance(index, ScalarNode) else None
+        if step is not None:
+            self.path.append(step)
+        try:
+            return self.compose_counted(parent, index)
+        finally:
+            if step is not None:
+                self.path.pop()
 
-def _check_keys(node: Node, path: KeyPath, visited: set[int]) -> None:
-    if id(node) in visited:  # an alias: already checked where its anchor is
-        return
-    visited.add(id(node))
-    if isinstance(node, SequenceNode):
-        for index, item in enumerate(node.value):
-            _check_keys(item, (*path, index), visited)
-    if not isinstance(node, MappingNode):
-        return
-    first_line: dict[str, int] = {}
-    for key_node, value_node in node.value:
-        line = key_node.start_mark.line + 1
-        if key_node.tag == _YAML_MERGE:
-            _check_keys(value_node, path, visited)
-            continue
-        if not isinstance(key_node, ScalarNode):
-            raise _KeyProblem(path, f"the key at line {line} is not text; keys are names")
-        key = key_node.value
-        if key_node.tag != _YAML_STR:
-            read_as = key_node.tag.rsplit(":", 1)[-1]
-            raise _KeyProblem(
-                (*path, key), f"key at line {line} is read by YAML as {read_as}, not text; put it in quotes"
-            )
-        if key in first_line:
-            raise _KeyProblem(
-                (*path, key),
-                f"duplicate key at line {line} (first at line {first_line[key]}); keys must be unique",
-            )
-        first_line[key] = line
-        _check_keys(value_node, (*path, key), visited)
+    def compose_counted(self, parent: Node | None, index: Any) -> Node | None:
+        line = self.peek_event().start_mark.line + 1
+        if self.check_event(AliasEvent):
+            self.aliases += 1
+            if self.aliases > MAX_ALIASES:
+                raise self.limit(f"more than {MAX_ALIASES:,} aliases (line {line}); a scenario may use at most "
+                                 f"{MAX_ALIASES:,}: describe repeated parts with fabrics, supernodes or traffic "
+                                 "patterns")
+            return super().compose_node(parent, index)  # counted where it is used (see values)
+        self.depth += 1
+        if self.depth > MAX_DEPTH:
+            raise self.limit(f"nested deeper than {MAX_DEPTH} levels (line {line}); no scenario key is more than "
+                             "a few levels down")
+        try:
+            node = super().compose_node(parent, index)
+        finally:
+            self.depth -= 1
+        children = [child for pair in node.value for child in pair] if isinstance(node, MappingNode) else (
+            node.value if isinstance(node, SequenceNode) else [])
+        # an alias to a node still being composed (a cycle) counts once: the schema refuses it where it is
+        values = 1 + sum(self.values.get(id(child), 1) for child in children)
+        if values > MAX_VALUES:
+            raise self.limit(f"expands to more than {MAX_VALUES:,} values once its aliases are written out (line "
+                             f"{line}); a scenario may hold at most that many: refer to fewer copies")
+        self.values[id(node)] = values
+        return node
+
+    def limit(self, problem: str) -> _KeyProblem:
+        return _KeyProblem(tuple(self.path[:4]), problem)  # deeper keys would make a long line
+
+    def check_tree(self, node: Node, path: KeyPath, visited: set[int]) -> None:
+        if id(node) in visited:  # an alias: already checked where its anchor is
+            return
+        visited.add(id(node))
+        if isinstance(node, ScalarNode):
+            self.check_number(node, path)
+        if isinstance(node, SequenceNode):
+            for index, item in enumerate(node.value):
+                self.check_tree(item, (*path, index), visited)
+        if not isinstance(node, MappingNode):
+            return
+        merged: dict[str, tuple[int, int]] = {}  # key -> (line of the merge key, line of the key it brings)
+        for key_node, value_node in node.value:
+            if key_node.tag == _YAML_MERGE:
+                self.check_tree(value_node, path, visited)
+                merge_line = key_node.start_mark.line + 1
+                for key, line in _merged_keys(value_node):
+                    if key in merged:
+                        lines = sorted({line, merged[key][1]})
+                        raise _KeyProblem((*path, key), (
+                            f"given twice through merge keys (<<), at line {' and '.join(map(str, lines))}; keys "
+                            "must be unique, and a merge must not override a key"))
+                    merged[key] = (merge_line, line)
+        first_line: dict[str, int] = {}
+        for key_node, value_node in node.value:
+            if key_node.tag == _YAML_MERGE:
+                continue
+            line = key_node.start_mark.line + 1
+            if not isinstance(key_node, ScalarNode):
+                raise _KeyProblem(path, f"the key at line {line} is not text; keys are names")
+            key = key_node.value
+            if key_node.tag != _YAML_STR:
+                read_as = key_node.tag.rsplit(":", 1)[-1]
+                raise _KeyProblem(
+                    (*path, key), f"key at line {line} is read by YAML as {read_as}, not text; put it in quotes"
+                )
+            if key in first_line:
+                raise _KeyProblem(
+                    (*path, key),
+                    f"duplicate key at line {line} (first at line {first_line[key]}); keys must be unique",
+                )
+            if key in merged:
+                raise _KeyProblem((*path, key), (
+                    f"duplicate key at line {line}: the merge key (<<) at line {merged[key][0]} gives it too; keys "
+                    "must be unique, and a merge must not override a key"))
+            first_line[key] = line
+            self.check_tree(value_node, (*path, key), visited)
+
+    def check_number(self, node: ScalarNode, path: KeyPath) -> None:
+        """Whole numbers must fit 64 bits and other numbers be finite (YAML reads .inf, .nan and 1.0e999
+        as numbers no quantity can be)."""
+        if node.tag == _YAML_INT:
+            digits = sum(c.isdigit() for c in node.value)
+            number = None if digits > MAX_INT_DIGITS else self.construct_yaml_int(node)
+            if number is None or not -MAX_INT <= number < MAX_INT:
+                written = f"a whole number of {digits} digits" if number is None else str(number)
+                raise _KeyProblem(path, f"{written} does not fit 64 bits; numbers may be at most {MAX_INT - 1}")
+        elif node.tag == _YAML_FLOAT and not math.isfinite(self.construct_yaml_float(node)):
+            raise _KeyProblem(path, (
+                f"{node.value!r} is not a finite number (YAML reads .inf, .nan and numbers past 1e308 so); give a "
+                "finite value"))
+
+
+def _merged_keys(node: Node) -> list[tuple[str, int]]:
+    """(key, line) of what a merge key's value brings: a mapping, or a list of mappings (in order)."""
+    mappings = node.value if isinstance(node, SequenceNode) else [node]
+    keys: list[tuple[str, int]] = []
+    for mapping in mappings:
+        if not isinstance(mapping, MappingNode):
+            continue  # YAML itself refuses merging anything else
+        for key_node, value_node in mapping.value:
+            if key_node.tag == _YAML_MERGE:
+                keys.extend(_merged_keys(value_node))
+            elif isinstance(key_node, ScalarNode):
+                keys.append((key_node.value, key_node.start_mark.line + 1))
+    return keys
 
 
 def _read_yaml(text: str, source: str) -> Any:
@@ -239,6 +375,7 @@ class _Resolver:
         self.source = source
         self.expansion = expansion
         self.document = expansion.document
+        self.warnings: list[str] = []  # "<source>: <key path>: <what is meaningless>", in document order
 
     def where(self, path: KeyPath) -> str:
         """The key path as written, even for entries that a fabric or traffic pattern made."""
@@ -269,7 +406,9 @@ class _Resolver:
             )
         duration_ps = self.above_zero(parse_time_ps, doc["duration"], ("duration",))
         sample_interval = doc.get("sample_interval", DEFAULT_SAMPLE_INTERVAL)
+        sample_interval_ps = self.above_zero(parse_time_ps, sample_interval, ("sample_interval",))
         devices = self.devices(doc.get("devices", {}))
+        self.check_samples(devices, duration_ps, sample_interval_ps)
         self.check_olink_buffers(devices)
         links = self.links(doc.get("links", []), {device.name: device for device in devices})
         self.check_olink_links(devices, links)
@@ -279,22 +418,51 @@ class _Resolver:
             source=self.source,
             seed=seed,
             duration_ps=duration_ps,
-            sample_interval_ps=self.above_zero(parse_time_ps, sample_interval, ("sample_interval",)),
+            sample_interval_ps=sample_interval_ps,
             sites=tuple(sites),
             devices=devices,
             links=links,
             flows=self.flows(doc.get("flows", []), devices, links),
             faults=self.faults(doc.get("faults", []), links, duration_ps),
         )
+        for flow_path, flow in enumerate(scenario.flows):
+            self.warn_after_end(("flows", flow_path, "start"), flow.start_ps, duration_ps, "so nothing is sent")
+        for index, reason in sorted(self.expansion.idle_faults.items()):
+            self.warnings.append(f"{self.source}: {key_path(('faults', index))}: expands to no link ({reason}), so "
+                                 "it changes nothing")
         if "job" in doc and "collective_test" in doc:
             self.fail(("collective_test",), "a scenario runs a job or a collective test, not both; remove one")
-        if "job" in doc:  # placed on the topology: which GPUs OLink joins into supernodes
-            scenario = dataclasses.replace(scenario, job=self.job(doc["job"], scenario))
-            self.check_reach(scenario)
-        elif "collective_test" in doc:
-            scenario = dataclasses.replace(scenario, job=self.collective_test(doc["collective_test"], scenario))
-            self.check_reach(scenario, ("collective_test", "gpus"))
-        return scenario
+        for key, build in (("job", self.job), ("collective_test", self.collective_test)):
+            if key in doc:  # placed on the topology: which GPUs OLink joins into supernodes
+                plan = build(doc[key], scenario)
+                scenario = dataclasses.replace(scenario, job=plan)
+                self.check_reach(scenario, ("job", "placement") if key == "job" else (key, "gpus"))
+                self.warn_after_end((key, "start"), plan.start_ps, duration_ps, "so no iteration runs")
+        return dataclasses.replace(scenario, warnings=tuple(dict.fromkeys(self.warnings)))
+
+    def warn_after_end(self, path: KeyPath, start_ps: int, duration_ps: int, outcome: str) -> None:
+        if start_ps >= duration_ps:
+            self.warnings.append(f"{self.source}: {self.where(path)}: {format_time(start_ps)} is at or after the "
+                                 f"run's end ({format_time(duration_ps)}), {outcome}")
+
+    def check_samples(self, devices: tuple[DeviceSpec, ...], duration_ps: int, interval_ps: int) -> None:
+        """Every sample holds every port counter of every device, kept by the hosts and written to
+        results.json: refuse runs that would keep more than :data:`MAX_SAMPLED_VALUES` of them."""
+        series = len(PORT_COUNTERS) * sum(len(device.ports) for device in devices)  # devices add a few more
+        samples = duration_ps // interval_ps + 1  # one at 0, one every interval up to the end
+        if series * samples <= MAX_SAMPLED_VALUES:
+            return
+        most = MAX_SAMPLED_VALUES // series  # samples that fit
+        if most > 0:  # the interval i fits when duration // i < most
+            least = _time_text(_round_up(duration_ps // most + 1))
+            fix = f"use a sample_interval of at least {least}, or a shorter duration"
+        else:
+            fix = "use fewer ports"
+        given = shown(self.document["sample_interval"]) if "sample_interval" in self.document else (
+            f"the default {DEFAULT_SAMPLE_INTERVAL}")
+        self.fail(("sample_interval",), (
+            f"{given} over {format_time(duration_ps)} takes {samples:,} samples of at least {series:,} counters "
+            f"({series * samples:,} values); a run keeps at most {MAX_SAMPLED_VALUES:,}: {fix}"))
 
     def check_olink_buffers(self, devices: tuple[DeviceSpec, ...]) -> None:
         """Credits and replay buffers written for OLink ports must hold the scenario's largest OLink
@@ -424,6 +592,10 @@ class _Resolver:
             site = spec.get("site")
             if site is not None and sites is not None and site not in sites:
                 self.fail((*path, "site"), f"site {site!r} is not in sites; sites: {listing(sites)}")
+            if len(spec["ports"]) > MAX_PORTS:  # fabrics and the WAN add ports to what they make
+                self.fail((*path, "ports"), (
+                    f"has {len(spec['ports'])} ports, more than the {MAX_PORTS} a device may have (a frame's address "
+                    "holds the port index in 8 bits)"))
             if not spec["ports"] and kind.name != "gpu_server":
                 self.fail((*path, "ports"), f"has 0 entries; a {kind.name} needs at least 1 (only a GPU server "
                                             "that talks only inside itself goes without)")
@@ -449,9 +621,12 @@ class _Resolver:
         if "$ref" in schema and "x-unit" not in schema:  # a shared definition (#/$defs/NAME)
             schema = scenario_schema()["$defs"][schema["$ref"].rsplit("/", 1)[-1]]
         if "x-unit" in schema:
-            if schema.get("x-nonzero"):
-                return self.above_zero(UNIT_PARSERS[schema["x-unit"]], value, path)
-            return self.quantity(UNIT_PARSERS[schema["x-unit"]], value, path)
+            parse = UNIT_PARSERS[schema["x-unit"]]
+            nonzero = schema.get("x-nonzero")
+            amount = self.above_zero(parse, value, path) if nonzero else self.quantity(parse, value, path)
+            if "x-min" in schema and amount < parse(schema["x-min"]):
+                self.fail(path, f"{shown(value)} is less than {schema['x-min']}, the least this option takes")
+            return amount
         if isinstance(value, dict):
             properties = schema.get("properties", {})
             return {key: self.units(properties.get(key, {}), item, (*path, key)) for key, item in value.items()}
@@ -546,6 +721,10 @@ class _Resolver:
             self.fail((*path, "rate"), RAW_FLOW_NEEDS_RATE)
         rate_bps = self.quantity(parse_rate, spec["rate"], (*path, "rate"))
         frame_bytes = self.above_zero(parse_size, spec.get("frame", DEFAULT_FRAME), (*path, "frame"))
+        if frame_bytes < SMALLEST_FRAME_BYTES:  # smaller frames would only multiply the events a run takes
+            self.fail((*path, "frame"), (
+                f"{shown(spec['frame'])} is less than one packet: a frame is at least {SMALLEST_FRAME_BYTES}B, the "
+                "smallest Ethernet frame"))
         return FlowSpec(
             name=spec["name"],
             src=src,
@@ -633,6 +812,7 @@ class _Resolver:
         self, specs: list[dict[str, Any]], links: tuple[LinkSpec, ...], duration_ps: int
     ) -> tuple[FaultSpec, ...]:
         link_names = [link.name for link in links]
+        known = set(link_names)  # a fabric's plane faults name thousands of links
         faults = []
         for index, spec in enumerate(specs):
             path: KeyPath = ("faults", index)
@@ -643,7 +823,7 @@ class _Resolver:
                     f"{format_time(at_ps)} is after the run ends at {format_time(duration_ps)}; "
                     "faults must happen within the duration",
                 )
-            if spec["link"] not in link_names:
+            if spec["link"] not in known:
                 self.fail(
                     (*path, "link"), f"no link named {shown(spec['link'])}; links: {listing(link_names)}"
                 )
@@ -668,4 +848,20 @@ class _Resolver:
 
 
 def _default_name(source: str) -> str:
-    return "scenario" if source.startswith("<") else Path(source).stem
+    """The file's stem as a DNS label (the name schema.json asks for): it names files and containers."""
+    label = re.sub(r"[^a-z0-9-]+", "-", Path(source).stem.lower()).lstrip("-0123456789")[:63].rstrip("-")
+    return "scenario" if source.startswith("<") or not label else label
+
+
+def _round_up(ps: int) -> int:
+    """``ps`` rounded up to two significant digits: 246,411,999 -> 250,000,000."""
+    scale = 10 ** max(0, len(str(ps)) - 2)
+    return -(-ps // scale) * scale
+
+
+def _time_text(ps: int) -> str:
+    """A whole number of picoseconds as a scenario writes it, in the largest unit that keeps it whole: "200us"."""
+    for scale, unit in ((10**12, "s"), (10**9, "ms"), (10**6, "us"), (10**3, "ns")):
+        if ps % scale == 0:
+            return f"{ps // scale}{unit}"
+    return f"{ps}ps"

@@ -110,12 +110,19 @@ def _explain(error: ValidationError) -> tuple[KeyPath, str]:
             return path, f"{shown(instance)} is too small; the minimum is {rule}"
         case "maximum":
             return path, f"{shown(instance)} is too large; the maximum is {rule}"
+        case "exclusiveMinimum":
+            return path, f"{shown(instance)} is too small; it must be above {rule}"
+        case "exclusiveMaximum":
+            return path, f"{shown(instance)} is too large; it must be below {rule}"
         case "minItems":
             return path, f"has {len(instance)} entries; at least {rule} needed"
         case "maxItems":
             return path, f"has {len(instance)} entries; at most {rule} allowed"
         case "minLength":
             return path, "is empty; write at least one character"
+        case "maxLength":  # the path without the key itself: it is shown, cut short
+            long = f"{shown(instance)} is {len(instance)} characters long"
+            return tuple(error.absolute_path), f"{long}; at most {rule} allowed"
         case "uniqueItems":
             index = next((i for i, item in enumerate(instance) if item in instance[:i]), 0)
             return (*path, index), f"{shown(instance[index])} is listed twice; entries must be unique"

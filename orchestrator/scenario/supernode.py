@@ -144,6 +144,12 @@ def _add(x: _Expander, name: str, spec: dict[str, Any], path: KeyPath, taken: se
         uplink_rate = max(1, rate * (radix // 2) // spines) if spines else 0
     length = x.length(spec, "length", DEFAULT_LENGTH, path)
     uplink_length = x.length(spec, "uplink_length", DEFAULT_UPLINK_LENGTH, path)
+    shape = Supernode(name, ("",) * per_supernode, per_server, planes, tiers, radix, spines)
+    own_ports = 0 if free is None else max((len(x.devices[server]["ports"]) for server in free), default=0)
+    _check_port_count(shape, own_ports + per_server * planes, path)  # before any port list is made
+    switches = planes * (1 if tiers == 1 else shape.leaves + spines)
+    links = planes * (gpus + (shape.leaves * spines if tiers == 2 else 0))
+    x.reserve(path, count * (switches + (per_supernode if free is None else 0)), count * links)
 
     for k in range(count):
         sn_name = name if count == 1 else f"{name}{k}"

@@ -24,6 +24,8 @@ class _Quantity:
     scales: dict[str, int]  # unit as written -> integer scale
     integer_unit: str  # what the result counts, for "not a whole number of ..."
     bare_scale: int | None  # what a number without a unit means; None: only 0 may go without one
+    most: int  # the largest value a scenario may give, in the integer unit
+    most_text: str  # that value as a person reads it: "1 day (86400s)"
 
     def parse(self, value: Any) -> int:
         """The value times its unit's scale, exactly, as an integer."""
@@ -49,6 +51,8 @@ class _Quantity:
             raise ValueError(f"{shown(value)} is not a whole number of {self.integer_unit}")
         if amount < 0:
             raise ValueError(f"{shown(value)} is negative; write {self.what} like {self.examples}")
+        if amount > self.most:
+            raise ValueError(f"{shown(value)} is more than {self.most_text}, the most {self.what} in a scenario may be")
         return int(amount)
 
 
@@ -59,6 +63,8 @@ RATE = _Quantity(
     scales={"k": 10**3, "K": 10**3, "m": 10**6, "M": 10**6, "g": 10**9, "G": 10**9, "t": 10**12, "T": 10**12},
     integer_unit="bits per second",
     bare_scale=1,
+    most=10**18,  # a million Tb/s: far above any link or NIC, yet "as fast as can be" (tests give a mesh 1000000T)
+    most_text="1000000T",
 )
 SIZE = _Quantity(
     what="a size",
@@ -71,6 +77,8 @@ SIZE = _Quantity(
     },
     integer_unit="bytes",
     bare_scale=1,
+    most=2**40,  # 1 TiB: more than any buffer, message or collective buffer a GPU or switch holds
+    most_text="1TiB",
 )
 LENGTH = _Quantity(
     what="a length",
@@ -79,6 +87,8 @@ LENGTH = _Quantity(
     scales={"km": 10**6, "m": 10**3, "cm": 10, "mm": 1},
     integer_unit="millimetres",
     bare_scale=None,
+    most=40_000 * 10**6,  # the Earth's circumference: no fibre is longer
+    most_text="40000km",
 )
 TIME = _Quantity(
     what="a time",
@@ -88,6 +98,9 @@ TIME = _Quantity(
             "ps": 1},
     integer_unit="picoseconds",
     bare_scale=None,
+    # 1 day: far beyond any run the emulation finishes, and sums of times stay well below NEVER (2^62 ps, 53 days)
+    most=86_400 * 10**12,
+    most_text="1 day (86400s)",
 )
 
 _BER = re.compile(r"[+-]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][+-]?\d+)?")

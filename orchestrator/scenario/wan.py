@@ -116,6 +116,9 @@ class WanExpander:
             if pair["a"] == pair["b"]:
                 raise ExpansionError((*path, "pairs", index, "b"), "joins a site to itself; name two different fabrics")
             name = f"{pair['a']}-{pair['b']}"
+            _time(pair.get("setup_time", DEFAULT_SETUP_TIME), (*path, "pairs", index, "setup_time"))
+            if "restoration" in pair:  # used only when a fault cuts the pair: checked here all the same
+                _time(pair["restoration"]["after"], (*path, "pairs", index, "restoration", "after"))
             if name in self.pairs or f"{pair['b']}-{pair['a']}" in self.pairs:
                 raise ExpansionError((*path, "pairs", index), f"sites {pair['a']} and {pair['b']} are already joined")
             self.pairs[name] = Pair(
@@ -254,7 +257,8 @@ class WanExpander:
     def fault(self, spec: dict[str, Any], path: KeyPath) -> list[dict[str, Any]]:
         """The link faults one WAN fault stands for; what it schedules past the run's end is dropped."""
         end = _time(self.x.written["duration"], ("duration",))
-        return [f for f in self._fault(spec, path) if f is spec or _time(f["at"], path) <= end]
+        _time(spec["at"], (*path, "at"))  # as written, within the limits; what it schedules later may lie past them
+        return [f for f in self._fault(spec, path) if f is spec or _ps(f["at"]) <= end]
 
     def _fault(self, spec: dict[str, Any], path: KeyPath) -> list[dict[str, Any]]:
         pair = self.pair_named(spec["wan"], (*path, "wan"))
@@ -307,14 +311,8 @@ def device_fault(expander: _Expander, spec: dict[str, Any], path: KeyPath) -> li
     if "state" not in spec:
         raise ExpansionError(path, "a device fault changes state only: down or up")
     return [
-        {
-            "at": spec["at"],
-            "link": link.get("name", f"{link['a']}--{link['z']}"),
-            "state": spec["state"],
-            "_cause": f"device:{name}",
-        }
-        for link in expander.links
-        if name in (link["a"].split("/")[0], link["z"].split("/")[0])
+        {"at": spec["at"], "link": link, "state": spec["state"], "_cause": f"device:{name}"}
+        for link in expander.links_of(name)
     ]
 
 
@@ -330,3 +328,8 @@ def _time(value: Any, path: KeyPath) -> int:
         return parse_time_ps(value)
     except ValueError as e:
         raise ExpansionError(path, str(e)) from None
+
+
+def _ps(at: Any) -> int:
+    """A time as written, or as this module wrote it ("123ps"), which may lie past the longest a scenario gives."""
+    return int(at[:-2]) if isinstance(at, str) and at.endswith("ps") and at[:-2].isdigit() else parse_time_ps(at)

@@ -35,7 +35,8 @@ from emulators.gpu_server.program import (
 )
 from emulators.topology import DeviceSpec
 from orchestrator.scenario.schema_errors import KeyPath, listing
-from orchestrator.workload.hardware import GPU_SERVER_KIND, effective_flops_per_s, gpus_of
+from orchestrator.scenario.units import SIZE, TIME, format_bytes
+from orchestrator.workload.hardware import GPU_SERVER_KIND, PS_PER_S, effective_flops_per_s, gpus_of
 from orchestrator.workload.models import MODELS, ModelSpec
 from orchestrator.workload.placement import (
     EDP,
@@ -52,6 +53,7 @@ from orchestrator.workload.schedule import (
     TOKEN_BYTES,
     CollectiveIds,
     Schedule,
+    StageSizes,
     programs,
     sizes_by_stage,
     stage_parameters,
@@ -105,6 +107,7 @@ def build_job(job: Mapping[str, Any], devices: Sequence[DeviceSpec], sites: Sequ
     dtype = job.get("dtype", "bf16")
     stages = sizes_by_stage(model, layers, micro_batch=micro_batch, sequence=sequence, dtype_bytes=DTYPE_BYTES[dtype],
                             tp=tp, ep=ep)
+    _check_stage_sizes(model, stages, layout, ranks, by_name)
     schedule = Schedule(stages, micro_batches, job.get("overlap_pp", True), job.get("stagger_dp", False))
     expected = collectives_per_iteration(layout, schedule)
     if expected > MAX_COLLECTIVES:
@@ -396,6 +399,28 @@ def _check_limits(job: Mapping[str, Any], layout: Layout, micro_batches: Sequenc
         raise JobError(("iterations",), (
             f"{iterations} iterations: a message id numbers at most {MAX_SERIALS - 1} (restarts included); "
             "run fewer"))
+
+
+def _check_stage_sizes(model: ModelSpec, stages: Sequence[StageSizes], layout: Layout, ranks: Sequence[RankPlace],
+                       by_name: Mapping[str, DeviceSpec]) -> None:
+    """Each stage's messages and compute ops within what a scenario may give (a size of 1 TiB, a time of a
+    day): past them, model overrides or a long sequence only make a run that never finishes an op."""
+    fix = "use a smaller model, micro_batch or sequence, or more TP or PP ranks"
+    speed = _compute_of(ranks, by_name, ())
+    for p, stage in enumerate(stages):
+        for what, nbytes in (("TP all-reduce", stage.tp_bytes), ("PP send", stage.pp_bytes),
+                             ("EP all-to-all", stage.ep_bytes), ("DP gradient all-reduce", stage.dp_bytes),
+                             ("expert gradient all-reduce", stage.expert_dp_bytes)):
+            if nbytes > SIZE.most:
+                raise JobError((), (
+                    f"stage {p}'s {what} carries {format_bytes(nbytes)}, more than {SIZE.most_text}, the most a size "
+                    f"in a scenario may be; {fix}"))
+        slowest = min(speed[r] for r in range(layout.size) if layout.coordinates(r)[2] == p)  # FLOP/s
+        if stage.backward_flops * PS_PER_S > TIME.most * slowest:
+            raise JobError((), (
+                f"stage {p}'s backward of one micro-batch ({stage.layers} layers of {model.name}) takes its slowest "
+                f"GPU ({slowest / 1e12:.4g} TFLOP/s at its MFU) more than {TIME.most_text}, the longest time a "
+                f"scenario may give; {fix}"))
 
 
 def collectives_per_iteration(layout: Layout, schedule: Schedule) -> int:

@@ -1,5 +1,6 @@
 """End to end on a real Docker engine: one container per device (host networking, loopback ports only),
-the same results as the process backend, a killed container failing the run by name, nothing left behind.
+the same results as the process backend, a killed, stopped or removed container failing the run by name,
+nothing left behind.
 
 Starts the engine if none answers and builds the image (both idempotent): `make e2e` runs these.
 """
@@ -8,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 import time
@@ -119,38 +121,80 @@ def test_containers_give_the_process_backends_results(engine_and_image: None, sc
     assert unknown.returncode == 2 and unknown.stderr.startswith("error: no testbed container of scenario")
 
 
+def _run_in_background(scenario_file: Path, out: Path, stderr_path: Path) -> subprocess.Popen[str]:
+    with open(stderr_path, "w") as err:
+        return subprocess.Popen([*TESTBED, "--log-level", "info", *_docker_run_args(scenario_file, out)],
+                                stdout=subprocess.PIPE, stderr=err, text=True, cwd=REPO)
+
+
+def _wait_for(proc: subprocess.Popen[str], stderr_path: Path, event: str, timeout_s: float = 120) -> None:
+    deadline = time.monotonic() + timeout_s
+    while event not in stderr_path.read_text():
+        assert proc.poll() is None, stderr_path.read_text()[-2000:]
+        assert time.monotonic() < deadline, f"no {event!r} within {timeout_s:g} s"
+        time.sleep(0.1)
+
+
+def _failed_run(proc: subprocess.Popen[str], stderr_path: Path, out: Path, victim: str) -> tuple[str, dict]:
+    """The run's one error line, and its results.json, once it has failed naming ``victim``."""
+    stderr = stderr_path.read_text()
+    assert proc.returncode == 1, stderr[-2000:]
+    assert "Traceback" not in stderr, stderr[-4000:]
+    errors = [line for line in stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1, errors
+    results = json.loads((out / "results.json").read_text())
+    assert results["status"] == "failed" and results["run"]["failed_host"] == victim
+    assert errors[0] == f"error: {results['error']}"
+    print(errors[0])
+    return errors[0], results
+
+
+# `docker kill` (SIGKILL), and `docker stop` (SIGTERM, what a pod's eviction sends too: the host stops gracefully)
+@pytest.mark.parametrize(("command", "how"), [(("kill",), "with code 137 (SIGKILL)"),
+                                              (("stop", "--time", "10"), "with code 0 after SIGTERM")],
+                         ids=["killed", "stopped"])
 def test_a_container_killed_mid_run_fails_the_run_within_seconds_naming_it(engine_and_image: None,
                                                                           scenario_file: Path,
-                                                                          tmp_path: Path) -> None:
+                                                                          tmp_path: Path, command: tuple[str, ...],
+                                                                          how: str) -> None:
     stderr_path = tmp_path / "stderr.log"
-    with open(stderr_path, "w") as err:
-        proc = subprocess.Popen([*TESTBED, "--log-level", "info", *_docker_run_args(scenario_file, tmp_path / "out")],
-                                stdout=subprocess.PIPE, stderr=err, text=True, cwd=REPO)
+    proc = _run_in_background(scenario_file, tmp_path / "out", stderr_path)
     try:
-        deadline = time.monotonic() + 120
-        while "hosts loaded and connected" not in stderr_path.read_text():
-            assert proc.poll() is None, stderr_path.read_text()[-2000:]
-            assert time.monotonic() < deadline, "the hosts did not come up"
-            time.sleep(0.1)
+        _wait_for(proc, stderr_path, "hosts loaded and connected")
         time.sleep(1.5)  # well into the run (it takes about 10 s)
         assert proc.poll() is None, "the run finished before the container could be killed"
         victim = "tester-b2"
-        _docker("kill", f"testbed-{SCENARIO_NAME}-{victim}")
-        killed_at = time.monotonic()
+        signalled_at = time.monotonic()
+        _docker(*command, f"testbed-{SCENARIO_NAME}-{victim}")
         proc.communicate(timeout=60)
-        elapsed = time.monotonic() - killed_at
-        print(f"run ended {elapsed:.2f} s after the kill")
+        elapsed = time.monotonic() - signalled_at
+        print(f"run ended {elapsed:.2f} s after docker {command[0]}")
     finally:
         if proc.poll() is None:
             proc.kill()
-    stderr = stderr_path.read_text()
-    assert proc.returncode == 1
     assert elapsed < 5.0, f"took {elapsed:.1f} s to notice"
-    error_line = next(line for line in stderr.splitlines() if line.startswith("error:"))
+    error_line, results = _failed_run(proc, stderr_path, tmp_path / "out", victim)
     assert error_line.startswith(f"error: device host '{victim}' failed: container "
-                                 f"testbed-{SCENARIO_NAME}-{victim} exited with code 137 (SIGKILL)"), error_line
-    assert "Traceback" not in stderr
-    results = json.loads((tmp_path / "out" / "results.json").read_text())
-    assert results["status"] == "failed" and results["run"]["failed_host"] == victim
+                                 f"testbed-{SCENARIO_NAME}-{victim} exited {how}"), error_line
     assert set(results["devices"]) == {"tester-a", "tester-a2", "tester-b"}  # the survivors' partial results
     assert 0 < results["virtual_end_ps"] < results["scenario"]["duration_ps"]
+
+
+def test_a_container_removed_while_the_hosts_start_fails_the_run_naming_it(engine_and_image: None,
+                                                                          scenario_file: Path,
+                                                                          tmp_path: Path) -> None:
+    stderr_path = tmp_path / "stderr.log"
+    victim = "tester-a2"
+    proc = _run_in_background(scenario_file, tmp_path / "out", stderr_path)
+    try:
+        _wait_for(proc, stderr_path, f'"container": "testbed-{SCENARIO_NAME}-{victim}"')  # "container started"
+        _docker("rm", "--force", f"testbed-{SCENARIO_NAME}-{victim}")
+        proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    error_line, results = _failed_run(proc, stderr_path, tmp_path / "out", victim)
+    # `docker rm --force` kills, then removes: the coordinator may look in between
+    assert re.match(f"error: device host '{victim}' failed: container testbed-{SCENARIO_NAME}-{victim} "
+                    r"(was removed|(exited|dead) with code 137 \(SIGKILL\))", error_line), error_line
+    assert victim not in results["devices"] and victim in results["run"]["missing_hosts"]

@@ -34,12 +34,13 @@ class DrivenHost:
         self.port = int(self.address.rsplit(":", 1)[1])
         self.channel = grpc.insecure_channel(self.address)
         self.control = sync_pb2_grpc.HostControlStub(self.channel)
+        self.metadata = [("authorization", f"Bearer {token}")] if token else []  # HostControl asks for it too
         scenario = parse_scenario(scenario_text, "<test>")
         self.control.Load(sync_pb2.LoadRequest(
             run_id="gnmi-test", host=HOST, scenario_json=json.dumps(scenario_to_dict(scenario)),
-            assignment={d.name: HOST for d in scenario.devices}), timeout=10)
+            assignment={d.name: HOST for d in scenario.devices}), metadata=self.metadata, timeout=10)
         self._requests: queue.Queue[Any] = queue.Queue()
-        self._reports = self.control.Sync(iter(self._requests.get, None))
+        self._reports = self.control.Sync(iter(self._requests.get, None), metadata=self.metadata)
         self.window = 0
         self.end_ps = 0
 
@@ -60,11 +61,16 @@ class DrivenHost:
             self.advance(min(end_ps, self.end_ps + step_ps))
 
     def results(self) -> dict[str, Any]:
-        reply = self.control.Results(sync_pb2.ResultsRequest(), timeout=10)
+        reply = self.control.Results(sync_pb2.ResultsRequest(), metadata=self.metadata, timeout=10)
         return json.loads(reply.results_json)
 
     def alive(self) -> bool:
         return self.proc.poll() is None
+
+    def rss_mb(self) -> int:
+        """The host process's resident memory, MiB."""
+        with open(f"/proc/{self.proc.pid}/status") as f:
+            return next(int(line.split()[1]) for line in f if line.startswith("VmRSS:")) // 1024
 
     def close(self) -> None:
         self._requests.put(None)

@@ -5,12 +5,18 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
+from tests.cli_cases import CliCase, load_cases, prepare, snapshot
 from tests.helpers import run_cli
 
 pytestmark = pytest.mark.integration
+
+TESTBED_SCRIPT = Path(sys.executable).with_name("testbed")  # the command `make install` puts in .venv/bin
+TESTERS = Path("scenarios/testers.yaml").resolve()
+PROCESS_CASES = [case for case in load_cases() if case.process]
 
 
 def test_default_scenario_prints_the_wan_latency_and_writes_results(tmp_path):
@@ -90,3 +96,49 @@ def test_output_piped_into_a_reader_that_stops_early_is_not_an_error(tmp_path):
     done = subprocess.run(["bash", "-c", command], capture_output=True, text=True, timeout=120)
     assert "exit=0" in done.stdout and "Traceback" not in done.stderr, done.stderr
     assert (tmp_path / "results.json").exists()
+
+
+@pytest.mark.parametrize("case", PROCESS_CASES, ids=[case.id for case in PROCESS_CASES])
+def test_malformed_command_lines_as_a_user_types_them(case: CliCase, tmp_path: Path) -> None:
+    prepared = prepare(case, tmp_path)
+    before = snapshot(prepared.files)
+    done = subprocess.run([str(TESTBED_SCRIPT), *prepared.argv], capture_output=True, text=True, timeout=120)
+    assert done.returncode == case.exit, done.stderr
+    lines = done.stderr.splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and prepared.stderr in lines[0], done.stderr
+    assert done.stdout == "" and snapshot(prepared.files) == before
+    assert list(prepared.untouched.iterdir()) == []
+
+
+def test_a_run_never_replaces_an_earlier_runs_results_without_force(tmp_path: Path) -> None:
+    def testbed(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([str(TESTBED_SCRIPT), *args], capture_output=True, text=True, timeout=300,
+                              cwd=tmp_path)
+
+    first = testbed("run", str(TESTERS))
+    assert first.returncode == 0, first.stderr
+    out = tmp_path / "out" / "testers"  # the default: out/ the scenario's name
+    assert first.stdout.endswith(f"results: {Path('out') / 'testers' / 'results.json'}\n")
+    earlier = (out / "results.json").read_bytes()
+    (out / "report.html").write_text("the earlier run's report")
+    (out / "inputs.json").write_text("{}")  # faults injected into the earlier run
+    again = testbed("run", str(TESTERS), "--seed", "5")
+    assert again.returncode == 2 and again.stdout == ""
+    assert again.stderr == (f"error: {Path('out') / 'testers'} holds an earlier run's results; choose another --out "
+                            f"or pass --force to replace them\n")
+    assert (out / "results.json").read_bytes() == earlier
+    forced = testbed("run", str(TESTERS), "--seed", "5", "--force")
+    assert forced.returncode == 0, forced.stderr
+    assert json.loads((out / "results.json").read_text())["scenario"]["seed"] == 5
+    assert not (out / "report.html").exists() and not (out / "inputs.json").exists()  # they went with its results
+
+
+def test_validate_and_run_print_the_scenarios_warnings(tmp_path: Path) -> None:
+    scenario = Path("tests/data/malformed/scenarios-warn/flow-starts-after-end-rdma.yaml")
+    warning = (f"warning: {scenario}: flows[0].start: 2 ms is at or after the run's end (1 ms), so nothing is "
+               f"sent")
+    done = run_cli("validate", str(scenario))
+    assert done.returncode == 0 and done.stderr.splitlines() == [warning]
+    done = run_cli("run", str(scenario), "--out", str(tmp_path / "run"), "--no-progress")
+    assert done.returncode == 0, done.stderr
+    assert done.stderr.splitlines()[0] == warning

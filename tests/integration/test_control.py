@@ -151,6 +151,10 @@ def test_the_control_service_requires_the_token_when_one_is_configured(tmp_path)
             with pytest.raises(grpc.RpcError) as caught:
                 stub.GetState(control_pb2.GetStateRequest(), metadata=[("authorization", "Bearer wrong")], timeout=30)
             assert caught.value.code() == grpc.StatusCode.UNAUTHENTICATED
+            for fault in ('{"link": "lan-a", "state": "down"}', "[" * 10_000):  # the token first, then the JSON
+                with pytest.raises(grpc.RpcError) as caught:
+                    stub.InjectFault(control_pb2.InjectFaultRequest(fault_json=fault), timeout=30)
+                assert caught.value.code() == grpc.StatusCode.UNAUTHENTICATED
         run.communicate(timeout=60)
     finally:
         run.kill()

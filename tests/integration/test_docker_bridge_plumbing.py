@@ -6,6 +6,7 @@ its published port is the one it serves on."""
 from __future__ import annotations
 
 import asyncio
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -34,7 +35,8 @@ class HostProcessContainer:
         self.kwargs = kwargs
         host = kwargs["command"][1]
         self.proc = subprocess.Popen([sys.executable, "-m", "services.host", "--name", host, "--listen",
-                                      "127.0.0.1:0"], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+                                      "127.0.0.1:0"], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+                                     env={**os.environ, **kwargs.get("environment", {})})  # the run's token
         assert self.proc.stdout is not None
         self.port = self.proc.stdout.readline().split(":")[-1].strip()
 

@@ -152,7 +152,7 @@ def test_set_errors_change_nothing(host: DrivenHost) -> None:
     kmin = gnmi_pb2.Path(elem=[gnmi_pb2.PathElem(name=n) for n in ("qos", "ecn", "config", "kmin-bytes")])
     cases = [
         (gnmi_pb2.TypedValue(string_val="big"), grpc.StatusCode.INVALID_ARGUMENT, "unsigned integer"),
-        (gnmi_pb2.TypedValue(json_val=b"{oops"), grpc.StatusCode.INVALID_ARGUMENT, "does not parse"),
+        (gnmi_pb2.TypedValue(json_val=b"{oops"), grpc.StatusCode.INVALID_ARGUMENT, "is not JSON"),
         (gnmi_pb2.TypedValue(uint_val=1 << 50), grpc.StatusCode.INVALID_ARGUMENT, "between"),
         (gnmi_pb2.TypedValue(bytes_val=b"x"), grpc.StatusCode.INVALID_ARGUMENT, "not accepted"),
     ]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -22,8 +23,10 @@ pytestmark = pytest.mark.integration
 
 @pytest.fixture
 def host():
+    env = {k: v for k, v in os.environ.items() if k not in ("TESTBED_TOKEN", "TESTBED_RUN_TOKEN")}  # no token asked
     proc = subprocess.Popen([sys.executable, "-m", "services.host", "--name", "tester-a"],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    assert proc.stdout is not None and proc.stderr is not None
     line = proc.stdout.readline()
     assert line.startswith("LISTENING "), proc.stderr.read()
     channel = grpc.insecure_channel(line.split()[1])

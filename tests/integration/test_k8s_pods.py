@@ -69,7 +69,8 @@ def test_pods_are_replaced_applied_awaited_forwarded_and_run_like_a_process(tmp_
     assert deterministic_view(results) == deterministic_view(run_scenario(scenario, "single"))
     selector = "aicn-testbed/scenario=t"
     manifests = tmp_path / "k8s"
-    assert fake.calls[:3] == [
+    assert fake.calls[:4] == [
+        ("apply", "-k", str(manifests / "shared")),
         ("delete", "statefulset", "-n", "lab", "-l", selector, "--ignore-not-found", "--cascade=foreground",
          "--wait=true"),
         ("apply", "-k", str(manifests)),

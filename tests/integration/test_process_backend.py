@@ -9,6 +9,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -101,3 +102,140 @@ def test_lost_host_fails_the_run_quickly_naming_it_and_keeps_partial_results(tmp
     assert set(results["devices"]) == {"tester-a", "tester-a2", "tester-b"}  # the survivors' partial results
     assert results["devices"]["tester-a"]["counters"]["frames_sent"] > 0
     assert results["flows"]["local-b"]["incomplete"] is True
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+def _wait_for_log(path: Path, event: str, timeout_s: float = 10.0) -> None:
+    """Until the host's log at ``path`` holds ``event``: a signalled host has acted on it."""
+    deadline = time.monotonic() + timeout_s
+    while f'"event": "{event}"' not in path.read_text():
+        assert time.monotonic() < deadline, f"{path.name} never logged {event}"
+        time.sleep(0.02)
+
+
+class _Hosts:
+    """The process backend's clusters, as run_scenario launches them."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        import orchestrator.backends.process as process
+
+        self.clusters: list[process.ProcessCluster] = []
+        launch = process.launch
+
+        async def launch_and_keep(*args, **kwargs):  # type: ignore[no-untyped-def]
+            cluster = await launch(*args, **kwargs)
+            self.clusters.append(cluster)
+            return cluster
+
+        monkeypatch.setattr(process, "launch", launch_and_keep)
+
+    def pid(self, host: str) -> int:
+        return next(h.proc.pid for h in self.clusters[-1].hosts if h.name == host)
+
+    def signal_at(self, window: int, host: str, sig: signal.Signals) -> Callable[[int], None]:
+        """A progress callback that sends ``sig`` to ``host``'s process after the run's ``window``-th window."""
+        windows = 0
+
+        def progress(end_ps: int) -> None:
+            nonlocal windows
+            windows += 1
+            if windows == window:
+                os.kill(self.pid(host), sig)
+
+        return progress
+
+
+# (stage, which call of the victim it precedes): from its start to its last answer
+STAGES = [("starting", 0), ("listening", 0), ("Load", 1), ("Connect", 1), ("Sync", 1), ("Sync", 40), ("Results", 1)]
+
+
+@pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGTERM], ids=["SIGKILL", "SIGTERM"])
+@pytest.mark.parametrize(("stage", "nth"), STAGES, ids=[f"{s}-{n}" for s, n in STAGES])
+def test_a_host_lost_at_any_stage_fails_the_run_naming_it_with_what_was_measured(tmp_path, monkeypatch, stage, nth,
+                                                                                  sig):
+    """The victim gets the signal just before the given call to it (for SIGTERM, the call waits until
+    it has begun to stop): however the call or the stream then breaks, the run fails naming it."""
+    import orchestrator.backends.process as process
+    from orchestrator.backends.remote import RemoteHost
+    from orchestrator.run import RunFailed
+    from orchestrator.scenario.loader import parse_scenario
+    from tests.helpers import two_testers
+
+    victim = "tb"
+    pids: dict[str, int] = {}
+
+    def hit(host) -> None:  # type: ignore[no-untyped-def]
+        os.kill(host.proc.pid, sig)
+        if sig == signal.SIGTERM and stage not in ("starting", "listening"):
+            _wait_for_log(host.log_path, "stopping")
+
+    listening = process._await_listening
+
+    async def await_listening(host, *args):  # type: ignore[no-untyped-def]
+        pids[host.name] = host.proc.pid
+        if host.name == victim and stage == "starting":
+            hit(host)
+        await listening(host, *args)
+        if host.name == victim and stage == "listening":
+            hit(host)
+
+    monkeypatch.setattr(process, "_await_listening", await_listening)
+    calls: dict[str, int] = {}
+    call = RemoteHost._call
+
+    async def call_after_the_signal(self, what, awaitable):  # type: ignore[no-untyped-def]
+        if self.name == victim:
+            calls[what] = calls.get(what, 0) + 1
+            # a window is a write and a read on the Sync stream: the signal comes before the write
+            if what == stage and calls[what] == (2 * nth - 1 if what == "Sync" else nth):
+                hit(self)
+        return await call(self, what, awaitable)
+
+    monkeypatch.setattr(RemoteHost, "_call", call_after_the_signal)
+    scenario = parse_scenario(two_testers(duration="2ms", flows="  - {name: f, src: ta/p0, dst: tb/p0, rate: 100G, "
+                                                                 "frame: 64KiB, for: 2ms}"), "<t>")
+    with pytest.raises(RunFailed) as failed:
+        run_scenario(scenario, "device", "process", out_dir=tmp_path / "out")
+    message = str(failed.value)
+    assert message.startswith(f"device host '{victim}' failed: ") and "\n" not in message
+    assert signal.Signals(sig).name in message, message
+    results = json.loads((tmp_path / "out" / "results.json").read_text())
+    assert results["status"] == "failed" and results["error"] == message and results["run"]["failed_host"] == victim
+    measured = set(results["devices"])
+    assert measured == {"ta"} if (stage, nth) in (("Sync", 40), ("Results", 1)) else measured <= {"ta"}
+    assert not any(_alive(pid) for pid in pids.values())  # every host stopped
+
+
+def test_a_host_stopped_by_sigterm_mid_run_fails_the_run_naming_it_every_time(tmp_path, monkeypatch, capfd):
+    """What `docker stop` and a pod's eviction do: the host stops gracefully, the run fails naming it
+    (never an error on a finished stream) and keeps the other hosts' results. Five times over, at
+    different windows: the race it used to lose showed in two tries of three."""
+    from orchestrator.run import RunFailed
+
+    hosts = _Hosts(monkeypatch)
+    scenario = load_scenario("scenarios/testers.yaml")
+    victim = "tester-b2"
+    for attempt in range(5):
+        out = tmp_path / f"run{attempt}"
+        with pytest.raises(RunFailed) as failed:
+            run_scenario(scenario, "device", "process", out_dir=out,
+                         progress=hosts.signal_at(20 + 15 * attempt, victim, signal.SIGTERM))
+        message = str(failed.value)
+        assert message.startswith(f"device host '{victim}' failed: process exited with code 0 after SIGTERM"), message
+        results = json.loads((out / "results.json").read_text())
+        assert results["status"] == "failed" and results["run"]["failed_host"] == victim
+        assert results["error"] == message
+        assert set(results["devices"]) == {"tester-a", "tester-a2", "tester-b"}  # the survivors' partial results
+        assert results["devices"]["tester-a"]["counters"]["frames_sent"] > 0
+        assert 0 < results["virtual_end_ps"] < results["scenario"]["duration_ps"]
+        assert not any(_alive(h.proc.pid) for h in hosts.clusters[-1].hosts)
+        for log in (out / "hosts").iterdir():
+            assert "Traceback" not in log.read_text(), log.name
+    assert "Traceback" not in capfd.readouterr().err

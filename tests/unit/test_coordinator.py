@@ -76,3 +76,115 @@ def test_a_paced_run_holds_virtual_time_at_wall_time_times_the_pace_and_changes_
     assert paced["run"]["windows"] >= 0.020 / pace / 0.05
     assert paced["run"]["pace"] == pace and paced["run"]["behind_s"] >= 0
     assert deterministic_view(paced) == deterministic_view(run_scenario(scenario))
+
+
+def test_the_first_host_to_fail_stops_the_others_calls_before_its_failure_is_raised() -> None:
+    from orchestrator.coordinator import HostFailed, gather_all
+
+    ended: list[str] = []
+
+    async def fails() -> None:
+        await asyncio.sleep(0)
+        raise HostFailed("tb", "closed its Sync stream")
+
+    async def waits() -> None:
+        try:
+            await asyncio.Event().wait()
+        finally:
+            ended.append("ta")
+
+    async def run() -> None:
+        await gather_all([waits(), fails()])
+
+    try:
+        asyncio.run(run())
+    except HostFailed as e:
+        assert str(e) == "device host 'tb' failed: closed its Sync stream"
+    else:
+        raise AssertionError("no failure")
+    assert ended == ["ta"]
+
+
+class FinishedStream:
+    """A Sync stream the host has ended, as grpc.aio holds it: a write raises, the status says why."""
+
+    def __init__(self, read: Any = None) -> None:
+        self._read = read
+
+    def done(self) -> bool:
+        return True
+
+    async def write(self, message: Any) -> None:
+        raise asyncio.InvalidStateError("RPC already finished.")
+
+    async def read(self) -> Any:
+        return self._read
+
+    async def code(self) -> Any:
+        import grpc
+
+        return grpc.StatusCode.CANCELLED
+
+    async def details(self) -> str:
+        return "Cancelled"
+
+
+def _remote(timeout_s: float = 5.0) -> Any:
+    from orchestrator.backends.remote import RemoteHost
+
+    return RemoteHost("tb", timeout_s)
+
+
+def _failure(awaitable: Any) -> str:
+    from orchestrator.coordinator import HostFailed
+
+    async def run() -> None:
+        await awaitable
+
+    try:
+        asyncio.run(run())
+    except HostFailed as e:
+        assert e.host == "tb"
+        return str(e)
+    raise AssertionError("no HostFailed")
+
+
+def test_every_way_a_call_to_a_host_breaks_is_that_host_failing() -> None:
+    import grpc
+
+    host = _remote()
+    host._sync = FinishedStream()
+    assert _failure(host.advance(10, {}, [])) == ("device host 'tb' failed: Sync: the stream ended "
+                                                  "(CANCELLED: Cancelled)")
+    host._sync = FinishedStream()
+    host._sync.write = lambda message: asyncio.sleep(0)  # type: ignore[method-assign]
+    host._sync._read = grpc.aio.EOF
+    assert _failure(host.advance(10, {}, [])) == "device host 'tb' failed: closed its Sync stream"
+
+    async def cancelled() -> None:  # what a read raises on a call grpc cancelled under it
+        raise asyncio.CancelledError
+
+    assert _failure(host._call("Sync", cancelled())) == "device host 'tb' failed: Sync: the call was cancelled"
+
+    async def closed() -> None:
+        raise grpc.aio.UsageError("Channel is closed.")
+
+    assert _failure(host._call("Results", closed())) == "device host 'tb' failed: Results: Channel is closed."
+    slow = _remote(0.01)
+    assert _failure(slow._call("Load", asyncio.sleep(1))) == "device host 'tb' failed: no answer to Load within 0.01 s"
+
+
+def test_a_run_that_stops_cancels_its_calls_to_a_host_without_blaming_the_host() -> None:
+    host = _remote()
+
+    async def run() -> bool:
+        call = asyncio.ensure_future(host._call("Sync", asyncio.Event().wait()))
+        await asyncio.sleep(0)
+        call.cancel()
+        try:
+            await call
+        except asyncio.CancelledError:
+            return True
+        return False
+
+    assert asyncio.run(run())

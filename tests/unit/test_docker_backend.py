@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
@@ -10,7 +11,7 @@ import pytest
 
 from orchestrator import cli
 from orchestrator.backends import docker as backend
-from orchestrator.deploy import HOST_PORT, DeployError, DeployOptions, dns_label, host_names
+from orchestrator.deploy import HOST_PORT, DeployError, DeployOptions, containers, dns_label, host_names
 from orchestrator.partition import plan_partition
 from orchestrator.scenario.loader import parse_scenario
 from tests.helpers import two_testers
@@ -100,20 +101,35 @@ class FakeContainer:
         return self._log
 
 
-class FakeClient:
-    def __init__(self, containers: list[FakeContainer]) -> None:
-        self.containers = SimpleNamespace(list=lambda **kw: self._matching(kw["filters"]["label"]))
-        self._all = containers
+class FakeNetwork:
+    def __init__(self, scenario: str) -> None:
+        self.name = backend.network_name(scenario)
+        self.labels = {backend.LABEL_ROLE: backend.ROLE_NETWORK, backend.LABEL_SCENARIO: scenario}
 
-    def _matching(self, labels: list[str]) -> list[FakeContainer]:
-        def fits(c: FakeContainer) -> bool:
+
+class FakeClient:
+    """The engine's containers and networks, listed by label as the engine filters them; removable."""
+
+    def __init__(self, containers: list[FakeContainer], networks: list[FakeNetwork] | None = None) -> None:
+        self._all = containers
+        self._networks = networks or []
+        self.containers = SimpleNamespace(list=lambda **kw: self._matching(self._all, kw["filters"]["label"]))
+        self.networks = SimpleNamespace(list=lambda **kw: self._matching(self._networks, kw["filters"]["label"]))
+        for c in containers:
+            c.remove = lambda force=False, c=c: self._all.remove(c)  # type: ignore[attr-defined]
+        for n in self._networks:
+            n.remove = lambda n=n: self._networks.remove(n)  # type: ignore[attr-defined]
+
+    @staticmethod
+    def _matching(objects: list[Any], labels: list[str]) -> list[Any]:
+        def fits(c: Any) -> bool:
             for label in labels:
                 key, _, value = label.partition("=")
                 if key not in c.labels or (value and c.labels[key] != value):
                     return False
             return True
 
-        return [c for c in self._all if fits(c)]
+        return [c for c in objects if fits(c)]
 
 
 def test_a_device_is_found_by_name_or_host_and_ambiguity_asks_for_the_scenario() -> None:
@@ -173,3 +189,86 @@ def test_the_management_token_reaches_the_containers_when_one_is_set(monkeypatch
     monkeypatch.setenv("TESTBED_TOKEN", "s3cret")
     for spec in backend.host_specs("t", _plan(), "r", DeployOptions()):
         assert spec.run_kwargs["environment"] == {"TESTBED_TOKEN": "s3cret"}
+
+
+def _engine_of_two_users() -> FakeClient:
+    """Scenario "mine" started from this checkout, "theirs" by someone else on the same engine."""
+    return FakeClient([FakeContainer("testbed-mine-a", "mine", "a", "a"),
+                       FakeContainer("testbed-mine-b", "mine", "b", "b"),
+                       FakeContainer("testbed-theirs-a", "theirs", "a", "a")],
+                      [FakeNetwork("mine"), FakeNetwork("theirs")])
+
+
+@pytest.fixture
+def record(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    path = tmp_path / "out" / ".docker-scenarios"
+    monkeypatch.setattr(containers, "RECORD", path)
+    return path
+
+
+def _left(client: FakeClient) -> list[str]:
+    return sorted(c.name for c in client._all) + sorted(n.name for n in client._networks)
+
+
+def test_down_removes_the_scenarios_this_checkout_ran_and_leaves_another_users(record: Path) -> None:
+    client = _engine_of_two_users()
+    containers.record_scenarios(["mine"])
+    containers.record_scenarios(["mine"])  # run twice: noted once
+    assert record.read_text() == "mine\n"
+    assert containers.down(client) == "removed 2 containers and 1 network of scenario mine"
+    assert _left(client) == ["testbed-theirs-a", "testbed-theirs"]
+    assert not record.exists()
+    # safe to run twice: nothing of this checkout is left, and the other scenario is named, not removed
+    assert containers.down(client) == (
+        "nothing to remove: no scenario run from this checkout with --backend docker since the last `testbed down`; "
+        "1 other scenario on the engine: `testbed down --scenario NAME` (`testbed status` lists them) or `--all`")
+    assert _left(client) == ["testbed-theirs-a", "testbed-theirs"]
+
+
+def test_down_by_name_removes_that_scenario_only_and_all_removes_everything(record: Path) -> None:
+    client = _engine_of_two_users()
+    containers.record_scenarios(["mine", "other"])
+    assert containers.down(client, scenario="theirs") == "removed 1 container and 1 network of scenario theirs"
+    assert _left(client) == ["testbed-mine-a", "testbed-mine-b", "testbed-mine"]
+    assert containers.down(client, scenario="mine") == "removed 2 containers and 1 network of scenario mine"
+    assert record.read_text() == "other\n"  # no longer noted once removed
+    client = _engine_of_two_users()
+    assert containers.down(client, everything=True) == "removed 3 containers and 2 networks (every testbed container)"
+    assert _left(client) == [] and not record.exists()
+
+
+def test_down_through_the_command_line(record: Path, capsys: pytest.CaptureFixture[str],
+                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(cli, "configure_logging", lambda level: None)
+    client = _engine_of_two_users()
+    client.close = lambda: None  # type: ignore[attr-defined]
+    monkeypatch.setattr(containers, "engine", lambda: client)
+    containers.record_scenarios(["mine"])
+    assert cli.main(["down"]) == 0
+    assert capsys.readouterr().out == "removed 2 containers and 1 network of scenario mine\n"
+    assert cli.main(["down", "--scenario", "x", "--all"]) == 2
+    assert capsys.readouterr().err.startswith("error: --all: not allowed with argument --scenario")
+    assert cli.main(["down"]) == 0  # nothing noted any more: says what to pass, removes nothing
+    assert capsys.readouterr().out.startswith("nothing to remove: no scenario run from this checkout")
+    assert _left(client) == ["testbed-theirs-a", "testbed-theirs"]
+
+    def refuse(force: bool = False) -> None:
+        raise docker.errors.APIError("removal of container testbed-theirs-a is already in progress")
+
+    client._all[0].remove = refuse  # type: ignore[attr-defined]
+    assert cli.main(["down", "--all"]) == 1
+    assert capsys.readouterr().err == ("error: the Docker engine: removal of container testbed-theirs-a is already "
+                                       "in progress\n")
+
+
+def test_a_docker_run_is_noted_before_it_starts(record: Path, monkeypatch: pytest.MonkeyPatch,
+                                                tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    monkeypatch.setattr(cli, "configure_logging", lambda level: None)
+
+    def refuse(*args: Any, **kwargs: Any) -> Any:
+        raise DeployError("no Docker engine answers (test)")
+
+    monkeypatch.setattr(cli, "run_scenario", refuse)
+    assert cli.main(["run", "scenarios/testers.yaml", "--backend", "docker", "--out", str(tmp_path / "o")]) == 1
+    assert capsys.readouterr().err == "error: no Docker engine answers (test)\n"
+    assert containers.recorded_scenarios() == ["testers"]

@@ -10,9 +10,12 @@ from orchestrator.scenario.loader import parse_scenario
 from services.gnmi_paths import (
     InvalidPath,
     InvalidValue,
+    Path,
     PathNotFound,
+    Snapshot,
     elem,
     expand,
+    leaves,
     matches,
     parse,
     plan_set,
@@ -78,6 +81,35 @@ def test_interface_counters_follow_the_port_counters() -> None:
     assert value(rt, "leaf", "/qos/ecn/state/marked-frames") == leaf.counters["ecn_marked_frames"] > 0
     assert value(rt, "leaf", "/system/state/counters/buffer-peak-bytes") == leaf.counters["buffer_peak_bytes"]
     assert len(select(leaf, parse("/interfaces/interface[name=*]/state/counters/out-octets"))) == 3
+
+
+def test_a_snapshot_selects_what_a_scan_of_every_leaf_does() -> None:
+    """The index by element names is only a shortcut: for every prefix of every leaf path, with a
+    name or a key made a wildcard, keys dropped, or ``...`` put in, it finds the leaves a scan does."""
+    rt = runtime()
+    rt.start()
+    rt.advance(100_000_000)
+    tried = 0
+    for device in rt.devices.values():
+        snapshot, every = Snapshot(device), leaves(device)
+        patterns: set[Path] = {()}
+        for path, _ in every:
+            for depth in range(1, len(path) + 1):
+                prefix = path[:depth]
+                name, keys = prefix[-1]
+                patterns |= {prefix, (*prefix[:-1], ("*", keys)), (*prefix[:-1], (name, ())),
+                             (*prefix[:-1], (name, tuple((k, "*") for k, _ in keys))),
+                             (("...", ()), *prefix[1:]), (*prefix[:1], ("...", ()), prefix[-1])}
+        for pattern in patterns:
+            scanned = [leaf for leaf in every if matches(pattern, leaf[0])]
+            if scanned:
+                assert snapshot.select(pattern) == scanned, render(pattern)
+            else:
+                with pytest.raises(PathNotFound):
+                    snapshot.select(pattern)
+            assert len(snapshot.candidates(pattern)) >= len(scanned)
+            tried += 1
+    assert tried > 500
 
 
 def test_unknown_paths_are_not_found() -> None:

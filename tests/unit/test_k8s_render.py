@@ -43,7 +43,10 @@ def test_default_scenario_renders_valid_manifests_in_every_partition(partition: 
                                                                      tmp_path: Path) -> None:
     plan = plan_partition(default_scenario, partition)
     render(default_scenario.name, plan, tmp_path, DeployOptions())
-    objects = kustomize(tmp_path)
+    hosts, shared = kustomize(tmp_path), kustomize(tmp_path / "shared")
+    # `kubectl delete -k DIR` deletes only the scenario's StatefulSets, never what others share
+    assert {obj["kind"] for obj in hosts} == {"StatefulSet"}
+    objects = hosts + shared
     for obj in objects:
         kubernetes_validate.validate(obj, KUBERNETES_VERSION, strict=True)
     by_kind: dict[str, list[dict[str, Any]]] = {}
@@ -80,7 +83,7 @@ def test_base_overlay_namespace_and_image_are_options(default_scenario: Any, tmp
     plan = plan_partition(default_scenario, "site")
     options = DeployOptions(image="registry.example:5000/team/testbed:1.2", namespace="lab", overlay="base")
     render(default_scenario.name, plan, tmp_path, options)
-    objects = kustomize(tmp_path)
+    objects = kustomize(tmp_path) + kustomize(tmp_path / "shared")
     assert {o["metadata"].get("namespace") for o in objects if o["kind"] != "Namespace"} == {"lab"}
     assert [o["metadata"]["name"] for o in objects if o["kind"] == "Namespace"] == ["lab"]
     containers = [o["spec"]["template"]["spec"]["containers"][0] for o in objects if o["kind"] == "StatefulSet"]
@@ -121,11 +124,49 @@ def test_render_command_writes_the_directory_and_refuses_an_impossible_partition
     monkeypatch.setattr(cli, "configure_logging", lambda level: None)  # keep structlog on the real stderr
     out = tmp_path / "k8s"
     assert cli.main(["render", "k8s", "scenarios/testers.yaml", "--partition", "device", "--out", str(out)]) == 0
-    assert capsys.readouterr().out == (f"{out}: 4 device hosts of scenario testers, partition device; "
-                                       f"deploy with `kubectl apply -k {out}`\n")
+    assert capsys.readouterr().out == (
+        f"{out}: 4 device hosts of scenario testers, partition device; deploy with `kubectl apply -k {out}/shared` "
+        f"(once: the namespace and what every scenario shares) and `kubectl apply -k {out}`; "
+        f"`kubectl delete -k {out}` removes this scenario's hosts only\n")
     assert len(list((out / "hosts").iterdir())) == 4
     zero_length = tmp_path / "zero.yaml"
     zero_length.write_text(Path("scenarios/testers.yaml").read_text().replace("length: 100m", "length: 0m"))
     assert cli.main(["render", "k8s", str(zero_length), "--partition", "device", "--out", str(out)]) == 2
     err = capsys.readouterr().err
     assert err.startswith("error: partition 'device' cuts link lan-a") and err.count("\n") == 1
+
+
+@pytest.mark.parametrize("name", ["../escape", "a/b", "x\nnamespace: kube-system", ".hidden", "\x1b[31mred", ""])
+def test_a_name_unsafe_for_a_path_or_a_manifest_is_refused_before_anything_is_written(name: str,
+                                                                                     tmp_path: Path) -> None:
+    plan = plan_partition(load_scenario("scenarios/testers.yaml"), "single")
+    with pytest.raises(DeployError, match="cannot name a directory or Kubernetes objects"):
+        render(name, plan, tmp_path / "out", DeployOptions())
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_source_path_with_line_breaks_stays_inside_its_comment(default_scenario: Any, tmp_path: Path) -> None:
+    render("default", plan_partition(default_scenario, "single"), tmp_path, DeployOptions(),
+           source="evil\nnamespace: kube-system\u2028x.yaml")
+    top = yaml.safe_load((tmp_path / "kustomization.yaml").read_text())
+    assert top["namespace"] == "aicn-testbed" and set(top) == {"apiVersion", "kind", "namespace", "resources",
+                                                                "images"}
+    assert (tmp_path / "kustomization.yaml").read_text().count("\n#") == 1  # two comment lines, then YAML
+
+
+def test_a_kustomization_someone_else_wrote_is_not_replaced(default_scenario: Any, tmp_path: Path) -> None:
+    (tmp_path / "kustomization.yaml").write_text("resources: [mine.yaml]\n")
+    (tmp_path / "hosts").mkdir()
+    with pytest.raises(DeployError, match="was not written by `testbed render k8s`; choose another --out"):
+        render("default", plan_partition(default_scenario, "single"), tmp_path, DeployOptions())
+    assert (tmp_path / "kustomization.yaml").read_text() == "resources: [mine.yaml]\n"
+    assert (tmp_path / "hosts").is_dir()
+
+
+def test_render_refuses_an_out_it_cannot_write_in_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(cli, "configure_logging", lambda level: None)
+    (tmp_path / "file").write_text("")
+    assert cli.main(["render", "k8s", "scenarios/testers.yaml", "--out", str(tmp_path / "file" / "k8s")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: --out {tmp_path}/file/k8s cannot be written") and err.count("\n") == 1
