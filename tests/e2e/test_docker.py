@@ -144,7 +144,7 @@ def _failed_run(proc: subprocess.Popen[str], stderr_path: Path, out: Path, victi
     assert len(errors) == 1, errors
     results = json.loads((out / "results.json").read_text())
     assert results["status"] == "failed" and results["run"]["failed_host"] == victim
-    assert errors[0] == f"error: {results['error']}"
+    assert errors[0] == f"error: {results['error']}; partial results: {out / 'results.json'}"
     print(errors[0])
     return errors[0], results
 
