@@ -168,11 +168,11 @@ class K8sCluster:
 
 async def port_forward(host: PodHost, namespace: str, command: tuple[str, ...] = ("kubectl",)) -> None:
     """Forward a free loopback port to the host's pod and attach the host to it."""
-    # a session of its own: a Ctrl-C in the terminal must leave it up to collect the partial results
+    # a process group of its own: a Ctrl-C in the terminal must leave it up to collect the partial results
     proc = await asyncio.create_subprocess_exec(
         *command, "port-forward", "-n", namespace, f"pod/{host.pod}", f":{HOST_PORT}", "--address", "127.0.0.1",
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, stdin=asyncio.subprocess.DEVNULL,
-        start_new_session=True)
+        process_group=0)
     host.forward = proc
     assert proc.stdout is not None and proc.stderr is not None
     try:
