@@ -1,6 +1,6 @@
 """End to end on a real Docker engine: one container per device (host networking, loopback ports only),
 the same results as the process backend, a killed, stopped or removed container failing the run by name,
-nothing left behind.
+SIGINT and SIGTERM stopping a run with every container's results, nothing left behind.
 
 Starts the engine if none answers and builds the image (both idempotent): `make e2e` runs these.
 """
@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import signal
 import subprocess
 import sys
 import time
@@ -198,3 +199,32 @@ def test_a_container_removed_while_the_hosts_start_fails_the_run_naming_it(engin
     assert re.match(f"error: device host '{victim}' failed: container testbed-{SCENARIO_NAME}-{victim} "
                     r"(was removed|(exited|dead) with code 137 \(SIGKILL\))", error_line), error_line
     assert victim not in results["devices"] and victim in results["run"]["missing_hosts"]
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_a_signal_to_the_run_stops_it_and_keeps_every_containers_results(engine_and_image: None,
+                                                                        scenario_file: Path, tmp_path: Path,
+                                                                        sig: signal.Signals) -> None:
+    """Ctrl-C (or SIGTERM) to `testbed run --backend docker` mid-run: one line, exit 128 + the signal,
+    and what every container had measured, with status "interrupted"."""
+    stderr_path, out = tmp_path / "stderr.log", tmp_path / "out"
+    proc = _run_in_background(scenario_file, out, stderr_path)
+    try:
+        _wait_for(proc, stderr_path, "hosts loaded and connected")
+        time.sleep(1.5)  # well into the run (it takes about 10 s)
+        assert proc.poll() is None, "the run finished before it could be interrupted"
+        proc.send_signal(sig)
+        proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    stderr = stderr_path.read_text()
+    assert proc.returncode == 128 + sig, stderr[-2000:]
+    assert "Traceback" not in stderr, stderr[-4000:]
+    errors = [line for line in stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and errors[0].startswith(f"error: interrupted by {sig.name} at "), errors
+    assert errors[0].endswith(f"of 10 ms (virtual time); partial results: {out / 'results.json'}"), errors
+    results = json.loads((out / "results.json").read_text())
+    assert results["status"] == "interrupted" and results["run"]["interrupted_by"] == sig.name
+    assert set(results["devices"]) == set(DEVICES)  # every container answered with what it measured
+    assert 0 < results["virtual_end_ps"] < results["scenario"]["duration_ps"]
