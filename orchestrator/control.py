@@ -32,7 +32,7 @@ from orchestrator.run import ControlError
 from orchestrator.scenario.loader import ScenarioError, parse_scenario
 from services.gnmi import clipped, read_json  # what the management services share
 from services.host import TOKEN_ENV  # one token for the hosts' gNMI and this service
-from services.interceptors import UndecodableRequests, bearer_ok
+from services.interceptors import TokenInterceptor, UndecodableRequests
 
 log = structlog.get_logger("control")
 
@@ -160,21 +160,11 @@ def replay_scenario(inputs: dict[str, Any]) -> Scenario:
 
 
 class ControlService(control_pb2_grpc.ControlServicer):
-    """With a ``token`` (TESTBED_TOKEN, as for the hosts' gNMI), every call needs metadata
-    ``authorization: Bearer <token>``."""
-
-    def __init__(self, coordinator: Coordinator, inputs: FaultInputs, token: str | None = None) -> None:
+    def __init__(self, coordinator: Coordinator, inputs: FaultInputs) -> None:
         self.coordinator = coordinator
         self.inputs = inputs
-        self.token = token
-
-    async def _authorize(self, context: grpc.aio.ServicerContext) -> None:
-        if not bearer_ok(context, self.token):
-            await context.abort(grpc.StatusCode.UNAUTHENTICATED,
-                                "the control service requires metadata 'authorization: Bearer <token>'")
 
     async def InjectFault(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
-        await self._authorize(context)
         size = len(request.fault_json.encode())
         if size > MAX_FAULT_BYTES:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT,
@@ -199,7 +189,6 @@ class ControlService(control_pb2_grpc.ControlServicer):
             control_pb2.AppliedFault(at_ps=f.at_ps, index=f.index, link=f.link, change=_change(f)) for f in added])
 
     async def GetState(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
-        await self._authorize(context)
         c = self.coordinator
         hosts = [control_pb2.Host(name=h.name, address=getattr(h, "address", ""), devices=c.plan.hosts[h.name])
                  for h in c.hosts]
@@ -221,10 +210,11 @@ async def serve_control(coordinator: Coordinator, inputs: FaultInputs, address: 
     host, _, port_text = address.rpartition(":")
     if not host or not port_text.isdigit() or not 0 < int(port_text) < 65536:
         raise ControlError(f"{address!r} is not a host:port; give one such as 127.0.0.1:50070")
-    server = grpc.aio.server(interceptors=[UndecodableRequests()],
+    # with TESTBED_TOKEN (as for the hosts), every call needs it; the token first, then the request's bytes
+    tokens = {control_pb2.DESCRIPTOR.services_by_name["Control"].full_name: os.environ.get(TOKEN_ENV) or None}
+    server = grpc.aio.server(interceptors=[TokenInterceptor("the control service", tokens), UndecodableRequests()],
                              options=[("grpc.max_receive_message_length", MAX_MESSAGE_BYTES)])
-    token = os.environ.get(TOKEN_ENV) or None
-    control_pb2_grpc.add_ControlServicer_to_server(ControlService(coordinator, inputs, token), server)
+    control_pb2_grpc.add_ControlServicer_to_server(ControlService(coordinator, inputs), server)
     try:
         port = server.add_insecure_port(address)
     except RuntimeError:

@@ -30,7 +30,6 @@ from emulators.kernel.device import Device
 from emulators.runtime import INPUT_KEYS, HostRuntime
 from services import gnmi_paths
 from services.gnmi_paths import Change, InvalidPath, InvalidValue, Leaf, Path, PathNotFound, Snapshot
-from services.interceptors import bearer_ok
 
 log = structlog.get_logger("gnmi")
 
@@ -77,7 +76,6 @@ class ManagementState:
     """What gNMI shares with the window loop: Sets waiting for the next boundary, the changes
     already applied, and a signal per finished window for STREAM subscriptions."""
 
-    token: str | None = None
     pending: list[Change] = field(default_factory=list)
     inputs: list[dict[str, Any]] = field(default_factory=list)
     samplers: set[Callable[[int], None]] = field(default_factory=set)  # STREAM subscriptions
@@ -288,11 +286,6 @@ class Gnmi(gnmi_pb2_grpc.gNMIServicer):
         self._proto_paths: dict[Path, Any] = {}  # leaf paths as protobuf, built once: most of a reply's cost
 
     # -- helpers ----------------------------------------------------------------------------------
-    def _authorize(self, context: grpc.aio.ServicerContext) -> None:
-        if not bearer_ok(context, self.management.token):
-            raise RequestError(grpc.StatusCode.UNAUTHENTICATED,
-                               "this host requires metadata 'authorization: Bearer <token>' for gNMI")
-
     def _runtime(self) -> HostRuntime:
         runtime: HostRuntime | None = self.host.runtime
         if runtime is None:
@@ -383,10 +376,6 @@ class Gnmi(gnmi_pb2_grpc.gNMIServicer):
 
     # -- the four RPCs ----------------------------------------------------------------------------
     async def Capabilities(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
-        try:
-            self._authorize(context)
-        except RequestError as e:
-            await context.abort(e.code, e.message)
         return gnmi_pb2.CapabilityResponse(
             supported_models=[gnmi_pb2.ModelData(name="openconfig-interfaces", organization="OpenConfig working group"),
                               gnmi_pb2.ModelData(name="aicn-testbed", organization="aicn-testbed", version="1")],
@@ -394,7 +383,6 @@ class Gnmi(gnmi_pb2_grpc.gNMIServicer):
 
     async def Get(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
         try:
-            self._authorize(context)
             self._bounded(request, len(request.path), "paths")
             runtime = self._runtime()
             encoding = check_encoding(request.encoding)
@@ -414,7 +402,6 @@ class Gnmi(gnmi_pb2_grpc.gNMIServicer):
 
     async def Set(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
         try:
-            self._authorize(context)
             self._bounded(request, len(request.replace) + len(request.update) + len(request.delete), "updates")
             runtime = self._runtime()
             device = self._device(runtime, request.prefix.target)
@@ -455,7 +442,6 @@ class Gnmi(gnmi_pb2_grpc.gNMIServicer):
 
     async def Subscribe(self, request_iterator: AsyncIterator[Any], context: grpc.aio.ServicerContext) -> Any:
         try:
-            self._authorize(context)
             if self.subscriptions >= MAX_SUBSCRIPTIONS:
                 raise RequestError(grpc.StatusCode.RESOURCE_EXHAUSTED,
                                    f"host {self.host.name} serves {self.subscriptions} subscriptions, as many as it "

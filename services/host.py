@@ -90,7 +90,7 @@ class HostState:
     def __init__(self, name: str, token: str | None = None, run_token: str | None = None) -> None:
         self.name = name
         self.runtime: HostRuntime | None = None
-        self.management = gnmi.ManagementState(token)
+        self.management = gnmi.ManagementState()
         self.internal_token = token or run_token  # what HostControl and FrameExchange ask for, peers included
         self.peers: dict[str, PeerStream] = {}  # every peer host, from Load on
         self.arrived = asyncio.Event()
@@ -351,7 +351,7 @@ async def serve(name: str, listen: str, exit_with_parent: bool = False, grace_s:
     state = HostState(name, token, run_token)
     tokens = {HOST_CONTROL: state.internal_token, FRAME_EXCHANGE: state.internal_token, gnmi.SERVICE_NAME: token}
     # the token first, then the request's bytes (FrameExchange parses its own)
-    server = grpc.aio.server(interceptors=[LoggingInterceptor(name), TokenInterceptor(name, tokens),
+    server = grpc.aio.server(interceptors=[LoggingInterceptor(name), TokenInterceptor(f"host {name}", tokens),
                                            UndecodableRequests((HOST_CONTROL, gnmi.SERVICE_NAME))],
                              options=GRPC_OPTIONS)
     sync_pb2_grpc.add_HostControlServicer_to_server(HostControl(state), server)

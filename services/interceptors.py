@@ -1,5 +1,6 @@
 """Server interceptors: one binds request context (rpc, peer, host) into structlog contextvars, one
-refuses calls without the bearer token; and the bearer-token check every service shares."""
+refuses calls without the bearer token, one answers bytes that are not a request's message with
+INVALID_ARGUMENT; and the bearer metadata every caller sends."""
 
 from __future__ import annotations
 
@@ -71,8 +72,8 @@ class TokenInterceptor(grpc.aio.ServerInterceptor):
     lack ``authorization: Bearer <token>``: UNAUTHENTICATED, logged with the peer and the rpc, and
     the servicer never runs. Services left out (health, reflection) stay open for probes."""
 
-    def __init__(self, host: str, tokens: dict[str, str | None]) -> None:
-        self.host = host
+    def __init__(self, who: str, tokens: dict[str, str | None]) -> None:
+        self.who = who  # what the refusal says asks for the token: "host NAME", "the control service"
         self.tokens = {f"/{service}/": (service.rsplit(".", 1)[-1], token)
                        for service, token in tokens.items() if token}
 
@@ -88,7 +89,7 @@ class TokenInterceptor(grpc.aio.ServerInterceptor):
         handler = await continuation(handler_call_details)
         if handler is None:
             return handler
-        message = f"host {self.host} requires metadata 'authorization: Bearer <token>' for {required[0]}"
+        message = f"{self.who} requires metadata 'authorization: Bearer <token>' for {required[0]}"
 
         async def refuse(request: Any, context: Any) -> None:
             log.warning("call without the token refused", rpc=rpc, peer=context.peer())
@@ -158,8 +159,3 @@ def bearer_in(metadata: Any, token: str | None) -> bool:
         return True
     given = dict(metadata or ()).get("authorization", "")
     return isinstance(given, str) and hmac.compare_digest(given.encode(), f"Bearer {token}".encode())
-
-
-def bearer_ok(context: Any, token: str | None) -> bool:
-    """Whether a call carries ``authorization: Bearer <token>`` (always, when no token is set)."""
-    return bearer_in(context.invocation_metadata(), token)
