@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import os
 import subprocess
 import sys
 from typing import Any
@@ -13,6 +14,15 @@ from orchestrator.run import run_scenario
 from orchestrator.scenario.loader import parse_scenario
 
 TESTBED = [sys.executable, "-m", "orchestrator.cli"]
+
+
+def process_alive(pid: int) -> bool:
+    """Whether a process ``pid`` still exists (a zombie counts until its parent reaps it)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
 
 
 def run_cli(*args: str) -> subprocess.CompletedProcess[str]:

@@ -17,6 +17,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.helpers import process_alive
+
 pytestmark = pytest.mark.integration
 
 REPO = Path(__file__).resolve().parents[2]
@@ -86,14 +88,6 @@ def _host_pids(stderr: str) -> list[int]:
     return pids
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    return True
-
-
 def _interrupt(tmp_path: Path, backend: str, partition: str, when: str, sig: signal.Signals,
                times: int = 1) -> tuple[subprocess.CompletedProcess[str], float, dict]:
     """Run the script, signal it ``times`` once it is READY; its output, the seconds from the first
@@ -155,7 +149,7 @@ def test_a_signal_stops_every_host_process_and_keeps_their_partial_results(tmp_p
     assert 0 < results["virtual_end_ps"] < results["scenario"]["duration_ps"]
     assert results["run"]["windows"] >= 50
     pids = _host_pids(done.stderr)
-    assert len(pids) == 2 and not any(_alive(pid) for pid in pids)
+    assert len(pids) == 2 and not any(process_alive(pid) for pid in pids)
 
 
 def test_a_signal_while_the_hosts_start_stops_them_and_writes_what_there_is(tmp_path):
@@ -164,7 +158,7 @@ def test_a_signal_while_the_hosts_start_stops_them_and_writes_what_there_is(tmp_
     assert results["devices"] == {} and results["virtual_end_ps"] == 0
     assert results["run"]["missing_hosts"] == ["ta", "tb"]
     pids = _host_pids(done.stderr)
-    assert len(pids) == 2 and not any(_alive(pid) for pid in pids)
+    assert len(pids) == 2 and not any(process_alive(pid) for pid in pids)
 
 
 def test_run_scenario_gives_the_signals_back_and_a_finished_run_is_unchanged():

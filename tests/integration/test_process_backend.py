@@ -17,6 +17,7 @@ import pytest
 from orchestrator.results import deterministic_view
 from orchestrator.run import run_scenario
 from orchestrator.scenario.loader import load_scenario
+from tests.helpers import process_alive
 
 pytestmark = pytest.mark.integration
 
@@ -102,14 +103,6 @@ def test_lost_host_fails_the_run_quickly_naming_it_and_keeps_partial_results(tmp
     assert set(results["devices"]) == {"tester-a", "tester-a2", "tester-b"}  # the survivors' partial results
     assert results["devices"]["tester-a"]["counters"]["frames_sent"] > 0
     assert results["flows"]["local-b"]["incomplete"] is True
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    return True
 
 
 def _wait_for_log(path: Path, event: str, timeout_s: float = 10.0) -> None:
@@ -210,7 +203,7 @@ def test_a_host_lost_at_any_stage_fails_the_run_naming_it_with_what_was_measured
     assert results["status"] == "failed" and results["error"] == message and results["run"]["failed_host"] == victim
     measured = set(results["devices"])
     assert measured == {"ta"} if (stage, nth) in (("Sync", 40), ("Results", 1)) else measured <= {"ta"}
-    assert not any(_alive(pid) for pid in pids.values())  # every host stopped
+    assert not any(process_alive(pid) for pid in pids.values())  # every host stopped
 
 
 def test_a_host_stopped_by_sigterm_mid_run_fails_the_run_naming_it_every_time(tmp_path, monkeypatch, capfd):
@@ -235,7 +228,7 @@ def test_a_host_stopped_by_sigterm_mid_run_fails_the_run_naming_it_every_time(tm
         assert set(results["devices"]) == {"tester-a", "tester-a2", "tester-b"}  # the survivors' partial results
         assert results["devices"]["tester-a"]["counters"]["frames_sent"] > 0
         assert 0 < results["virtual_end_ps"] < results["scenario"]["duration_ps"]
-        assert not any(_alive(h.proc.pid) for h in hosts.clusters[-1].hosts)
+        assert not any(process_alive(h.proc.pid) for h in hosts.clusters[-1].hosts)
         for log in (out / "hosts").iterdir():
             assert "Traceback" not in log.read_text(), log.name
     assert "Traceback" not in capfd.readouterr().err
