@@ -15,8 +15,8 @@ from functools import cached_property
 from typing import Any
 
 from emulators.kernel.frame import DEVICE_ITSELF, address
+from emulators.model.scenario import Endpoint, LinkSpec, Scenario
 from emulators.registry import DEVICE_KINDS
-from emulators.topology import Endpoint, LinkSpec, Scenario
 
 Post = Callable[[int, int, dict[str, Any]], None]
 

@@ -26,9 +26,9 @@ from emulators.kernel.engine import Engine
 from emulators.kernel.frame import DATA, Frame
 from emulators.kernel.link import Channel, Link, Outgoing
 from emulators.kernel.vtime import NEVER
+from emulators.model.scenario import FaultSpec, Scenario
 from emulators.olink.fec import link_fec
 from emulators.registry import DEVICE_KINDS
-from emulators.topology import FaultSpec, Scenario
 
 BUS_ORIGIN = -1  # the origin of bus deliveries in the event key: below every device id
 

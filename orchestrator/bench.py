@@ -39,8 +39,8 @@ from typing import Any
 
 from emulators.kernel.engine import Engine
 from emulators.kernel.vtime import PS_PER_MS, PS_PER_S, PS_PER_US
+from emulators.model.scenario import DeviceSpec, Endpoint, FlowSpec, LinkSpec, Scenario
 from emulators.rdma.settings import NicSettings
-from emulators.topology import DeviceSpec, Endpoint, FlowSpec, LinkSpec, Scenario
 from orchestrator.partition import PARTITIONS
 from orchestrator.results import deterministic_view
 from orchestrator.run import BACKENDS, run_scenario

@@ -15,6 +15,7 @@ from typing import Any, NoReturn
 import yaml
 from tqdm import tqdm
 
+from emulators.model.units import format_bytes, format_rate, format_time
 from orchestrator.deploy import DEFAULT_IMAGE, DOCKER_NETWORKS, K8S_NAMESPACE, DeployError, DeployOptions
 from orchestrator.deploy.k8s_render import OVERLAYS, check_scenario_name
 from orchestrator.job_results import baseline_iteration_ps, equivalent_compute
@@ -32,7 +33,6 @@ from orchestrator.run import (
 )
 from orchestrator.scenario.loader import ScenarioError, load_scenario
 from orchestrator.scenario.model import Scenario
-from orchestrator.scenario.units import format_bytes, format_rate, format_time
 from orchestrator.subpools import add_subpool_bound
 from orchestrator.workload.estimate import estimate
 from services.logs import configure_logging

@@ -24,8 +24,8 @@ import structlog
 import yaml
 from testbed.control.v1 import control_pb2, control_pb2_grpc
 
+from emulators.model.scenario import FaultSpec, Scenario, propagation_ps
 from emulators.runtime import HostRuntime
-from emulators.topology import FaultSpec, Scenario, propagation_ps
 from orchestrator.coordinator import Coordinator
 from orchestrator.partition import Plan
 from orchestrator.run import ControlError

@@ -28,8 +28,8 @@ from typing import Any, Protocol, TypeVar
 import structlog
 
 from emulators.kernel.vtime import NEVER
+from emulators.model.scenario import FaultSpec, Scenario
 from emulators.runtime import BusMessage, fault_input
-from emulators.topology import FaultSpec, Scenario
 from orchestrator.partition import Plan
 
 log = structlog.get_logger("coordinator")

@@ -25,7 +25,7 @@ from __future__ import annotations
 import statistics
 from typing import Any
 
-from orchestrator.scenario.units import format_time
+from emulators.model.units import format_time
 
 TRAFFIC_KEYS = ("tx_bytes", "lost_frames", "down_drop_frames", "rx_corrupt_packets", "gap_frames")
 ANALYSIS_KEYS = ("faults", "worst_iteration", "reference_iteration_ps", "reference")  # what analyse_faults adds

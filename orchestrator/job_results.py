@@ -10,8 +10,8 @@ import math
 import statistics
 from typing import Any
 
-from emulators.gpu_server.program import DIMENSIONS
-from emulators.topology import Scenario
+from emulators.model.job import DIMENSIONS
+from emulators.model.scenario import Scenario
 from orchestrator.fault_impact import MAX_PS, analyse_faults, whole_ps
 from orchestrator.workload.collective_test import bandwidths
 from orchestrator.workload.estimate import estimate

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from emulators.topology import Scenario, propagation_ps
+from emulators.model.scenario import Scenario, propagation_ps
 
 PARTITIONS = ("single", "site", "device")
 SINGLE_HOST = "all"

@@ -12,13 +12,13 @@ import math
 from pathlib import Path
 from typing import Any
 
+from emulators.model.scenario import FaultSpec, Scenario
+from emulators.model.units import format_rate
 from emulators.otn.node import capacity_map
 from emulators.runtime import LINK_TALLIES
-from emulators.topology import FaultSpec, Scenario
 from orchestrator.fault_impact import analyse_faults
 from orchestrator.job_results import job_results
 from orchestrator.partition import Plan
-from orchestrator.scenario.units import format_rate
 
 RESULTS_SCHEMA = "aicn-testbed/results/v0"
 MAX_JSON_BYTES = 1 << 30  # the most of a results.json (or inputs.json) read back: beyond, it is not ours

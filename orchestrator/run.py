@@ -17,14 +17,14 @@ from typing import TYPE_CHECKING, Any
 
 import structlog
 
+from emulators.model.scenario import Scenario
+from emulators.model.units import format_time
 from emulators.runtime import HostRuntime
-from emulators.topology import Scenario
 from orchestrator.backends.inproc import InprocHost, start_inproc
 from orchestrator.coordinator import Coordinator, HostFailed, RunOutcome
 from orchestrator.deploy import DeployOptions
 from orchestrator.partition import Plan, plan_partition
 from orchestrator.results import assemble, null_non_finite
-from orchestrator.scenario.units import format_time
 
 if TYPE_CHECKING:
     from orchestrator.control import FaultInputs

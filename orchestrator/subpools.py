@@ -33,8 +33,8 @@ from collections.abc import Callable
 from typing import Any
 
 from emulators.gpu_server.gpus import DEFAULT_GPU, GPU_OPTIONS, TERA, GpuHardware, hardware_of, mfu_source
-from emulators.gpu_server.program import JobPlan
-from emulators.topology import DeviceSpec, Scenario
+from emulators.model.job import JobPlan
+from emulators.model.scenario import DeviceSpec, Scenario
 from orchestrator.workload.job import build_job
 from orchestrator.workload.placement import RANK_MAP, scale_up_domains
 

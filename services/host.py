@@ -23,8 +23,8 @@ from grpc_reflection.v1alpha import reflection
 from testbed.sync.v1 import sync_pb2, sync_pb2_grpc
 
 from emulators.kernel.vtime import NEVER
+from emulators.model.scenario import scenario_from_dict
 from emulators.runtime import HostRuntime, earliest_arrival
-from emulators.topology import scenario_from_dict
 from services import gnmi
 from services.codec import decode_batch, decode_bus, encode_batch, encode_bus
 from services.interceptors import LoggingInterceptor, TokenInterceptor, UndecodableRequests, bearer

@@ -16,10 +16,10 @@ import sys
 from typing import Any
 
 from emulators.context import ScenarioContext
-from emulators.gpu_server.program import JobPlan
 from emulators.kernel.device import Device
+from emulators.model.job import JobPlan
+from emulators.model.scenario import Scenario
 from emulators.registry import DEVICE_KINDS, DeviceKind
-from emulators.topology import Scenario
 from orchestrator.scenario.loader import parse_scenario
 
 KIND = DeviceKind(

@@ -8,8 +8,8 @@ import subprocess
 import sys
 from typing import Any
 
-from emulators.gpu_server.program import JobPlan, Op, RankPlace
-from emulators.topology import Scenario
+from emulators.model.job import JobPlan, Op, RankPlace
+from emulators.model.scenario import Scenario
 from orchestrator.run import run_scenario
 from orchestrator.scenario.loader import parse_scenario
 

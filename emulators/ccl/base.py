@@ -6,12 +6,12 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any, Protocol
 
+from emulators.model.scenario import Endpoint
 from emulators.rdma.host import nic_ports_of
-from emulators.topology import Endpoint
 
 if TYPE_CHECKING:
     from emulators.context import ScenarioContext
-    from emulators.gpu_server.program import JobAttempt, JobPlan
+    from emulators.model.job import JobAttempt, JobPlan
     from emulators.rdma.nic import RdmaNic
     from emulators.rdma.qp import QueuePair
     from emulators.rdma.receiver import FlowReceiver

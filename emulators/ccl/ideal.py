@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 
 from emulators.ccl.base import Done, NicTransport, RankLike, TransportHost
 from emulators.kernel.rng import mix64
-from emulators.topology import RDMA, RDMA_PRIORITY, Endpoint, FlowSpec
+from emulators.model.scenario import RDMA, RDMA_PRIORITY, Endpoint, FlowSpec
 
 if TYPE_CHECKING:
     from emulators.rdma.nic import RdmaNic

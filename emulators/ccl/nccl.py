@@ -36,9 +36,9 @@ from emulators.ccl.settings import (
 )
 from emulators.gateway.device import tells_paths
 from emulators.kernel.rng import mix64
+from emulators.model.scenario import RDMA, RDMA_PRIORITY, Endpoint, FlowSpec
 from emulators.rdma.host import nic_ports_of
 from emulators.rdma.settings import NicSettings
-from emulators.topology import RDMA, RDMA_PRIORITY, Endpoint, FlowSpec
 
 if TYPE_CHECKING:
     from emulators.rdma.qp import QueuePair

@@ -21,8 +21,8 @@ from emulators.kernel.frame import CONTROL_PRIORITY, DATA, PFC, Frame, device_of
 from emulators.kernel.port import PRIORITIES, Port
 from emulators.kernel.rng import stream_for
 from emulators.kernel.vtime import NEVER, PS_PER_MS
+from emulators.model.scenario import Endpoint, FaultSpec
 from emulators.registry import SWITCH_LATENCY_PS
-from emulators.topology import Endpoint, FaultSpec
 
 if TYPE_CHECKING:
     from emulators.context import ScenarioContext

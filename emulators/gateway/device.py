@@ -33,8 +33,8 @@ from emulators.kernel.frame import (
 )
 from emulators.kernel.port import Port
 from emulators.kernel.vtime import PS_PER_US
+from emulators.model.scenario import DeviceSpec, Endpoint, LinkSpec, propagation_ps
 from emulators.registry import GATEWAY_LATENCY_PS
-from emulators.topology import DeviceSpec, Endpoint, LinkSpec, propagation_ps
 
 if TYPE_CHECKING:
     from emulators.context import ScenarioContext

@@ -27,7 +27,8 @@ from functools import partial
 from typing import TYPE_CHECKING
 
 from emulators.ccl.nccl import p2p_comm, ring_comm
-from emulators.gpu_server.program import (
+from emulators.kernel.vtime import serialization_ps
+from emulators.model.job import (
     ALL_GATHER,
     ALL_REDUCE,
     ALL_TO_ALL,
@@ -36,7 +37,6 @@ from emulators.gpu_server.program import (
     REDUCE_SCATTER,
     Op,
 )
-from emulators.kernel.vtime import serialization_ps
 from emulators.olink import switch as olink_switch
 from emulators.olink.spec import COLLECTIVE_VC
 

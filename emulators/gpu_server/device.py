@@ -1,7 +1,7 @@
 """A GPU server: G GPUs that run a training job's per-rank programs, an internal scale-up mesh, and
 one RDMA NIC per GPU (dual-plane when the ``nics`` option bonds two ports).
 
-Each rank runs its program (see :mod:`emulators.gpu_server.program`) one iteration at a time on
+Each rank runs its program (see :mod:`emulators.model.job`) one iteration at a time on
 CUDA-like streams. Compute takes flops / (peak x MFU). Messages between GPUs of this server cross the
 scale-up mesh in closed form (each GPU's egress serialises what it sends at the mesh's per-GPU
 bandwidth, plus its latency); messages to other servers go over the GPUs' NICs, frame by frame
@@ -27,7 +27,13 @@ from emulators.ccl.nccl import CONNECTION_FLAG, NcclTransport, p2p_comm
 from emulators.ccl.settings import NcclSettings
 from emulators.gpu_server.collectives import CollectiveRun, call
 from emulators.gpu_server.gpus import DEFAULT_GPUS, TERA, compute_ps, hardware_of
-from emulators.gpu_server.program import (
+from emulators.gpu_server.watchdog import Watchdog
+from emulators.kernel.device import Device
+from emulators.kernel.engine import Engine
+from emulators.kernel.frame import DATA, PFC, Frame, honour_pfc
+from emulators.kernel.port import Port
+from emulators.kernel.vtime import serialization_ps
+from emulators.model.job import (
     COLLECTIVE,
     COMPUTE,
     DIMENSIONS,
@@ -41,12 +47,7 @@ from emulators.gpu_server.program import (
     iteration_serial,
     message_id,
 )
-from emulators.gpu_server.watchdog import Watchdog
-from emulators.kernel.device import Device
-from emulators.kernel.engine import Engine
-from emulators.kernel.frame import DATA, PFC, Frame, honour_pfc
-from emulators.kernel.port import Port
-from emulators.kernel.vtime import serialization_ps
+from emulators.model.scenario import Endpoint
 from emulators.olink import link as olink
 from emulators.olink import spec as olink_spec
 from emulators.olink.topology import gpu_domain, gpu_planes, in_network_switches
@@ -54,7 +55,6 @@ from emulators.rdma.host import build_nics
 from emulators.rdma.nic import RdmaNic
 from emulators.rdma.qp import QueuePair
 from emulators.rdma.receiver import FlowReceiver
-from emulators.topology import Endpoint
 
 if TYPE_CHECKING:
     from emulators.context import ScenarioContext

@@ -12,7 +12,7 @@ import math
 from typing import TYPE_CHECKING, Any
 
 from emulators.kernel.rng import stream_for
-from emulators.topology import propagation_ps
+from emulators.model.scenario import propagation_ps
 
 if TYPE_CHECKING:
     from emulators.kernel.device import Device

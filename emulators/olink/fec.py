@@ -12,8 +12,8 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+from emulators.model.scenario import LinkSpec, Scenario
 from emulators.olink.spec import DEFAULT_FEC, KIND
-from emulators.topology import LinkSpec, Scenario
 
 
 @dataclass(frozen=True)

@@ -35,15 +35,15 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from emulators.gpu_server.program import SERIAL_SHIFT, JobAttempt, iteration_serial, with_sender
 from emulators.kernel.device import Device
 from emulators.kernel.engine import Engine
 from emulators.kernel.frame import DATA, Frame
 from emulators.kernel.port import Port
+from emulators.model.job import SERIAL_SHIFT, JobAttempt, iteration_serial, with_sender
+from emulators.model.scenario import Endpoint
 from emulators.olink import spec
 from emulators.olink.link import OLinkPort, counter_names, counter_values
 from emulators.olink.topology import gpu_planes
-from emulators.topology import Endpoint
 
 if TYPE_CHECKING:
     from emulators.context import ScenarioContext

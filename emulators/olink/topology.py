@@ -7,8 +7,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import TypeVar
 
+from emulators.model.scenario import DeviceSpec, Endpoint, Scenario
 from emulators.olink.spec import KIND, scale_up_ports
-from emulators.topology import DeviceSpec, Endpoint, Scenario
 
 T = TypeVar("T")
 

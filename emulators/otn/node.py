@@ -31,8 +31,8 @@ from emulators.kernel.engine import Engine
 from emulators.kernel.frame import CONTROL_FRAME_BYTES, CONTROL_PRIORITY, PATH_INFO, Frame, address
 from emulators.kernel.port import Port
 from emulators.kernel.vtime import NEVER, PS_PER_MS
+from emulators.model.scenario import Endpoint, LinkSpec, Scenario
 from emulators.registry import OTN_LATENCY_PS
-from emulators.topology import Endpoint, LinkSpec, Scenario
 
 if TYPE_CHECKING:
     from emulators.context import ScenarioContext

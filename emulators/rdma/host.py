@@ -5,10 +5,10 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from emulators.model.scenario import DeviceSpec
 from emulators.olink.spec import is_scale_up_port
 from emulators.rdma.nic import NicOwner, RdmaNic
 from emulators.rdma.settings import NicSettings
-from emulators.topology import DeviceSpec
 
 if TYPE_CHECKING:
     from emulators.context import ScenarioContext

@@ -16,11 +16,11 @@ from emulators.kernel.engine import Engine
 from emulators.kernel.frame import DATA, PATH_INFO, PFC, Frame, device_of, honour_pfc
 from emulators.kernel.port import Port
 from emulators.kernel.vtime import emission_ps
+from emulators.model.scenario import RDMA, FlowSpec
 from emulators.rdma.host import build_nics, nic_ports
 from emulators.rdma.nic import RdmaNic
 from emulators.rdma.qp import QueuePair
 from emulators.rdma.receiver import FlowReceiver
-from emulators.topology import RDMA, FlowSpec
 
 if TYPE_CHECKING:
     from emulators.context import ScenarioContext

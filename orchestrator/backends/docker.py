@@ -28,7 +28,7 @@ import docker
 import docker.errors
 import structlog
 
-from emulators.topology import Scenario
+from emulators.model.scenario import Scenario
 from orchestrator.backends.remote import (
     RemoteHost,
     explain,

@@ -8,8 +8,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from emulators.model.scenario import Scenario
 from emulators.runtime import BusMessage, HostRuntime, earliest_arrival
-from emulators.topology import Scenario
 from orchestrator.coordinator import Report
 from orchestrator.partition import Plan
 

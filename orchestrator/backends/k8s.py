@@ -24,7 +24,7 @@ from typing import Any
 
 import structlog
 
-from emulators.topology import Scenario
+from emulators.model.scenario import Scenario
 from orchestrator.backends.remote import RemoteHost, explain, load_and_connect, stopped_on, wait_until_serving
 from orchestrator.coordinator import HostFailed, gather_all
 from orchestrator.deploy import HOST_PORT, DeployError, DeployOptions, dns_label

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import structlog
 
-from emulators.topology import Scenario
+from emulators.model.scenario import Scenario
 from orchestrator.backends.remote import (
     RemoteHost,
     explain,

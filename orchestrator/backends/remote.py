@@ -22,8 +22,8 @@ import structlog
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from testbed.sync.v1 import sync_pb2, sync_pb2_grpc
 
+from emulators.model.scenario import Scenario, scenario_to_dict
 from emulators.runtime import BusMessage
-from emulators.topology import Scenario, scenario_to_dict
 from orchestrator.coordinator import HostFailed, Report, gather_all
 from orchestrator.partition import Plan
 from services.codec import decode_bus, encode_bus

@@ -8,9 +8,9 @@ from dataclasses import dataclass
 from html import escape
 from typing import Any
 
+from emulators.model.units import format_bytes, format_time
 from orchestrator.report import data
 from orchestrator.report.plots import Plot
-from orchestrator.scenario.units import format_bytes, format_time
 
 MAX_EVENT_ROWS = 200  # a flapping link can log thousands of QP events; the JSON keeps them all
 

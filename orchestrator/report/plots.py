@@ -20,9 +20,9 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.patches import Patch
 
+from emulators.model.units import format_time
 from orchestrator.report import data
 from orchestrator.report.data import Series
-from orchestrator.scenario.units import format_time
 
 WIDTH_IN = 11.0
 DPI = 90

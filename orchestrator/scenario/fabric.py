@@ -18,9 +18,9 @@ from typing import Any
 
 from emulators.gpu_server.gpus import DEFAULT_GPUS
 from emulators.kernel.frame import MAX_PORTS
+from emulators.model.units import parse_length_mm, parse_rate, parse_time_ps, shown
 from emulators.registry import DEVICE_KINDS, DeviceKind
 from orchestrator.scenario.schema_errors import KeyPath, key_path, listing
-from orchestrator.scenario.units import parse_length_mm, parse_rate, parse_time_ps, shown
 
 PLANES = ("a", "b")
 SWITCH_KIND = "switch"

@@ -27,17 +27,11 @@ from yaml.events import AliasEvent
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
 from emulators.context import ScenarioContext
-from emulators.gpu_server.program import ALL_TO_ALL, JobPlan
 from emulators.kernel.frame import MAX_PORTS
 from emulators.kernel.port import PORT_COUNTERS
-from emulators.olink import spec as olink_spec
-from emulators.rdma.host import nic_ports_of
-from emulators.registry import DEVICE_KINDS, SMALLEST_FRAME_BYTES, DeviceKind
-from emulators.topology import RAW, RDMA, RDMA_PRIORITY
-from orchestrator.scenario.fabric import RAW_FLOW_NEEDS_RATE, Expansion, ExpansionError, expand
-from orchestrator.scenario.model import DeviceSpec, Endpoint, FaultSpec, FlowSpec, LinkSpec, Scenario
-from orchestrator.scenario.schema_errors import KeyPath, first_schema_problem, key_path, listing
-from orchestrator.scenario.units import (
+from emulators.model.job import ALL_TO_ALL, JobPlan
+from emulators.model.scenario import RAW, RDMA, RDMA_PRIORITY
+from emulators.model.units import (
     RATE,
     format_bytes,
     format_rate,
@@ -49,6 +43,12 @@ from orchestrator.scenario.units import (
     parse_time_ps,
     shown,
 )
+from emulators.olink import spec as olink_spec
+from emulators.rdma.host import nic_ports_of
+from emulators.registry import DEVICE_KINDS, SMALLEST_FRAME_BYTES, DeviceKind
+from orchestrator.scenario.fabric import RAW_FLOW_NEEDS_RATE, Expansion, ExpansionError, expand
+from orchestrator.scenario.model import DeviceSpec, Endpoint, FaultSpec, FlowSpec, LinkSpec, Scenario
+from orchestrator.scenario.schema_errors import KeyPath, first_schema_problem, key_path, listing
 from orchestrator.workload.collective_test import build_collective_test
 from orchestrator.workload.job import JobError, build_job
 from orchestrator.workload.placement import scale_up_domains

@@ -1,7 +1,7 @@
-"""The resolved scenario model. It lives in :mod:`emulators.topology` (pure data, shared with the
+"""The resolved scenario model. It lives in :mod:`emulators.model.scenario` (pure data, shared with the
 device hosts); this module re-exports it for the scenario loader."""
 
-from emulators.topology import (
+from emulators.model.scenario import (
     FIBER_DELAY_PS_PER_M,
     DeviceSpec,
     Endpoint,

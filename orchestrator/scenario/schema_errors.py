@@ -10,7 +10,7 @@ from typing import Any
 
 from jsonschema import Draft202012Validator, ValidationError
 
-from orchestrator.scenario.units import shown
+from emulators.model.units import shown
 
 KeyPath = tuple[str | int, ...]
 

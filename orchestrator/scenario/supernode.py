@@ -17,10 +17,10 @@ from typing import TYPE_CHECKING, Any
 
 from emulators.gpu_server.gpus import DEFAULT_GPU, DEFAULT_GPUS, GPU_TYPES
 from emulators.kernel.frame import MAX_PORTS
+from emulators.model.units import parse_rate, shown
 from emulators.olink import spec as olink
 from orchestrator.scenario.fabric import GPU_SERVER_KIND, ExpansionError, Origin, _checked
 from orchestrator.scenario.schema_errors import KeyPath
-from orchestrator.scenario.units import parse_rate, shown
 
 if TYPE_CHECKING:
     from orchestrator.scenario.fabric import _Expander

@@ -19,10 +19,10 @@ from dataclasses import dataclass
 from fractions import Fraction
 from typing import TYPE_CHECKING, Any
 
+from emulators.model.units import parse_rate, parse_time_ps, shown
 from emulators.otn.node import FLEXO_STEP_BPS
 from orchestrator.scenario.fabric import ExpansionError, Origin
 from orchestrator.scenario.schema_errors import KeyPath, listing
-from orchestrator.scenario.units import parse_rate, parse_time_ps, shown
 
 if TYPE_CHECKING:
     from orchestrator.scenario.fabric import _Expander

@@ -15,7 +15,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from emulators.gpu_server.program import (
+from emulators.model.job import (
     ALL_GATHER,
     ALL_REDUCE,
     ALL_TO_ALL,
@@ -28,7 +28,7 @@ from emulators.gpu_server.program import (
     Op,
     RankPlace,
 )
-from emulators.topology import DeviceSpec
+from emulators.model.scenario import DeviceSpec
 from orchestrator.workload.hardware import GPU_SERVER_KIND, gpus_of
 from orchestrator.workload.job import JobError, transport_fields
 from orchestrator.workload.placement import natural

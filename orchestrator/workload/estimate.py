@@ -37,10 +37,10 @@ from typing import Any
 import networkx as nx
 
 from emulators.context import ScenarioContext
-from emulators.gpu_server.program import DP, EP, HIERARCHICAL, PP, TP, JobPlan
+from emulators.model.job import DP, EP, HIERARCHICAL, PP, TP, JobPlan
+from emulators.model.scenario import Endpoint, Scenario
 from emulators.olink import spec as olink
 from emulators.olink.topology import gpu_planes, in_network_switches
-from emulators.topology import Endpoint, Scenario
 from orchestrator.workload.hardware import (
     PS_PER_S,
     GpuHardware,

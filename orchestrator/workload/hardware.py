@@ -1,6 +1,6 @@
 """What a GPU server's options say about its GPUs and NICs, and how long a compute op takes.
 
-Pure functions of a :class:`~emulators.topology.DeviceSpec` (options already in integer units), shared
+Pure functions of a :class:`~emulators.model.scenario.DeviceSpec` (options already in integer units), shared
 by the workload generator, the closed-form estimator and the GPU server device, so all three agree on
 a GPU's speed to the picosecond. Defaults come from :mod:`emulators.gpu_server.gpus`.
 """
@@ -9,9 +9,9 @@ from __future__ import annotations
 
 from emulators.gpu_server.gpus import DEFAULT_GPUS, GPU_TYPES, GpuHardware, hardware_of
 from emulators.gpu_server.gpus import compute_ps as compute_ps  # the one formula, re-exported for the estimator
+from emulators.model.scenario import DeviceSpec
 from emulators.rdma.host import nic_ports_of as nic_ports_of  # the estimator's, beside the GPU's figures
 from emulators.rdma.settings import PACKET_OVERHEAD_BYTES, NicSettings
-from emulators.topology import DeviceSpec
 
 GPU_SERVER_KIND = "gpu_server"
 PS_PER_S = 10**12

@@ -1,4 +1,4 @@
-"""A scenario's ``job:`` block -> a :class:`~emulators.gpu_server.program.JobPlan`.
+"""A scenario's ``job:`` block -> a :class:`~emulators.model.job.JobPlan`.
 
 The loader has checked the block against the schema and converted its times to picoseconds; here the
 block is checked against the model and the GPU servers (every problem a :class:`JobError` naming the
@@ -17,7 +17,7 @@ from typing import Any
 
 from emulators.ccl.nccl import MAX_GROUPS
 from emulators.ccl.settings import NcclSettings
-from emulators.gpu_server.program import (
+from emulators.model.job import (
     DEFAULT_WATCHDOG_PS,
     DP,
     EP,
@@ -33,9 +33,9 @@ from emulators.gpu_server.program import (
     JobPlan,
     RankPlace,
 )
-from emulators.topology import DeviceSpec
+from emulators.model.scenario import DeviceSpec
+from emulators.model.units import SIZE, TIME, format_bytes
 from orchestrator.scenario.schema_errors import KeyPath, listing
-from orchestrator.scenario.units import SIZE, TIME, format_bytes
 from orchestrator.workload.hardware import GPU_SERVER_KIND, PS_PER_S, effective_flops_per_s, gpus_of
 from orchestrator.workload.models import MODELS, ModelSpec
 from orchestrator.workload.placement import (

@@ -20,10 +20,10 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from functools import cached_property
 
-from emulators.gpu_server.program import DP, EP, PP, TP, RankPlace
+from emulators.model.job import DP, EP, PP, TP, RankPlace
+from emulators.model.scenario import DeviceSpec, Scenario
 from emulators.olink.spec import scale_up_ports
 from emulators.olink.topology import gpu_domain
-from emulators.topology import DeviceSpec, Scenario
 from orchestrator.scenario.schema_errors import listing
 from orchestrator.workload.hardware import GPU_SERVER_KIND, gpus_of
 

@@ -26,7 +26,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from emulators.gpu_server.program import (
+from emulators.model.job import (
     ALL_GATHER,
     ALL_REDUCE,
     ALL_TO_ALL,

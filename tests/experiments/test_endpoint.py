@@ -10,10 +10,10 @@ from typing import Any
 import pytest
 
 from emulators.context import ScenarioContext
-from emulators.gpu_server.program import RECV, SEND, Op
 from emulators.kernel.vtime import PS_PER_MS, PS_PER_S
+from emulators.model.job import RECV, SEND, Op
+from emulators.model.scenario import Endpoint
 from emulators.rdma.settings import local_ack_timeout_ps
-from emulators.topology import Endpoint
 from orchestrator.cli import summary
 from orchestrator.job_results import equivalent_compute
 from orchestrator.results import deterministic_view

@@ -7,8 +7,8 @@ from __future__ import annotations
 import pytest
 
 from emulators.gpu_server.collectives import bytes_sent
+from emulators.model.scenario import FIBER_DELAY_PS_PER_M
 from emulators.olink import spec
-from emulators.topology import FIBER_DELAY_PS_PER_M
 from orchestrator.results import deterministic_view
 from orchestrator.run import run_scenario
 from orchestrator.scenario.loader import load_scenario, parse_scenario

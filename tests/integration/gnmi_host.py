@@ -13,7 +13,7 @@ from typing import Any
 import grpc
 from testbed.sync.v1 import sync_pb2, sync_pb2_grpc
 
-from emulators.topology import scenario_to_dict
+from emulators.model.scenario import scenario_to_dict
 from orchestrator.scenario.loader import parse_scenario
 
 HOST = "h"

@@ -11,8 +11,8 @@ from typing import Any
 
 import pytest
 
+from emulators.model.scenario import Scenario
 from emulators.registry import DEVICE_KINDS
-from emulators.topology import Scenario
 from orchestrator.backends.process import launch
 from orchestrator.coordinator import Coordinator, HostFailed, HostHandle
 from orchestrator.partition import plan_partition

@@ -23,7 +23,7 @@ import pytest
 from testbed.sync.v1 import sync_pb2, sync_pb2_grpc
 
 from emulators.kernel.frame import DATA, Frame
-from emulators.topology import scenario_to_dict
+from emulators.model.scenario import scenario_to_dict
 from orchestrator.results import deterministic_view
 from orchestrator.run import run_scenario
 from orchestrator.scenario.loader import load_scenario, parse_scenario

@@ -15,7 +15,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 from testbed.sync.v1 import sync_pb2, sync_pb2_grpc
 
-from emulators.topology import scenario_to_dict
+from emulators.model.scenario import scenario_to_dict
 from orchestrator.scenario.loader import load_scenario
 
 pytestmark = pytest.mark.integration

@@ -16,10 +16,10 @@ from emulators.ccl.settings import (
     p2p_chunk,
     part_bounds,
 )
-from emulators.gpu_server.program import ALL_REDUCE, COLLECTIVE, IDEAL, RECV, SEND, Op
 from emulators.kernel.vtime import PS_PER_MS, PS_PER_S, serialization_ps
+from emulators.model.job import ALL_REDUCE, COLLECTIVE, IDEAL, RECV, SEND, Op
+from emulators.model.scenario import FIBER_DELAY_PS_PER_M
 from emulators.rdma.settings import PACKET_OVERHEAD_BYTES, local_ack_timeout_ps
-from emulators.topology import FIBER_DELAY_PS_PER_M
 from orchestrator.results import deterministic_view
 from orchestrator.run import run_scenario
 from tests.helpers import with_programs

@@ -14,11 +14,11 @@ from emulators.gateway.device import Gateway
 from emulators.kernel.frame import CONTROL_FRAME_BYTES, CONTROL_PRIORITY, DATA, PATH_INFO, Frame, address
 from emulators.kernel.port import Port
 from emulators.kernel.vtime import PS_PER_S, PS_PER_US, serialization_ps
+from emulators.model.scenario import propagation_ps
 from emulators.rdma.qp import QueuePair
 from emulators.rdma.settings import WINDOW_BDPS, NicSettings
 from emulators.runtime import HostRuntime
 from emulators.tester import device as tester
-from emulators.topology import propagation_ps
 from orchestrator.results import deterministic_view
 from orchestrator.scenario.loader import parse_scenario
 from tests.helpers import run_text

@@ -6,7 +6,8 @@ from __future__ import annotations
 import pytest
 
 from emulators.gpu_server.collectives import bytes_sent, mesh_time_ps
-from emulators.gpu_server.program import (
+from emulators.kernel.vtime import serialization_ps
+from emulators.model.job import (
     ALL_REDUCE,
     ALL_TO_ALL,
     COLLECTIVE,
@@ -18,9 +19,8 @@ from emulators.gpu_server.program import (
     SEND,
     Op,
 )
-from emulators.kernel.vtime import serialization_ps
+from emulators.model.scenario import FIBER_DELAY_PS_PER_M, Scenario
 from emulators.rdma.settings import NicSettings, local_ack_timeout_ps
-from emulators.topology import FIBER_DELAY_PS_PER_M, Scenario
 from orchestrator.results import deterministic_view
 from orchestrator.run import run_scenario
 from tests.helpers import gpus_on_one_switch, with_programs

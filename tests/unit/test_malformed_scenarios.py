@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from emulators.topology import scenario_to_dict
+from emulators.model.scenario import scenario_to_dict
 from orchestrator.scenario.loader import MAX_FILE_BYTES, ScenarioError, load_scenario, parse_scenario
 from tests.helpers import TESTBED
 

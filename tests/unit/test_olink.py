@@ -10,7 +10,8 @@ import math
 import pytest
 
 from emulators.gpu_server.collectives import bytes_sent
-from emulators.gpu_server.program import (
+from emulators.kernel.vtime import serialization_ps
+from emulators.model.job import (
     ALL_GATHER,
     ALL_REDUCE,
     COLLECTIVE,
@@ -19,10 +20,9 @@ from emulators.gpu_server.program import (
     SEND,
     Op,
 )
-from emulators.kernel.vtime import serialization_ps
+from emulators.model.scenario import FIBER_DELAY_PS_PER_M, Scenario
 from emulators.olink import spec
 from emulators.olink.fec import Fec
-from emulators.topology import FIBER_DELAY_PS_PER_M, Scenario
 from orchestrator.fault_impact import measured
 from orchestrator.results import deterministic_view
 from orchestrator.run import run_scenario

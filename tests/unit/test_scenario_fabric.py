@@ -9,7 +9,7 @@ import json
 import pytest
 import yaml
 
-from emulators.topology import RDMA, RDMA_PRIORITY, Scenario
+from emulators.model.scenario import RDMA, RDMA_PRIORITY, Scenario
 from orchestrator.scenario.fabric import expand
 from orchestrator.scenario.loader import ScenarioError, parse_scenario
 from orchestrator.scenario.model import Endpoint, FaultSpec, scenario_to_dict

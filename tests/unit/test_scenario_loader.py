@@ -8,10 +8,10 @@ import pytest
 from jsonschema import Draft202012Validator
 
 from emulators.kernel.frame import MAX_PORTS
+from emulators.model.scenario import RAW as RAW_TRANSPORT
+from emulators.model.scenario import RDMA as RDMA_TRANSPORT
+from emulators.model.scenario import RDMA_PRIORITY
 from emulators.registry import DEVICE_KINDS, DeviceKind
-from emulators.topology import RAW as RAW_TRANSPORT
-from emulators.topology import RDMA as RDMA_TRANSPORT
-from emulators.topology import RDMA_PRIORITY
 from orchestrator.scenario import loader
 from orchestrator.scenario.loader import ScenarioError, load_scenario, parse_scenario, scenario_schema
 from orchestrator.scenario.model import Endpoint, FaultSpec, FlowSpec

@@ -11,8 +11,8 @@ import pytest
 import yaml
 
 from emulators.gpu_server.gpus import GPU_TYPES
+from emulators.model.scenario import Endpoint, Scenario
 from emulators.olink import spec as olink
-from emulators.topology import Endpoint, Scenario
 from orchestrator.scenario.fabric import expand
 from orchestrator.scenario.loader import ScenarioError, parse_scenario
 from orchestrator.workload.hardware import nic_ports_of

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from orchestrator.scenario.units import (
+from emulators.model.units import (
     format_bytes,
     format_rate,
     format_time,

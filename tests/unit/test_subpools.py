@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from emulators.gpu_server.gpus import ASSUMED_MFU_SOURCE, GPU_TYPES, LLAMA3_H100
-from emulators.topology import Scenario
+from emulators.model.scenario import Scenario
 from orchestrator.run import run_scenario
 from orchestrator.scenario.loader import parse_scenario, scenario_schema
 from orchestrator.subpools import gpu_kinds, homogeneous, job_block, measured_pool_efficiency, subpool_bound

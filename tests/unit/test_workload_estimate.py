@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from emulators.gpu_server.gpus import GPU_TYPES
-from emulators.topology import DeviceSpec, Scenario
+from emulators.model.scenario import DeviceSpec, Scenario
 from orchestrator import cli
 from orchestrator.scenario.loader import parse_scenario
 from orchestrator.workload.estimate import (

@@ -9,7 +9,7 @@ from fractions import Fraction
 
 import pytest
 
-from emulators.gpu_server.program import (
+from emulators.model.job import (
     ALL_GATHER,
     ALL_REDUCE,
     ALL_TO_ALL,

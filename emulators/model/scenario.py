@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from emulators.gpu_server.program import JobPlan
+from emulators.model.job import JobPlan
 
 FIBER_DELAY_PS_PER_M = 4900  # light in fiber: 4.9 ns per metre
 
