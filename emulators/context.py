@@ -4,30 +4,42 @@ Every host builds the same context from the same scenario, so routes (and everyt
 them) are identical in every partition. Routes are shortest paths over the switch graph as the
 scenario declares it; switches learn of local link failures themselves (see emulators.ethernet).
 
-It is also where a device reaches the job control bus (``post``), which its host supplies.
+It is also where a device reaches the job control bus (``post``), which its host supplies. What it
+needs of each device kind (whether it forwards, its default latency) its builder passes in: the
+runtime and the orchestrator hand it emulators.registry.DEVICE_KINDS.
 """
 
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from functools import cached_property
-from typing import Any
+from typing import Any, Protocol
 
 from emulators.kernel.frame import DEVICE_ITSELF, address
 from emulators.model.scenario import Endpoint, LinkSpec, Scenario
-from emulators.registry import DEVICE_KINDS
 
 Post = Callable[[int, int, dict[str, Any]], None]
 
 
+class KindTraits(Protocol):
+    """What the context needs of a device kind (an emulators.kinds.DeviceKind)."""
+
+    @property
+    def forwards(self) -> bool: ...  # frames pass through it toward other devices
+
+    @property
+    def latency_ps(self) -> int: ...  # its default ``latency`` option
+
+
 class ScenarioContext:
-    def __init__(self, scenario: Scenario, post: Post | None = None) -> None:
+    def __init__(self, scenario: Scenario, kinds: Mapping[str, KindTraits], post: Post | None = None) -> None:
         self.scenario = scenario
         self._post = post
+        self._kinds = kinds
         self.ids = {d.name: i for i, d in enumerate(scenario.devices)}
         self._port_index = {d.name: {p: i for i, p in enumerate(d.ports)} for d in scenario.devices}
-        self.forwarders = frozenset(d.name for d in scenario.devices if DEVICE_KINDS[d.kind].forwards)
+        self.forwarders = frozenset(d.name for d in scenario.devices if kinds[d.kind].forwards)
 
     def post(self, at_ps: int, key: int, payload: dict[str, Any]) -> None:
         """Hand ``payload`` (JSON-serialisable) to every device with an ``on_bus(payload)`` hook, on
@@ -185,5 +197,5 @@ class ScenarioContext:
                 for name in joint:
                     if name in self.forwarders:
                         spec = self.scenario.device(name)
-                        total += 2 * int(spec.options.get("latency", DEVICE_KINDS[spec.kind].latency_ps))
+                        total += 2 * int(spec.options.get("latency", self._kinds[spec.kind].latency_ps))
         return len(links), total

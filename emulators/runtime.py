@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
-from dataclasses import asdict
 from typing import Any
 
 from emulators.context import ScenarioContext
@@ -25,8 +24,10 @@ from emulators.kernel.device import Device
 from emulators.kernel.engine import Engine
 from emulators.kernel.frame import DATA, Frame
 from emulators.kernel.link import Channel, Link, Outgoing
+from emulators.kernel.port import Port
 from emulators.kernel.vtime import NEVER
-from emulators.model.scenario import FaultSpec, Scenario
+from emulators.model.faults import LinkChange, change_from_dict
+from emulators.model.scenario import Scenario
 from emulators.olink.fec import link_fec
 from emulators.registry import DEVICE_KINDS
 
@@ -48,20 +49,21 @@ class CausalityError(RuntimeError):
 INPUT_KEYS = 1 << 62  # bus keys from here up carry inputs from outside the run (injected faults)
 
 
-def fault_input(fault: FaultSpec) -> BusMessage:
+def fault_input(fault: LinkChange) -> BusMessage:
     """An injected fault as the bus message that takes it to every host."""
-    return (fault.at_ps, INPUT_KEYS + fault.index, {"fault": asdict(fault)})
+    return (fault.at_ps, INPUT_KEYS + fault.index, {"fault": fault.to_dict()})
 
 
 class HostRuntime:
     def __init__(self, scenario: Scenario, host: str, assignment: dict[str, str]) -> None:
         self.scenario = scenario
         self.host = host
-        self.engine = Engine(scenario.sample_interval_ps)
+        self.engine = Engine()
         self.ids = {d.name: i for i, d in enumerate(scenario.devices)}
         self.devices: dict[str, Device] = {}
         self.by_id: dict[int, Device] = {}
         self.links: dict[str, Link] = {}
+        self.link_ports: dict[str, list[Port]] = {}  # each link's ends on this host
         self.outboxes: dict[str, list[Outgoing]] = {}  # peer host -> frames owed to it this window
         self.inbox: list[Outgoing] = []
         self.sent_total: dict[str, int] = {}
@@ -82,7 +84,10 @@ class HostRuntime:
             self.devices[spec.name] = device
             self.by_id[device.id] = device
         self._wire_links(assignment)
-        self.context = ScenarioContext(scenario, self.post)
+        self.sample_times: list[int] = []
+        if scenario.sample_interval_ps > 0:
+            self.engine.sample_every(scenario.sample_interval_ps, self._take_samples)
+        self.context = ScenarioContext(scenario, DEVICE_KINDS, self.post)
         self._listeners: list[Callable[[dict[str, Any]], None]] = [
             hook for i in sorted(self.by_id) if (hook := getattr(self.by_id[i], "on_bus", None)) is not None]
         for device_id in sorted(self.by_id):
@@ -100,10 +105,12 @@ class HostRuntime:
             link = Link(spec.name, spec.rate_bps, spec.length_mm, spec.ber, spec.delay_ps_per_m)
             link.fec = link_fec(self.scenario, spec)
             self.links[spec.name] = link
+            link_ports = self.link_ports[spec.name] = []
             for near, far, direction in local:
                 port = self.devices[near.device].ports[near.port]
                 port.link = link
                 link.ports.append(port)
+                link_ports.append(port)
                 channel = Channel(link, port, seed, direction)
                 port.channel = channel
                 if far.device in self.devices:
@@ -121,19 +128,17 @@ class HostRuntime:
             if link is not None:
                 self.engine.add_change(fault.at_ps, fault.index, self._marked(link, fault))
 
-    def _marked(self, link: Link, fault: FaultSpec) -> Callable[[], None]:
+    def _marked(self, link: Link, fault: LinkChange) -> Callable[[], None]:
         """The fault's action, after noting what its link's ends here had carried and lost so far:
         results take the differences to the next change of the link as what the fault hit."""
-        action = _fault_action(link, fault)
-
         def apply() -> None:
             self.fault_marks.append({"index": fault.index, "link": fault.link, "at_ps": fault.at_ps,
-                                     "tallies": link_tallies(link)})
-            action()
+                                     "tallies": link_tallies(self.link_ports[fault.link])})
+            fault.apply(link)
 
         return apply
 
-    def add_fault(self, fault: FaultSpec) -> None:
+    def add_fault(self, fault: LinkChange) -> None:
         """A fault injected while the run goes (through the orchestrator's control service): it joins
         the timeline exactly as if the scenario had listed it, and devices that plan around the
         timeline (switches' route convergence) hear of it. Every host gets it with the same window."""
@@ -148,7 +153,7 @@ class HostRuntime:
     @property
     def local_links(self) -> set[str]:
         """Links whose both ends this host runs (a change on one end is seen by the other)."""
-        return {name for name, link in self.links.items() if len(link.ports) == 2}
+        return {name for name, ports in self.link_ports.items() if len(ports) == 2}
 
     @property
     def peers(self) -> list[str]:
@@ -170,13 +175,13 @@ class HostRuntime:
         return all(self.received_from.get(peer, 0) >= n for peer, n in expect_from.items())
 
     def _merge_inbox(self) -> None:
-        push = self.engine.push
+        schedule = self.engine.schedule
         for arrival, origin, seq, device_id, port_name, frame in self.inbox:
             if arrival < self.window_end:
                 raise CausalityError(
                     f"host {self.host}: frame from device {origin} arrives at {arrival} ps, "
                     f"before this host's window end {self.window_end} ps")
-            push(arrival, origin, seq, self.by_id[device_id].ports[port_name].receive, frame)
+            schedule(arrival, origin, seq, self.by_id[device_id].ports[port_name].receive, frame)
         self.inbox.clear()
         for at_ps, key, text in self._bus_inbox:
             if at_ps < self.window_end:
@@ -192,7 +197,7 @@ class HostRuntime:
 
     def _take_input(self, at_ps: int, payload: dict[str, Any]) -> None:
         if "fault" in payload:  # injected through the orchestrator's control service
-            self.add_fault(FaultSpec(**payload["fault"]))
+            self.add_fault(change_from_dict(payload["fault"]))
         elif "link_rate" in payload:  # a management Set on another host, of a link this one may share
             change = payload["link_rate"]
             self.add_link_rate(at_ps, change["index"], change["link"], change["rate_bps"])
@@ -242,7 +247,7 @@ class HostRuntime:
         if key in self._bus_keys:
             raise ValueError(f"host {self.host}: bus message key {key} is already taken; keys are unique per message")
         self._bus_keys.add(key)
-        self.engine.push(at_ps, BUS_ORIGIN, key, self._on_bus, text)
+        self.engine.schedule(at_ps, BUS_ORIGIN, key, self._on_bus, text)
 
     def _on_bus(self, text: str) -> None:
         """One bus message here: each device decodes its own copy, so none sees another's changes."""
@@ -255,6 +260,11 @@ class HostRuntime:
         """Events processed here, bus deliveries left out: every host has one per message, so
         counting them would make the total depend on the partition."""
         return self.engine.events - self.bus_deliveries
+
+    def _take_samples(self, at_ps: int) -> None:
+        self.sample_times.append(at_ps)
+        for device in self.devices.values():
+            device.take_sample()
 
     def advance(self, end_ps: int) -> dict[str, list[Outgoing]]:
         """Run every event before ``end_ps``; return the frames owed to each peer host."""
@@ -301,7 +311,7 @@ class HostRuntime:
         return {flows[i].name: {"frames": v[0], "bytes": v[1]} for i, v in sorted(totals.items())}
 
     def results(self) -> dict[str, Any]:
-        times = self.engine.sample_times
+        times = self.sample_times
         series = {}
         for name, device in self.devices.items():
             names = device.counter_names()
@@ -317,15 +327,15 @@ class HostRuntime:
             "timeseries": series,
             "in_flight": self.in_flight(),
             "fault_marks": self.fault_marks,
-            "link_tallies": {name: link_tallies(self.links[name]) for name in sorted(
+            "link_tallies": {name: link_tallies(self.link_ports[name]) for name in sorted(
                 {mark["link"] for mark in self.fault_marks})},
         }
 
 
-def link_tallies(link: Link) -> dict[str, int]:
-    """What the ends of ``link`` on this host have sent, lost and taken corrupted so far."""
-    tallies = {name: sum(getattr(port, name) for port in link.ports) for name in PORT_TALLIES}
-    tallies["gap_frames"] = sum(port.device.counters.get("protection_gap_frames", 0) for port in link.ports)
+def link_tallies(ports: list[Port]) -> dict[str, int]:
+    """What a link's ends ``ports`` on this host have sent, lost and taken corrupted so far."""
+    tallies = {name: sum(getattr(port, name) for port in ports) for name in PORT_TALLIES}
+    tallies["gap_frames"] = sum(port.device.counters.get("protection_gap_frames", 0) for port in ports)
     return tallies
 
 
@@ -338,19 +348,3 @@ def earliest_arrival(sent: dict[str, list[Outgoing]]) -> int:
     """The first arrival among frames a window sent to other hosts (NEVER if none): the clock needs
     it because those frames may reach their hosts only after the hosts have reported."""
     return min((frame[0] for frames in sent.values() for frame in frames), default=NEVER)
-
-
-def _fault_action(link: Link, fault: FaultSpec) -> Callable[[], None]:
-    if fault.state is not None:
-        up = fault.state == "up"
-        return lambda: link.set_state(up)
-    if fault.rate_bps is not None:
-        rate = fault.rate_bps
-        return lambda: link.set_rate(rate)
-    if fault.ber is not None:
-        ber = fault.ber
-        return lambda: link.set_ber(ber)
-    if fault.length_mm is not None:
-        length = fault.length_mm
-        return lambda: link.set_length(length)
-    raise ValueError(f"fault {fault.index} on link {fault.link} changes nothing")

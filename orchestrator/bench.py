@@ -139,10 +139,10 @@ def bench_bare_engine(events: int, chains: int = 16) -> dict[str, Any]:
     seq = itertools.count()
 
     def tick(origin: int) -> None:
-        engine.push(engine.now + 1000, origin, next(seq), tick, origin)
+        engine.schedule(engine.now + 1000, origin, next(seq), tick, origin)
 
     for origin in range(chains):
-        engine.push(origin, origin, next(seq), tick, origin)
+        engine.schedule(origin, origin, next(seq), tick, origin)
     end_ps = events // chains * 1000
     t0 = time.perf_counter()
     n = engine.run_until(end_ps)

@@ -15,7 +15,6 @@ from __future__ import annotations
 import copy
 import os
 from collections.abc import Callable
-from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -24,11 +23,12 @@ import structlog
 import yaml
 from testbed.control.v1 import control_pb2, control_pb2_grpc
 
-from emulators.model.scenario import FaultSpec, Scenario, propagation_ps
+from emulators.model.faults import LinkChange
+from emulators.model.scenario import Scenario, propagation_ps
 from emulators.runtime import HostRuntime
+from orchestrator.control_error import ControlError
 from orchestrator.coordinator import Coordinator
 from orchestrator.partition import Plan
-from orchestrator.run import ControlError
 from orchestrator.scenario.loader import ScenarioError, parse_scenario
 from services.gnmi import clipped, read_json  # what the management services share
 from services.host import TOKEN_ENV  # one token for the hosts' gNMI and this service
@@ -55,13 +55,13 @@ class FaultInputs:
         self.scenario = scenario
         self.plan = plan
         self.written: list[dict[str, Any]] = []  # as injected, each with its effective "at" in ps
-        self.specs: list[FaultSpec] = list(scenario.faults)
+        self.specs: list[LinkChange] = list(scenario.faults)
         try:
             self.document = yaml.safe_load(Path(scenario.source).read_text())
         except (OSError, yaml.YAMLError):
             self.document = None  # a scenario built in code: nothing to resolve faults against
 
-    def resolve(self, fault: Any, now_ps: int) -> tuple[dict[str, Any], list[FaultSpec]]:
+    def resolve(self, fault: Any, now_ps: int) -> tuple[dict[str, Any], list[LinkChange]]:
         """The entry as it will be recorded, and the fault timeline entries ``fault`` (a scenario
         ``faults:`` entry) adds, due at or after ``now_ps`` (its "at" defaults to ``now_ps``).
         Nothing is kept until :meth:`accept`."""
@@ -102,14 +102,15 @@ class FaultInputs:
         links = {link.name: link for link in self.scenario.links}
         lookahead = self.plan.lookahead_ps
         for f in added:  # the partition's lookahead rests on the propagation of the links it cuts
-            cut = f.length_mm is not None and f.link in self.plan.cut_links and lookahead is not None
-            if cut and propagation_ps(f.length_mm or 0, links[f.link].delay_ps_per_m) < (lookahead or 0):
+            length_mm = f.length_after_mm()
+            cut = length_mm is not None and f.link in self.plan.cut_links and lookahead is not None
+            if cut and propagation_ps(length_mm or 0, links[f.link].delay_ps_per_m) < (lookahead or 0):
                 raise InputError(grpc.StatusCode.FAILED_PRECONDITION, (
                     f"link {f.link} joins two hosts of this partition, whose windows are {lookahead} ps long: it "
                     f"cannot get shorter than that in a live run; put the change in the scenario file"))
         return entry, added
 
-    def accept(self, entry: dict[str, Any], added: list[FaultSpec]) -> None:
+    def accept(self, entry: dict[str, Any], added: list[LinkChange]) -> None:
         """Record a resolved fault that the run has taken."""
         self.written.append(entry)
         self.specs.extend(added)
@@ -117,7 +118,7 @@ class FaultInputs:
     def record(self) -> dict[str, Any]:
         """What inputs.json holds: enough to run the scenario again with these faults in its timeline."""
         return {"scenario": self.scenario.source, "seed": self.scenario.seed, "faults": self.written,
-                "timeline": [asdict(f) for f in self.specs[len(self.scenario.faults):]]}
+                "timeline": [f.to_dict() for f in self.specs[len(self.scenario.faults):]]}
 
 
 def schedule_sets(sets: list[dict[str, Any]]) -> Callable[[HostRuntime], None]:
@@ -153,7 +154,7 @@ def replay_scenario(inputs: dict[str, Any]) -> Scenario:
     document["faults"] = [*written, *inputs.get("faults", [])]
     scenario = parse_scenario(yaml.safe_dump(document, sort_keys=False), source, inputs["seed"])
     recorded = inputs.get("timeline", [])
-    if recorded and [asdict(f) for f in scenario.faults[-len(recorded):]] != recorded:
+    if recorded and [f.to_dict() for f in scenario.faults[-len(recorded):]] != recorded:
         raise ValueError(f"{source}: the recorded faults no longer resolve to the recorded timeline; has the "
                          f"scenario file changed since the run?")
     return scenario
@@ -184,7 +185,7 @@ class ControlService(control_pb2_grpc.ControlServicer):
         except ValueError as e:  # the run moved on while the fault was resolved
             await context.abort(grpc.StatusCode.FAILED_PRECONDITION, clipped(str(e)))
         self.inputs.accept(entry, added)
-        log.info("fault injected", faults=[asdict(f) for f in added])
+        log.info("fault injected", faults=[f.to_dict() for f in added])
         return control_pb2.InjectFaultResponse(faults=[
             control_pb2.AppliedFault(at_ps=f.at_ps, index=f.index, link=f.link, change=_change(f)) for f in added])
 
@@ -197,12 +198,8 @@ class ControlService(control_pb2_grpc.ControlServicer):
                                     injected=len(c.injected), hosts=hosts)
 
 
-def _change(fault: FaultSpec) -> str:
-    for key in ("state", "rate_bps", "ber", "length_mm"):
-        value = getattr(fault, key)
-        if value is not None:
-            return f"{key}={value}"
-    return ""
+def _change(fault: LinkChange) -> str:
+    return f"{fault.field}={fault.value}"
 
 
 async def serve_control(coordinator: Coordinator, inputs: FaultInputs, address: str) -> grpc.aio.Server:

@@ -28,7 +28,8 @@ from typing import Any, Protocol, TypeVar
 import structlog
 
 from emulators.kernel.vtime import NEVER
-from emulators.model.scenario import FaultSpec, Scenario
+from emulators.model.faults import LinkChange
+from emulators.model.scenario import Scenario
 from emulators.runtime import BusMessage, fault_input
 from orchestrator.partition import Plan
 
@@ -97,7 +98,7 @@ class RunOutcome:
     error: str | None = None
     failed_host: str | None = None
     behind_s: float = 0.0  # paced runs: the most the run fell behind wall time x pace
-    injected: list[FaultSpec] = field(default_factory=list)  # faults injected while it ran
+    injected: list[LinkChange] = field(default_factory=list)  # faults injected while it ran
     interrupted_by: int | None = None  # the signal (SIGINT, SIGTERM) that stopped the run
 
 
@@ -117,7 +118,7 @@ class Coordinator:
         self.behind_s = 0.0
         self._started = 0.0
         self.running = False
-        self.injected: list[FaultSpec] = []  # faults injected while the run goes, in order
+        self.injected: list[LinkChange] = []  # faults injected while the run goes, in order
         self._pending: list[BusMessage] = []  # injected faults not yet handed to the hosts
 
     async def run(self) -> RunOutcome:
@@ -152,7 +153,7 @@ class Coordinator:
             t = min(t, self.end_ps)
         return t
 
-    def inject(self, faults: list[FaultSpec]) -> None:
+    def inject(self, faults: list[LinkChange]) -> None:
         """Faults to apply at their virtual times (at or after ``end_ps``, the virtual time reached):
         every host gets them with the next window."""
         for fault in faults:

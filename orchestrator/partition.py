@@ -54,7 +54,7 @@ def plan_partition(scenario: Scenario, mode: str) -> Plan:
             continue
         cut.append(link.name)
         lengths = [link.length_mm] + [
-            f.length_mm for f in scenario.faults if f.link == link.name and f.length_mm is not None
+            mm for f in scenario.faults if f.link == link.name and (mm := f.length_after_mm()) is not None
         ]
         shortest = min(propagation_ps(mm, link.delay_ps_per_m) for mm in lengths)
         if shortest <= 0:

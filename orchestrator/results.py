@@ -12,8 +12,8 @@ import math
 from pathlib import Path
 from typing import Any
 
-from emulators.model.scenario import FaultSpec, Scenario
-from emulators.model.units import format_rate
+from emulators.model.faults import LinkChange
+from emulators.model.scenario import Scenario
 from emulators.otn.node import capacity_map
 from emulators.runtime import LINK_TALLIES
 from orchestrator.fault_impact import analyse_faults
@@ -136,21 +136,9 @@ def _add(total: dict[str, int], more: dict[str, int]) -> None:
         total[name] = total.get(name, 0) + value
 
 
-def _fault(fault: FaultSpec) -> dict[str, Any]:
-    sets = {key: value for key in ("state", "rate_bps", "ber", "length_mm")
-            if (value := getattr(fault, key)) is not None}
-    return {"at_ps": fault.at_ps, "index": fault.index, "link": fault.link, "change": fault_change(fault)} | sets
-
-
-def fault_change(fault: FaultSpec) -> str:
-    """A link change in the words of the scenario file: down, rate 400 Gb/s, ber 1e-09, length 400 km."""
-    if fault.state is not None:
-        return str(fault.state)
-    if fault.rate_bps is not None:
-        return f"rate {format_rate(fault.rate_bps)}"
-    if fault.ber is not None:
-        return f"ber {fault.ber:g}"
-    return f"length {(fault.length_mm or 0) / 1e6:g} km"
+def _fault(fault: LinkChange) -> dict[str, Any]:
+    return {"at_ps": fault.at_ps, "index": fault.index, "link": fault.link, "change": fault.describe(),
+            fault.field: fault.value}
 
 
 def deterministic_view(results: dict[str, Any]) -> dict[str, Any]:

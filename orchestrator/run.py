@@ -31,10 +31,6 @@ if TYPE_CHECKING:
 
 INPUTS_FILE = "inputs.json"  # the faults injected into a run (orchestrator.control)
 
-
-class ControlError(OSError):
-    """The control service could not start where it was asked to listen."""
-
 BACKENDS = ("inproc", "process")  # on this machine alone
 DEPLOY_BACKENDS = ("docker", "k8s")  # hosts in containers or pods, from the testbed image
 

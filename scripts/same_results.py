@@ -5,7 +5,8 @@ reference saved before the change.
     python scripts/same_results.py save  REF_DIR   # before the change (e.g. in a clone of main)
     python scripts/same_results.py check REF_DIR   # after: exit 1 and name every scenario that differs
 
-Each scenario runs in-process (single partition) in its own OS process, ``--jobs`` at a time.
+Each scenario runs in-process (single partition) in its own OS process, ``--jobs`` at a time, named by
+its path relative to the checkout (results.json keeps it as ``scenario.source``), so two checkouts compare.
 """
 
 from __future__ import annotations
@@ -39,7 +40,7 @@ def deterministic_text(results_json: Path) -> str:
 def run_one(scenario: Path, out: Path) -> tuple[Path, str | None, float]:
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(ROOT), str(ROOT / "gen")]))  # this checkout's code
     start = time.monotonic()
-    done = subprocess.run([sys.executable, "-m", "orchestrator.cli", "run", str(ROOT / scenario), "--out", str(out),
+    done = subprocess.run([sys.executable, "-m", "orchestrator.cli", "run", str(scenario), "--out", str(out),
                            "--force", "--no-progress"], cwd=ROOT, env=env, capture_output=True, text=True)
     took = time.monotonic() - start
     results = out / "results.json"
@@ -55,9 +56,12 @@ def main() -> int:
     parser.add_argument("--jobs", type=int, default=os.cpu_count() or 1)
     parser.add_argument("--only", nargs="*", default=None, help="scenario paths (default: every one)")
     args = parser.parse_args()
-    chosen = [Path(p) for p in args.only] if args.only else scenarios(ROOT)
     reference: Path = args.reference.resolve()
     reference.mkdir(parents=True, exist_ok=True)
+    timings_file = reference / "timings.json"
+    timings: dict[str, float] = json.loads(timings_file.read_text()) if timings_file.is_file() else {}
+    chosen = [Path(p) for p in args.only] if args.only else scenarios(ROOT)
+    chosen.sort(key=lambda s: -timings.get(str(s), 0.0))  # the longest first: the pool ends sooner
     failures = 0
     with tempfile.TemporaryDirectory(prefix="same-results-") as tmp, ThreadPoolExecutor(args.jobs) as pool:
         jobs = [pool.submit(run_one, s, Path(tmp) / str(s).replace("/", "__")) for s in chosen]
@@ -71,6 +75,7 @@ def main() -> int:
             text = deterministic_text(Path(tmp) / str(scenario).replace("/", "__") / "results.json")
             digest = hashlib.sha256(text.encode()).hexdigest()[:16]
             saved = reference / key
+            timings[str(scenario)] = round(took, 1)
             if args.action == "save":
                 saved.write_text(text)
                 print(f"saved {scenario} {digest} ({took:.1f} s)")
@@ -84,6 +89,8 @@ def main() -> int:
                 failures += 1
             else:
                 print(f"same  {scenario} {digest} ({took:.1f} s)")
+    if args.action == "save":
+        timings_file.write_text(json.dumps(timings, indent=1, sort_keys=True) + "\n")
     print(f"{len(chosen) - failures} of {len(chosen)} scenarios {'saved' if args.action == 'save' else 'identical'}")
     return 1 if failures else 0
 

@@ -29,7 +29,7 @@ from emulators.kernel.vtime import PS_PER_US, serialization_ps
 
 if TYPE_CHECKING:
     from emulators.context import ScenarioContext
-    from emulators.ethernet.switch import Switch
+    from emulators.ethernet.leaf import LeafSwitch
     from emulators.kernel.port import Port
 
 # A container lost on a cut link must not stall its stream for ever: after this long the
@@ -162,7 +162,7 @@ def _is_gse_leaf(context: ScenarioContext, switch: str) -> bool:
 class GseLeaf:
     """The GSE half of a leaf switch in ``mode: gse``; the switch does routing and the MMU."""
 
-    def __init__(self, switch: Switch, context: ScenarioContext, container_bytes: int, credit_bytes: int) -> None:
+    def __init__(self, switch: LeafSwitch, context: ScenarioContext, container_bytes: int, credit_bytes: int) -> None:
         self.switch = switch
         self.counters = switch.counters
         self.container_bytes = container_bytes

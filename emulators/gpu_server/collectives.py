@@ -22,11 +22,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from functools import partial
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 from emulators.ccl.nccl import p2p_comm, ring_comm
+from emulators.gpu_server.clock import Done
+from emulators.gpu_server.olink_transport import Piece
+from emulators.gpu_server.rank import Rank
+from emulators.gpu_server.traffic import SCALE_UP
 from emulators.kernel.vtime import serialization_ps
 from emulators.model.job import (
     ALL_GATHER,
@@ -35,15 +38,35 @@ from emulators.model.job import (
     HIERARCHICAL,
     MAX_STEPS,
     REDUCE_SCATTER,
+    JobPlan,
     Op,
 )
 from emulators.olink import switch as olink_switch
 from emulators.olink.spec import COLLECTIVE_VC
 
-if TYPE_CHECKING:
-    from emulators.gpu_server.device import GpuServer, Rank
 
-Done = Callable[[], None]
+class CollectiveNet(Protocol):
+    """What a collective asks of its server's transports (:class:`~emulators.gpu_server.transports.Transports`)."""
+
+    name: str  # the server
+    plan: JobPlan
+
+    @property
+    def scale_up_frames(self) -> bool: ...  # the server's GPUs meet over OLink, not the closed-form mesh
+
+    def in_network_addresses(self, group: int) -> list[int] | None: ...
+
+    def mesh_collective(self, key: tuple[int, int, int], rank: int, members: int, collective: str, nbytes: int,
+                        dim: str, done: Done) -> None: ...
+
+    def account(self, rank: Rank, dim: str, link_class: str, nbytes: int) -> None: ...
+
+    def transfer(self, rank: Rank, peer: int, nbytes: int, uid: int, dim: str, done: Done, comm: int) -> None: ...
+
+    def receive(self, rank: Rank, peer: int | None, nbytes: int, uid: int, comm: int, done: Done) -> bool: ...
+
+    def olink_send(self, rank: Rank, pieces: list[Piece], uid: int, vc: int, fields: dict[str, int] | None,
+                   done: Done) -> None: ...
 
 
 def ring_steps(collective: str, members: int) -> int:
@@ -67,8 +90,8 @@ def bytes_sent(collective: str, nbytes: int, members: int) -> int:
 class CollectiveRun:
     """One rank's part of one collective op."""
 
-    def __init__(self, server: GpuServer, rank: Rank, op: Op, members: tuple[int, ...], done: Done) -> None:
-        self.server = server
+    def __init__(self, net: CollectiveNet, rank: Rank, op: Op, members: tuple[int, ...], done: Done) -> None:
+        self.net = net
         self.rank = rank
         self.op = op
         self.members = members
@@ -79,19 +102,18 @@ class CollectiveRun:
         self.finished = False
 
     def start(self) -> None:
-        server, op, members = self.server, self.op, self.members
-        assert server.plan is not None
-        plan = server.plan
+        net, op, members = self.net, self.op, self.members
+        plan = net.plan
         me = self.rank.rank
         if len(members) == 1:
             self.done()
             return
-        local = [m for m in members if plan.ranks[m].device == server.name]
-        if len(local) == len(members) and not server.olink_of_gpu:
+        local = [m for m in members if plan.ranks[m].device == net.name]
+        if len(local) == len(members) and not net.scale_up_frames:
             self.phases_left = 1
             self.mesh(op.collective, op.nbytes, local, 0)
             return
-        switches = server.in_network_for(op.group) if op.collective != ALL_TO_ALL else None
+        switches = net.in_network_addresses(op.group) if op.collective != ALL_TO_ALL else None
         if switches is not None:
             self.phases_left = 1
             self.in_network(switches)
@@ -104,7 +126,7 @@ class CollectiveRun:
             servers.setdefault(plan.ranks[m].device, []).append(m)
         sizes = {len(v) for v in servers.values()}
         g = len(local)
-        if plan.algorithm == HIERARCHICAL and sizes == {g} and g > 1 and not server.olink_of_gpu:
+        if plan.algorithm == HIERARCHICAL and sizes == {g} and g > 1 and not net.scale_up_frames:
             position = local.index(me)
             across = [on_server[position] for on_server in servers.values()]
             piece = -(-op.nbytes // g)
@@ -126,27 +148,13 @@ class CollectiveRun:
     # -- phases -----------------------------------------------------------------------------------
     def mesh(self, collective: str, nbytes: int, local: list[int], phase: int, then: Done | None = None) -> None:
         """A collective among ``local`` GPUs of this server in closed form, once all of them joined."""
-        server = self.server
-        key = (self.rank.serial, self.op.cid, phase)
-        joined = server.joins.setdefault(key, [])
-        joined.append((self.rank.rank, self.phase_done(then)))
-        if len(joined) < len(local):
-            return
-        del server.joins[key]
-        gpus = [server.ranks[r].gpu for r, _ in joined]
-        start = max(server.now, *(server.egress_free[g] for g in gpus))
-        end = start + mesh_time_ps(collective, nbytes, len(local), server.scale_up_bps, server.scale_up_latency_ps)
-        sent = bytes_sent(collective, nbytes, len(local))
-        for gpu in gpus:
-            server.egress_free[gpu] = end
-        for r, _ in joined:
-            server.account(server.ranks[r], self.op.dim, "scale_up", sent)
-        for _, done in joined:
-            server.at(end, call, done)
+        rank, op = self.rank, self.op
+        self.net.mesh_collective((rank.serial, op.cid, phase), rank.rank, len(local), collective, nbytes, op.dim,
+                                 self.phase_done(then))
 
-    def in_network(self, switches: list[str]) -> None:
-        """The whole collective reduced or replicated by ``switches`` (one per plane)."""
-        server, rank, op = self.server, self.rank, self.op
+    def in_network(self, at: list[int]) -> None:
+        """The whole collective reduced or replicated by the switches at ``at`` (one per plane)."""
+        net, rank, op = self.net, self.rank, self.op
         members = self.members
         n, me, size = len(members), members.index(rank.rank), op.nbytes
         piece = -(-size // n)
@@ -154,7 +162,6 @@ class CollectiveRun:
         def span(j: int) -> tuple[int, int]:
             return min(size, j * piece), min(size, (j + 1) * piece)
 
-        at = [server.context.address(name) for name in switches]
         mine = span(me)
         if op.collective == ALL_REDUCE:
             code, pieces, expect = olink_switch.ALL_REDUCE, [(0, size, at)], size
@@ -163,15 +170,15 @@ class CollectiveRun:
         else:
             code, pieces, expect = olink_switch.ALL_GATHER, [(*mine, at)], size - (mine[1] - mine[0])
         # contributions share one id (the switch matches them by it); each result comes as our own
-        shared = server.message(rank, src=members[0], cid=op.cid, step=MAX_STEPS - 1)
+        shared = rank.message(src=members[0], cid=op.cid, step=MAX_STEPS - 1)
         fields = {"innet": code, "group": op.group, "size": size}
         pieces = [p for p in pieces if p[0] < p[1]]
-        server.account(rank, op.dim, "scale_up", sum(end - start for start, end, _ in pieces))
+        net.account(rank, op.dim, SCALE_UP, sum(end - start for start, end, _ in pieces))
         self.outstanding += 1
-        server.olink_send(rank, pieces, shared, COLLECTIVE_VC, fields, self.sent)
+        net.olink_send(rank, pieces, shared, COLLECTIVE_VC, fields, self.sent)
         arrived = self.phase_done(None)
-        result = server.message(rank, cid=op.cid, step=MAX_STEPS - 1)
-        if expect <= 0 or server.receive(rank, None, expect, result, 0, arrived):
+        result = rank.message(cid=op.cid, step=MAX_STEPS - 1)
+        if expect <= 0 or net.receive(rank, None, expect, result, 0, arrived):
             arrived()
 
     def ring(self, collective: str, nbytes: int, ring: list[int], then: Done | None = None) -> None:
@@ -181,7 +188,7 @@ class CollectiveRun:
         piece = -(-nbytes // n)
         steps = ring_steps(collective, n)
         finish = self.phase_done(then)
-        server, rank, cid = self.server, self.rank, self.op.cid
+        net, rank, cid = self.net, self.rank, self.op.cid
         comm = ring_comm(self.op.group)
         arrived = [False] * steps  # piece k from the previous member
         sent = 0  # pieces sent
@@ -191,7 +198,7 @@ class CollectiveRun:
             nonlocal sent, finished
             # a loop, not recursion: a late rank may find many of its pieces already there
             while sent < steps and (sent == 0 or arrived[sent - 1]):
-                self.send(after, piece, server.message(rank, cid=cid, step=sent), comm)
+                self.send(after, piece, rank.message(cid=cid, step=sent), comm)
                 sent += 1
             if sent == steps and arrived[-1] and not finished:
                 finished = True
@@ -202,14 +209,13 @@ class CollectiveRun:
             advance()
 
         for k in range(steps):
-            if server.receive(rank, before, piece, server.message(rank, src=before, cid=cid, step=k), comm,
-                              partial(arrival, k)):
+            if net.receive(rank, before, piece, rank.message(src=before, cid=cid, step=k), comm, partial(arrival, k)):
                 arrived[k] = True
         advance()
 
     def all_to_all(self) -> None:
         members = self.members
-        server, rank, cid = self.server, self.rank, self.op.cid
+        net, rank, cid = self.net, self.rank, self.op.cid
         piece = -(-self.op.nbytes // len(members))
         me = members.index(rank.rank)
         self.phases_left = len(members) - 1  # one per incoming piece
@@ -217,15 +223,14 @@ class CollectiveRun:
         comm = p2p_comm(4 + self.op.group)
         for index, member in enumerate(members):
             if member != rank.rank:
-                self.send(member, piece, server.message(rank, cid=cid, step=index), comm)
-                if server.receive(rank, member, piece, server.message(rank, src=member, cid=cid, step=me), comm,
-                                  arrived):
+                self.send(member, piece, rank.message(cid=cid, step=index), comm)
+                if net.receive(rank, member, piece, rank.message(src=member, cid=cid, step=me), comm, arrived):
                     arrived()
 
     # -- completion -------------------------------------------------------------------------------
     def send(self, peer: int, nbytes: int, uid: int, comm: int) -> None:
         self.outstanding += 1
-        self.server.transfer(self.rank, peer, nbytes, uid, self.op.dim, self.sent, comm)
+        self.net.transfer(self.rank, peer, nbytes, uid, self.op.dim, self.sent, comm)
 
     def sent(self) -> None:
         self.outstanding -= 1
@@ -249,7 +254,3 @@ class CollectiveRun:
             self.finished = True
             self.done()
 
-
-def call(done: Done) -> None:
-    """An event handler that runs a continuation."""
-    done()

@@ -7,25 +7,26 @@ is the first in insertion order, and the timer costs one event per timeout's wor
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from collections.abc import Callable
 
+from emulators.gpu_server.clock import Clock
 from emulators.kernel.vtime import NEVER
+from emulators.model.job import JobAttempt
 from emulators.rdma.retry import format_ps
-
-if TYPE_CHECKING:
-    from emulators.gpu_server.device import GpuServer
 
 
 class Watchdog:
-    def __init__(self, server: GpuServer, timeout_ps: int) -> None:
-        self.server = server
+    def __init__(self, clock: Clock, timeout_ps: int, job: JobAttempt, abort_job: Callable[[str, str], None]) -> None:
+        self.clock = clock
         self.timeout_ps = timeout_ps
+        self.job = job
+        self.abort_job = abort_job  # (kind, cause): tell every server the attempt failed
         self.running: dict[tuple[int, int], tuple[int, str]] = {}  # (rank, op) -> (started, label), oldest first
         self.armed_at = NEVER
         self.fired = 0
 
     def started(self, rank: int, op: int, label: str) -> None:
-        now = self.server.now
+        now = self.clock.now
         self.running[(rank, op)] = (now, label)
         if self.armed_at == NEVER:
             self._arm(now + self.timeout_ps)
@@ -38,21 +39,20 @@ class Watchdog:
 
     def _arm(self, at_ps: int) -> None:
         self.armed_at = at_ps
-        self.server.at(at_ps, self._check)
+        self.clock.at(at_ps, self._check)
 
     def _check(self, _: object = None) -> None:
         self.armed_at = NEVER
         if not self.running:
             return
         (rank, _op), (started, label) = next(iter(self.running.items()))
-        now = self.server.now
+        now = self.clock.now
         if now - started < self.timeout_ps:
             self._arm(started + self.timeout_ps)
             return
         self.fired += 1
         self.running.clear()
-        server = self.server
-        if not server.job.aborted:
+        if not self.job.aborted:
             waited = format_ps(self.timeout_ps)
-            server.abort_job("watchdog", f"watchdog: {label} on rank {rank} not done after {waited} "
-                                         "(ProcessGroupNCCL timeout)")
+            self.abort_job("watchdog", f"watchdog: {label} on rank {rank} not done after {waited} "
+                                       "(ProcessGroupNCCL timeout)")

@@ -3,19 +3,14 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
-from heapq import heappush
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from emulators.kernel.engine import Engine
 from emulators.kernel.frame import Frame
 from emulators.kernel.port import PORT_COUNTERS, Port
 from emulators.kernel.rng import stream_for
 
-if TYPE_CHECKING:
-    from emulators.context import ScenarioContext
-
 DEFAULT_BUFFER_BYTES = 64 * 1024 * 1024
-PLANNED_KEYS = 1 << 62  # at_planned events take sequence numbers below 0, ahead of at()'s
 
 
 class Device:
@@ -39,15 +34,20 @@ class Device:
         self.port_buffer_bytes = int(self.options.get("buffer", DEFAULT_BUFFER_BYTES))
         self.counters: dict[str, int] = {}
         self.series: list[list[int]] = []
-        self._heap = engine.heap
+        self._schedule = engine.schedule  # bound once: at() is the hottest call there is
         self._seq = 0
         self._planned: set[tuple[int, int]] = set()  # (time, key) of at_planned events
-        engine.add_device(self)
 
     def at(self, time_ps: int, handler: Callable[[Any], None], arg: Any = None) -> None:
         """Schedule ``handler(arg)`` at ``time_ps``, keyed by this device's own sequence."""
         self._seq += 1
-        heappush(self._heap, (time_ps, self.id, self._seq, handler, arg))
+        self._schedule(time_ps, self.id, self._seq, handler, arg)
+
+    def next_seq(self) -> int:
+        """The next number of this device's own sequence, for an event another host will schedule (a
+        frame that arrives there)."""
+        self._seq += 1
+        return self._seq
 
     def at_planned(self, time_ps: int, key: int, handler: Callable[[Any], None], arg: Any = None) -> None:
         """Schedule ``handler(arg)`` at ``time_ps`` ahead of this device's other events at that time,
@@ -57,7 +57,7 @@ class Device:
         if (time_ps, key) in self._planned:
             raise ValueError(f"{self.name}: an event at {time_ps} ps with key {key} is already planned")
         self._planned.add((time_ps, key))
-        heappush(self._heap, (time_ps, self.id, key - PLANNED_KEYS, handler, arg))
+        self.engine.schedule_planned(time_ps, self.id, key, handler, arg)
 
     @property
     def now(self) -> int:
@@ -94,9 +94,10 @@ class Device:
         """Frames the device holds outside its port queues (e.g. a switch's reorder buffer)."""
         return ()
 
-    def configure(self, context: ScenarioContext) -> None:
+    def configure(self, context: Any) -> None:
         """Called once the ports are linked, before ``start``: read what the scenario says about
-        this device's surroundings (addresses, routes, flows)."""
+        this device's surroundings (addresses, routes, flows). The host passes its
+        emulators.context.ScenarioContext; the kernel never looks into it, so kinds type it."""
 
     # -- counters ---------------------------------------------------------------------------------
     def counter_names(self) -> list[str]:
@@ -112,6 +113,7 @@ class Device:
         return values
 
     def take_sample(self) -> None:
+        """Append the counters' values now to ``series`` (the host calls it at each sample time)."""
         self.series.append(self.counter_values())
 
     def results(self) -> dict[str, Any]:

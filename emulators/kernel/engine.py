@@ -3,10 +3,12 @@
 Events are tuples ``(time_ps, origin_device_id, origin_seq, handler, arg)``. The first three are
 unique, so ordering never falls through to the handler and never depends on insertion order or on
 which devices share this engine: that is what makes every partition of a scenario behave alike.
+Only the engine pushes onto its heap (``schedule``, ``schedule_planned``).
 
-Besides events the engine keeps a *timeline* of scenario changes (faults) and of counter samples.
-Both are taken before any event at or after their time: a sample at T sees the state after all
-events < T; a change at T is in force for the events at T.
+Besides events the engine keeps a *timeline* of scenario changes (faults) and of sample times, at
+which it calls back whoever asked for samples (``sample_every``). Both are taken before any event at
+or after their time: a sample at T sees the state after all events < T; a change at T is in force
+for the events at T.
 """
 
 from __future__ import annotations
@@ -14,33 +16,28 @@ from __future__ import annotations
 from bisect import insort
 from collections.abc import Callable
 from heapq import heappop, heappush
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from emulators.kernel.vtime import NEVER
 
-if TYPE_CHECKING:
-    from emulators.kernel.device import Device
-
 Event = tuple[int, int, int, Callable[[Any], None], Any]
+
+PLANNED_KEYS = 1 << 62  # planned events take sequence numbers below 0, ahead of every origin's own
 
 
 class Engine:
-    def __init__(self, sample_interval_ps: int = 0) -> None:
+    def __init__(self) -> None:
         self.now = 0
         self.heap: list[Event] = []
         self.events = 0
-        self.devices: list[Device] = []
         self._changes: list[tuple[int, int, Callable[[], None]]] = []  # (time, index, apply), sorted
         self._change_keys: set[tuple[int, int]] = set()
         self._next_change = 0  # index into _changes
-        self.sample_interval_ps = sample_interval_ps
-        self.sample_times: list[int] = []
-        self._next_sample = 0 if sample_interval_ps > 0 else NEVER
+        self._sample: Callable[[int], None] | None = None
+        self._sample_interval_ps = 0
+        self._next_sample = NEVER
 
     # -- set-up -----------------------------------------------------------------------------------
-    def add_device(self, device: Device) -> None:
-        self.devices.append(device)
-
     def add_change(self, at_ps: int, index: int, apply: Callable[[], None]) -> None:
         """A scenario change (fault) applied at ``at_ps``; ``index`` orders changes at equal times and
         is unique among them (so every host orders them alike)."""
@@ -49,8 +46,26 @@ class Engine:
         self._change_keys.add((at_ps, index))
         insort(self._changes, (at_ps, index, apply), key=lambda c: (c[0], c[1]))
 
-    def push(self, time_ps: int, origin: int, seq: int, handler: Callable[[Any], None], arg: Any) -> None:
+    def sample_every(self, interval_ps: int, sample: Callable[[int], None]) -> None:
+        """Call ``sample(t)`` at t = 0, ``interval_ps``, 2·``interval_ps``…: after every event before t,
+        before any change or event at t, and at the end of a run that stops at t."""
+        if interval_ps <= 0:
+            raise ValueError(f"a sample interval must be above 0 ps, not {interval_ps}")
+        self._sample = sample
+        self._sample_interval_ps = interval_ps
+        self._next_sample = 0
+
+    def schedule(self, time_ps: int, origin: int, seq: int, handler: Callable[[Any], None], arg: Any) -> None:
+        """``handler(arg)`` at ``time_ps``, ordered among events at that time by (``origin``, ``seq``):
+        each origin numbers its events itself, so the pair is unique."""
         heappush(self.heap, (time_ps, origin, seq, handler, arg))
+
+    def schedule_planned(self, time_ps: int, origin: int, key: int, handler: Callable[[Any], None],
+                         arg: Any) -> None:
+        """``handler(arg)`` at ``time_ps`` ahead of ``origin``'s ``schedule``d events at that time,
+        ordered by ``key`` (>= 0, unique per origin and time among these): its place does not depend
+        on when it was scheduled."""
+        heappush(self.heap, (time_ps, origin, key - PLANNED_KEYS, handler, arg))
 
     # -- running ----------------------------------------------------------------------------------
     def next_time(self) -> int:
@@ -98,10 +113,9 @@ class Engine:
     def _samples_through(self, t: int) -> None:
         while self._next_sample <= t:
             at = self._next_sample
-            self.sample_times.append(at)
-            for device in self.devices:
-                device.take_sample()
-            self._next_sample = at + self.sample_interval_ps
+            assert self._sample is not None  # _next_sample is NEVER until sample_every
+            self._sample(at)
+            self._next_sample = at + self._sample_interval_ps
 
     def pending(self) -> list[Event]:
         return self.heap

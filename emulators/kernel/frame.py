@@ -7,10 +7,7 @@ packets (ACK/NAK, CNP, PFC, credit, request/grant, APS, path info) that ride the
 from __future__ import annotations
 
 from enum import IntEnum
-from typing import TYPE_CHECKING, Any
-
-if TYPE_CHECKING:
-    from emulators.kernel.port import Port
+from typing import Any, Protocol
 
 
 class FrameKind(IntEnum):
@@ -113,7 +110,15 @@ def pfc_frame(src: int, dst: int, priority: int, pause: bool, now: int) -> Frame
                  created_ps=now, fields={"class": priority, "pause": int(pause)})
 
 
-def honour_pfc(port: Port, frame: Frame) -> None:
+class Pausable(Protocol):
+    """An egress whose priorities PFC stops and restarts (emulators.kernel.port.Port)."""
+
+    def pause(self, priority: int) -> None: ...
+
+    def resume(self, priority: int) -> None: ...
+
+
+def honour_pfc(port: Pausable, frame: Frame) -> None:
     """What every device does with a PFC frame that arrives on ``port``: stop or restart that
     priority's egress (the frame on the wire finishes)."""
     assert frame.fields is not None

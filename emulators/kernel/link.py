@@ -9,18 +9,37 @@ partition.
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, Protocol
 
 from emulators.kernel.rng import stream_for
 from emulators.model.scenario import propagation_ps
 
 if TYPE_CHECKING:
-    from emulators.kernel.device import Device
+    from emulators.kernel.engine import Engine
     from emulators.kernel.frame import Frame
-    from emulators.kernel.port import Port
 
 # (arrival_ps, origin_device_id, origin_seq, dst_device_id, dst_port_name, frame)
 Outgoing = tuple[int, int, int, int, str, "Frame"]
+
+
+class LinkEnd(Protocol):
+    """A port as its link sees it (emulators.kernel.port.Port)."""
+
+    def on_link_change(self) -> None: ...
+
+    def receive(self, frame: Frame) -> None: ...
+
+
+class Sender(Protocol):
+    """The device a channel sends for (emulators.kernel.device.Device): an arrival is its event."""
+
+    id: int
+    engine: Engine
+
+    def at(self, time_ps: int, handler: Callable[[Any], None], arg: Any = None) -> None: ...
+
+    def next_seq(self) -> int: ...
 
 
 class Link:
@@ -37,7 +56,7 @@ class Link:
         self.ber = ber
         self.up = True
         self.epoch = 0  # bumped on every down transition: frames started in an older epoch are lost
-        self.ports: list[Port] = []  # local endpoints only (one or two)
+        self.ports: list[LinkEnd] = []  # local endpoints only (one or two)
         self.fec: Any = None  # forward error correction (e.g. OLink's): what it lets through is what counts
         self._packet_error_cache: dict[int, float] = {}
 
@@ -86,16 +105,16 @@ class Channel:
 
     __slots__ = ("link", "sender", "rng", "local_dst", "remote_device_id", "remote_port", "outbox")
 
-    def __init__(self, link: Link, sender: Port, seed: int, direction: str) -> None:
+    def __init__(self, link: Link, sender: LinkEnd, seed: int, direction: str) -> None:
         self.link = link
         self.sender = sender
         self.rng = stream_for(seed, f"link:{link.name}:{direction}")
-        self.local_dst: Port | None = None
+        self.local_dst: LinkEnd | None = None
         self.remote_device_id = -1
         self.remote_port = ""
         self.outbox: list[Any] | None = None  # the host's list for the peer host owning the far end
 
-    def transmit(self, frame: Frame, device: Device) -> None:
+    def transmit(self, frame: Frame, device: Sender) -> None:
         """The last bit left the sender now: apply bit errors and schedule the arrival."""
         link = self.link
         if link.ber > 0.0:
@@ -105,8 +124,7 @@ class Channel:
             device.at(arrival, self.local_dst.receive, frame)
         else:
             assert self.outbox is not None, f"link {link.name} has no far end"
-            device._seq += 1
-            self.outbox.append((arrival, device.id, device._seq, self.remote_device_id, self.remote_port, frame))
+            self.outbox.append((arrival, device.id, device.next_seq(), self.remote_device_id, self.remote_port, frame))
 
     def _corrupt(self, frame: Frame) -> None:
         """Mark the packets hit by bit errors: where the first one is (go-back-N restarts there) and

@@ -7,12 +7,12 @@ the wire finishes even if a pause arrives, as on real MACs.
 from __future__ import annotations
 
 from collections import deque
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
+from emulators.kernel.link import Sender
 from emulators.kernel.vtime import serialization_ps
 
 if TYPE_CHECKING:
-    from emulators.kernel.device import Device
     from emulators.kernel.frame import Frame
     from emulators.kernel.link import Channel, Link
 
@@ -28,11 +28,29 @@ PORT_COUNTERS = (
 )
 
 
+class PortOwner(Sender, Protocol):
+    """The device a port belongs to, as the port sees it (emulators.kernel.device.Device)."""
+
+    counters: dict[str, int]
+
+    def on_frame(self, port: Port, frame: Frame) -> None: ...
+
+    def on_frame_dropped(self, port: Port, frame: Frame) -> None: ...
+
+    def on_frame_lost(self, port: Port, frame: Frame) -> None: ...
+
+    def on_link_change(self, port: Port) -> None: ...
+
+    def on_frame_sent(self, port: Port, frame: Frame) -> None: ...
+
+    def on_port_idle(self, port: Port) -> None: ...
+
+
 class Port:
     __slots__ = ("device", "name", "index", "buffer_bytes", "link", "channel", "queues", "waiting", "paused", "busy",
                  "wire_ps", *PORT_COUNTERS)
 
-    def __init__(self, device: Device, name: str, buffer_bytes: int, index: int) -> None:
+    def __init__(self, device: PortOwner, name: str, buffer_bytes: int, index: int) -> None:
         self.device = device
         self.name = name
         self.index = index  # its place among the device's ports: the port part of its address

@@ -17,8 +17,10 @@ collective's id and step.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import MISSING, dataclass, field, fields
 from typing import Any
+
+import msgspec
 
 COMPUTE, SEND, RECV, COLLECTIVE = "compute", "send", "recv", "collective"
 ALL_REDUCE, REDUCE_SCATTER, ALL_GATHER, ALL_TO_ALL = "all-reduce", "reduce-scatter", "all-gather", "all-to-all"
@@ -88,40 +90,28 @@ class JobPlan:
     info: dict[str, Any] = field(default_factory=dict)  # what the generator derived (for results)
 
     def to_dict(self) -> dict[str, Any]:
-        out = asdict(self)
-        out["programs"] = [[_op_row(op) for op in program] for program in self.programs]
+        """The plan as JSON-ready builtins; each op keeps only its kind, stream and non-default fields."""
+        out: dict[str, Any] = msgspec.to_builtins(self)
+        out["programs"] = [[_compact(row) for row in program] for program in out["programs"]]
         return out
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> JobPlan:
-        return cls(
-            **{k: v for k, v in d.items() if k not in ("ranks", "groups", "programs")},
-            ranks=tuple(RankPlace(**r) for r in d["ranks"]),
-            groups=tuple(tuple(g) for g in d["groups"]),
-            programs=tuple(tuple(_op_from_row(row) for row in program) for program in d["programs"]),
-        )
+        plan: JobPlan = msgspec.convert(d, cls)
+        return plan
 
     def ranks_on(self, device: str) -> list[int]:
         return [r for r, place in enumerate(self.ranks) if place.device == device]
 
 
-_OP_FIELDS = tuple(Op.__dataclass_fields__)
-_OP_DEFAULTS = Op(COMPUTE, "")
+# an op field's default as a row holds it, for the fields that have one (kind and stream always travel)
+_OP_DEFAULTS = msgspec.to_builtins({f.name: f.default for f in fields(Op) if f.default is not MISSING})
+_NO_DEFAULT = object()
 
 
-def _op_row(op: Op) -> dict[str, Any]:
-    """An op as a mapping of its non-default fields (programs are long: keep them compact)."""
-    row = {}
-    for name in _OP_FIELDS:
-        value = getattr(op, name)
-        if name in ("kind", "stream") or value != getattr(_OP_DEFAULTS, name):
-            row[name] = list(value) if isinstance(value, tuple) else value
-    return row
-
-
-def _op_from_row(row: dict[str, Any]) -> Op:
-    fields: dict[str, Any] = {k: tuple(v) if k == "deps" else v for k, v in row.items()}
-    return Op(**fields)
+def _compact(row: dict[str, Any]) -> dict[str, Any]:
+    """An op's row without its default fields (programs are long: keep them compact)."""
+    return {name: value for name, value in row.items() if _OP_DEFAULTS.get(name, _NO_DEFAULT) != value}
 
 
 SERIAL_SHIFT = RANK_BITS + 1 + TAG_BITS  # a message id's serial is its bits from here up

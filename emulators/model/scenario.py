@@ -6,9 +6,12 @@ them as JSON (``scenario_to_dict``/``scenario_from_dict``) and build their devic
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
+import msgspec
+
+from emulators.model.faults import LinkChange, change_from_dict
 from emulators.model.job import JobPlan
 
 FIBER_DELAY_PS_PER_M = 4900  # light in fiber: 4.9 ns per metre
@@ -76,19 +79,6 @@ class FlowSpec:
 
 
 @dataclass(frozen=True)
-class FaultSpec:
-    """One change on the timeline. Exactly one of state/rate_bps/ber/length_mm is set."""
-
-    index: int  # position in the file's fault list: part of the event key, so stable
-    at_ps: int
-    link: str
-    state: str | None = None  # "down" | "up"
-    rate_bps: int | None = None
-    ber: float | None = None
-    length_mm: int | None = None
-
-
-@dataclass(frozen=True)
 class Scenario:
     name: str
     source: str  # file path (or "<string>") for error messages
@@ -99,7 +89,7 @@ class Scenario:
     devices: tuple[DeviceSpec, ...]  # sorted by name: a device's index is its stable id
     links: tuple[LinkSpec, ...]
     flows: tuple[FlowSpec, ...]
-    faults: tuple[FaultSpec, ...]
+    faults: tuple[LinkChange, ...]  # the timeline: written faults expanded into link changes
     job: JobPlan | None = None  # a training job the GPU servers run (orchestrator.workload makes it)
     # what the loader accepted but found meaningless, one line each ("<source>: faults[3]: expands to no link ...");
     # not sent to hosts nor kept in results
@@ -119,37 +109,28 @@ class Scenario:
 
 
 def scenario_to_dict(s: Scenario) -> dict[str, Any]:
-    out = asdict(s)
-    out["job"] = s.job.to_dict() if s.job is not None else None
+    """The scenario as JSON-ready builtins, fields in declaration order; ``warnings`` stay behind."""
+    # the faults and the job encode themselves: keep them out of the generic pass
+    out: dict[str, Any] = msgspec.to_builtins(replace(s, faults=(), job=None))
     del out["warnings"]
+    out["faults"] = [fault_to_dict(f) for f in s.faults]
+    out["job"] = s.job.to_dict() if s.job is not None else None
     return out
 
 
 def scenario_from_dict(d: dict[str, Any]) -> Scenario:
-    def ep(v: dict[str, str]) -> Endpoint:
-        return Endpoint(v["device"], v["port"])
+    scenario = msgspec.convert({**d, "faults": (), "job": None}, Scenario)
+    return replace(scenario, faults=tuple(fault_from_dict(f) for f in d["faults"]),
+                   job=JobPlan.from_dict(d["job"]) if d.get("job") else None)
 
-    return Scenario(
-        name=d["name"],
-        source=d["source"],
-        seed=d["seed"],
-        duration_ps=d["duration_ps"],
-        sample_interval_ps=d["sample_interval_ps"],
-        sites=tuple(d["sites"]),
-        devices=tuple(
-            DeviceSpec(x["name"], x["kind"], x["site"], tuple(x["ports"]), dict(x["options"]))
-            for x in d["devices"]
-        ),
-        links=tuple(
-            LinkSpec(x["name"], ep(x["a"]), ep(x["z"]), x["rate_bps"], x["length_mm"], x["ber"],
-                     x["delay_ps_per_m"])
-            for x in d["links"]
-        ),
-        flows=tuple(
-            FlowSpec(x["name"], ep(x["src"]), ep(x["dst"]), x["rate_bps"], x["frame_bytes"],
-                     x["start_ps"], x["count"], x["priority"], x["transport"], x["message_bytes"])
-            for x in d["flows"]
-        ),
-        faults=tuple(FaultSpec(**x) for x in d["faults"]),
-        job=JobPlan.from_dict(d["job"]) if d.get("job") else None,
-    )
+
+def fault_to_dict(fault: LinkChange) -> dict[str, Any]:
+    return fault.to_dict()
+
+
+def fault_from_dict(row: dict[str, Any]) -> LinkChange:
+    return change_from_dict(row)
+
+
+def FaultSpec(index: int, at_ps: int, link: str, **change: Any) -> LinkChange:  # noqa: N802  # TEMPORARY shim
+    return change_from_dict({"index": index, "at_ps": at_ps, "link": link, **change})

@@ -3,23 +3,22 @@ option bonds (dual plane), in a fixed order: the groups as written, then the oth
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from emulators.model.scenario import DeviceSpec
 from emulators.olink.spec import is_scale_up_port
 from emulators.rdma.nic import NicOwner, RdmaNic
+from emulators.rdma.options import nic_groups
 from emulators.rdma.settings import NicSettings
 
 if TYPE_CHECKING:
-    from emulators.context import ScenarioContext
     from emulators.kernel.port import Port
 
 
-def nic_groups(options: dict[str, Any], ports: list[str]) -> list[tuple[str, list[str]]]:
-    """(NIC name, its ports in plane order) for every NIC of a device with these options and ports."""
-    groups = [(name, list(members)) for name, members in options.get("nics", {}).items()]
-    grouped = {p for _, members in groups for p in members}
-    return groups + [(p, [p]) for p in ports if p not in grouped]
+class PortAddresses(Protocol):
+    """Where the scenario puts each device's ports (an emulators.context.ScenarioContext)."""
+
+    def address(self, end: str, port: str | None = None) -> int: ...
 
 
 def nics_of(spec: DeviceSpec) -> tuple[tuple[str, ...], ...]:
@@ -45,7 +44,7 @@ def nic_ports(options: dict[str, Any], port: str) -> list[str]:
 
 
 def build_nics(owner: NicOwner, name: str, options: dict[str, Any], ports: dict[str, Port],
-               context: ScenarioContext) -> list[RdmaNic]:
+               context: PortAddresses) -> list[RdmaNic]:
     """The device's NICs, in :func:`nic_groups` order, with the settings of its ``rdma`` option."""
     settings = NicSettings.from_options(options.get("rdma", {}))
     return [

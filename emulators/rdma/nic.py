@@ -28,7 +28,8 @@ from emulators.kernel.port import Port
 from emulators.kernel.rng import stream_for
 from emulators.kernel.vtime import NEVER
 from emulators.model.scenario import FlowSpec
-from emulators.rdma.qp import ACTIVE, IDLE, Path, QueuePair
+from emulators.rdma.path import Path
+from emulators.rdma.qp import ACTIVE, IDLE, QueuePair
 from emulators.rdma.receiver import FlowReceiver, PathReceiver
 from emulators.rdma.retry import format_ps
 from emulators.rdma.settings import FALLBACK_RTT_PS, FIRST_EPHEMERAL_PORT, GO_BACK_N, PACKET_OVERHEAD_BYTES, NicSettings

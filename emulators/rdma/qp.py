@@ -11,13 +11,13 @@ work requests, so a work request's completion is exact.
 from __future__ import annotations
 
 from collections import deque
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from emulators.kernel.frame import DATA, Frame
-from emulators.kernel.port import Port
 from emulators.kernel.vtime import NEVER, serialization_ps
 from emulators.rdma.dcqcn import RateControl
 from emulators.rdma.intervals import IntervalSet
+from emulators.rdma.path import Path, Segment
 from emulators.rdma.retry import RetryPolicy
 from emulators.rdma.settings import GO_BACK_N, WINDOW_BDPS, NicSettings
 
@@ -26,62 +26,26 @@ if TYPE_CHECKING:
 
     from numpy.random import Generator
 
-    from emulators.rdma.nic import RdmaNic
 
 IDLE, ACTIVE, COMPLETE, ERROR = "idle", "active", "complete", "error"
 
 
-class Segment:
-    """Packets [psn, psn + packets) carrying message bytes [offset, offset + payload)."""
+class QpNic(Protocol):
+    """What a QP asks of the NIC that owns it (emulators.rdma.nic.RdmaNic)."""
 
-    __slots__ = ("psn", "packets", "offset", "payload", "resets")
+    name: str
+    settings: NicSettings
 
-    def __init__(self, psn: int, packets: int, offset: int, payload: int, resets: bool = False) -> None:
-        self.psn = psn
-        self.packets = packets
-        self.offset = offset
-        self.payload = payload
-        self.resets = resets  # first segment on a path that came back: the receiver restarts its PSN here
-
-
-class Path:
-    """One plane of a QP: a local port, the far NIC's port on the same plane, a PSN space."""
-
-    __slots__ = ("index", "port", "src", "dst", "entropy", "up", "psn_next", "una", "unacked", "cursor",
-                 "retransmit", "deadline", "timer_armed", "timer_at", "retries", "resync", "arm_ps", "progress_ps",
-                 "probed", "backed_off", "stalled_ps", "adp_exponent", "adp_range", "adp_used")
-
-    def __init__(self, index: int, port: Port, src: int, dst: int, entropy: int) -> None:
-        self.index = index
-        self.port = port
-        self.src = src
-        self.dst = dst
-        self.entropy = entropy  # UDP source port: what ECMP hashes
-        self.up = True
-        self.psn_next = 0
-        self.una = 0  # oldest unacknowledged PSN
-        self.unacked: deque[Segment] = deque()
-        self.cursor = 0  # index in unacked of the next segment to send: < len(unacked) after go-back-N
-        self.retransmit: deque[Segment] = deque()  # selective repeat: just the missing runs
-        self.deadline = 0
-        self.timer_armed = False
-        self.timer_at = 0  # when the armed timer wakes
-        self.retries = 0
-        self.resync = False  # the next new segment carries a PSN reset
-        self.arm_ps = 0  # the retransmit timer in force (the retry policy sets it)
-        self.progress_ps = 0  # when the timer last restarted: the last acknowledged progress, or the first send
-        self.probed = False  # a corruption probe went out since the last progress
-        self.backed_off = False  # the timer moved on from its start since the last progress
-        self.stalled_ps = 0  # the last progress before the timeouts in a row now under way
-        self.adp_exponent = self.adp_range = self.adp_used = 0  # adaptive retransmission: where in the profile
-
-    @property
-    def sent_all(self) -> bool:
-        return self.cursor >= len(self.unacked) and not self.retransmit
+    def retire(self, qp: QueuePair) -> None: ...
+    def schedule(self, delay_ps: int, handler: Callable[[Any], None], arg: Any) -> None: ...
+    def pump_qp(self, qp: QueuePair) -> None: ...
+    def count_sent(self, payload: int, retransmission: bool) -> None: ...
+    def arm_timer(self, qp: QueuePair, path: Path) -> None: ...
+    def completed(self, qp: QueuePair) -> None: ...
 
 
 class QueuePair:
-    def __init__(self, nic: RdmaNic, flow: int, name: str, message_bytes: int, start_ps: int, rate_cap_bps: int,
+    def __init__(self, nic: QpNic, flow: int, name: str, message_bytes: int, start_ps: int, rate_cap_bps: int,
                  priority: int, paths: list[Path], rtt_ps: int, hops: int, *, timeout_ps: int = 0,
                  retry_cnt: int = -1, rng: Generator | None = None, persistent: bool = False,
                  windowed: bool = True) -> None:

@@ -26,7 +26,7 @@ from emulators.rdma.settings import AdpProfile, NicSettings
 if TYPE_CHECKING:
     from numpy.random import Generator
 
-    from emulators.rdma.qp import Path
+    from emulators.rdma.path import Path
 
 
 def format_ps(ps: int) -> str:

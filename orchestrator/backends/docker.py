@@ -8,9 +8,10 @@ Two network modes:
 - ``host``: the machine's network namespace. Every host serves on its own loopback port, which the
   coordinator and the peers use alike (what tests use: no traffic leaves loopback).
 
-Containers and networks carry LABEL_* labels, so ``testbed down`` removes exactly them. They stay
-after a run, finished or failed (``testbed status``, ``testbed logs DEVICE``), until ``testbed down``
-or the next run of the same scenario, which replaces them: a host serves one run.
+Containers and networks carry the LABEL_* labels of orchestrator.deploy.docker_engine, so ``testbed
+down`` removes exactly them. They stay after a run, finished or failed (``testbed status``, ``testbed
+logs DEVICE``), until ``testbed down`` or the next run of the same scenario, which replaces them: a host
+serves one run.
 """
 
 from __future__ import annotations
@@ -41,19 +42,23 @@ from orchestrator.backends.remote import (
 )
 from orchestrator.coordinator import HostFailed, gather_all
 from orchestrator.deploy import DOCKER_NETWORKS, HOST_PORT, DeployError, DeployOptions, dns_label, host_names
+from orchestrator.deploy.docker_engine import (
+    LABEL_ADDRESS,
+    LABEL_DEVICES,
+    LABEL_HOST,
+    LABEL_ROLE,
+    LABEL_RUN,
+    LABEL_SCENARIO,
+    ROLE_HOST,
+    ROLE_NETWORK,
+    engine,
+    remove,
+)
 from orchestrator.partition import Plan
 from services.host import TOKEN_ENV
 
 log = structlog.get_logger("docker-backend")
 
-LABEL_ROLE = "aicn-testbed.role"  # "device-host" on containers, "network" on networks
-LABEL_SCENARIO = "aicn-testbed.scenario"
-LABEL_HOST = "aicn-testbed.host"
-LABEL_DEVICES = "aicn-testbed.devices"  # comma-separated: what `testbed logs DEVICE` looks for
-LABEL_RUN = "aicn-testbed.run"
-LABEL_ADDRESS = "aicn-testbed.address"  # where the coordinator reached the host (host network mode)
-ROLE_HOST = "device-host"
-ROLE_NETWORK = "network"
 NAME_PREFIX = "testbed-"
 
 STARTUP_TIMEOUT_S = 60.0
@@ -61,16 +66,6 @@ EXIT_POLL_S = 0.5
 SECOND_NS = 1_000_000_000
 # the engine runs the probe (a short Python process) in each container: rarely, to stay out of the run's way
 HEALTHCHECK = {"interval": 30 * SECOND_NS, "timeout": 5 * SECOND_NS, "retries": 3, "start_period": 10 * SECOND_NS}
-
-
-def engine() -> Any:
-    """A client of the local Docker engine; DeployError (saying how to start one) if none answers."""
-    try:
-        client = docker.from_env(timeout=120)
-        client.ping()
-    except docker.errors.DockerException as e:
-        raise DeployError(f"no Docker engine answers ({e}); start one with scripts/docker-engine.sh") from None
-    return client
 
 
 def network_name(scenario: str) -> str:
@@ -236,23 +231,6 @@ def describe_exit(container: Any, lines: int = 5) -> str:
     return reason + (f"; last log lines: {' | '.join(tail)}" if tail else "")
 
 
-def remove(client: Any, scenario: str | None = None) -> tuple[list[str], list[str]]:
-    """Remove the testbed's containers and networks (only ``scenario``'s, if given); their names."""
-    label = [LABEL_ROLE] if scenario is None else [LABEL_ROLE, f"{LABEL_SCENARIO}={scenario}"]
-    containers = client.containers.list(all=True, filters={"label": label}, ignore_removed=True)
-    removed = []
-    for c in containers:
-        with contextlib.suppress(docker.errors.NotFound):
-            c.remove(force=True)
-            removed.append(c.name)
-    networks = []
-    for n in client.networks.list(filters={"label": label}):
-        with contextlib.suppress(docker.errors.NotFound):
-            n.remove()
-            networks.append(n.name)
-    return removed, networks
-
-
 def _start(client: Any, spec: HostSpec) -> Any:
     try:
         return client.containers.run(**spec.run_kwargs)
@@ -338,57 +316,3 @@ async def _await_serving(host: DockerHost, token: str) -> None:
         return await asyncio.to_thread(why_gone)
 
     await wait_until_serving(host, STARTUP_TIMEOUT_S, gone)
-
-
-@dataclass(frozen=True)
-class ContainerStatus:
-    name: str
-    scenario: str
-    host: str
-    devices: tuple[str, ...]
-    state: str  # running, exited...
-    health: str  # the engine's health check: healthy, unhealthy, starting, or "-" when not running
-    address: str  # where this machine reaches its gRPC server ("-" when not running)
-
-
-def statuses(client: Any) -> list[ContainerStatus]:
-    """Every testbed container, by scenario and host."""
-    rows = []
-    for c in client.containers.list(all=True, filters={"label": [LABEL_ROLE]}, ignore_removed=True):
-        labels = c.labels
-        if labels.get(LABEL_ROLE) != ROLE_HOST:
-            continue
-        state = c.attrs["State"]
-        health = state.get("Health", {}).get("Status", "-") if state["Status"] == "running" else "-"
-        devices = tuple(d for d in labels.get(LABEL_DEVICES, "").split(",") if d)
-        published = (c.attrs["NetworkSettings"].get("Ports") or {}).get(f"{HOST_PORT}/tcp") or []
-        address = labels.get(LABEL_ADDRESS) or (f"127.0.0.1:{published[0]['HostPort']}" if published else "-")
-        if state["Status"] != "running":
-            address = "-"
-        rows.append(ContainerStatus(c.name, labels.get(LABEL_SCENARIO, "?"), labels.get(LABEL_HOST, "?"),
-                                    devices, state["Status"], health, address))
-    return sorted(rows, key=lambda r: (r.scenario, r.host))
-
-
-class UnknownDevice(LookupError):
-    """No testbed container runs the device (or several do): the message lists what does."""
-
-
-def device_container(client: Any, device: str, scenario: str | None = None) -> Any:
-    """The container that hosts ``device`` (a device or host name), within ``scenario`` if given."""
-    label = [LABEL_ROLE + "=" + ROLE_HOST] + ([f"{LABEL_SCENARIO}={scenario}"] if scenario else [])
-    containers = client.containers.list(all=True, filters={"label": label}, ignore_removed=True)
-    matches = [c for c in containers
-               if device == c.labels.get(LABEL_HOST) or device in c.labels.get(LABEL_DEVICES, "").split(",")]
-    if len(matches) == 1:
-        return matches[0]
-    if matches:
-        scenarios = sorted(c.labels.get(LABEL_SCENARIO, "?") for c in matches)
-        raise UnknownDevice(f"device {device!r} runs in several scenarios ({', '.join(scenarios)}); "
-                            f"pick one with --scenario")
-    known = sorted({d for c in containers for d in c.labels.get(LABEL_DEVICES, "").split(",") if d})
-    where = f" of scenario {scenario!r}" if scenario else ""
-    if not known:
-        raise UnknownDevice(f"no testbed container{where} is there; start some with "
-                            f"`testbed run SCENARIO --backend docker` (or `make up`)")
-    raise UnknownDevice(f"no testbed container{where} hosts device {device!r}; devices: {', '.join(known)}")

@@ -13,8 +13,8 @@ from pathlib import Path
 
 import docker.errors
 
-from orchestrator.backends.docker import UnknownDevice, device_container, engine, remove, statuses
 from orchestrator.deploy import DeployError
+from orchestrator.deploy.docker_engine import UnknownDevice, device_container, engine, remove, statuses
 
 RECORD = Path(__file__).resolve().parents[2] / "out" / ".docker-scenarios"  # in the checkout, one name a line
 

@@ -13,8 +13,9 @@ import tomllib
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
+# pygnmi: the gnmi.proto stubs the host serves; msgspec: the resolved scenario a host receives (emulators.model)
 HOST_PACKAGES = ("grpcio", "grpcio-health-checking", "grpcio-reflection", "protobuf", "numpy", "structlog",
-                 "pygnmi")  # pygnmi: the gnmi.proto stubs the host serves
+                 "pygnmi", "msgspec")
 
 
 def canonical(name: str) -> str:

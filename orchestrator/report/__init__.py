@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from orchestrator.report import data, page, plots, tables
-from orchestrator.results import RESULTS_SCHEMA, fault_change, read_json
+from orchestrator.results import RESULTS_SCHEMA, read_json
 from orchestrator.scenario.loader import ScenarioError, load_scenario
 
 __all__ = ["ReportError", "load_results", "write_report"]
@@ -111,5 +111,5 @@ def links_and_faults(results: dict[str, Any]) -> tuple[dict[str, data.Link], lis
                                   link.rate_bps) for link in scenario.links}
     faults = results.get("faults")
     if faults is None:
-        faults = [{"at_ps": f.at_ps, "link": f.link, "change": fault_change(f)} for f in scenario.faults]
+        faults = [{"at_ps": f.at_ps, "link": f.link, "change": f.describe()} for f in scenario.faults]
     return known, list(faults), f"links and link changes read from {source} (results.json predates them)"

@@ -14,6 +14,7 @@ from emulators.kernel.vtime import PS_PER_MS, PS_PER_S
 from emulators.model.job import RECV, SEND, Op
 from emulators.model.scenario import Endpoint
 from emulators.rdma.settings import local_ack_timeout_ps
+from emulators.registry import DEVICE_KINDS
 from orchestrator.cli import summary
 from orchestrator.job_results import equivalent_compute
 from orchestrator.results import deterministic_view
@@ -179,7 +180,7 @@ def test_told_the_distance_a_connection_buffer_covers_the_path_and_untold_it_is_
     size = 256 * MiB
     told = received_ps(stream(two_sites(duration="1s"), size))
     untold = received_ps(stream(two_sites(rdma=", cooperation: {distance: false}", duration="1s"), size))
-    context = ScenarioContext(parse_scenario(two_sites()))
+    context = ScenarioContext(parse_scenario(two_sites()), DEVICE_KINDS)
     _, round_trip = context.path_delay(context.path_links(Endpoint("dc1-s0", "nic"), Endpoint("dc2-s0", "nic")))
     # untold: NCCL's 8 steps of 128 KiB per channel, 4 channels: 4 MiB a round trip
     assert untold == pytest.approx(size / (4 * MiB) * round_trip + round_trip / 2, rel=0.03)

@@ -109,7 +109,7 @@ def test_a_post_for_the_past_is_refused() -> None:
 
 def test_a_context_without_a_runtime_has_no_bus() -> None:
     with pytest.raises(RuntimeError, match="no bus"):
-        ScenarioContext(probes()).post(0, 0, {})
+        ScenarioContext(probes(), DEVICE_KINDS).post(0, 0, {})
 
 
 class BusHost:

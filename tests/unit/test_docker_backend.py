@@ -12,6 +12,7 @@ import pytest
 from orchestrator import cli
 from orchestrator.backends import docker as backend
 from orchestrator.deploy import HOST_PORT, DeployError, DeployOptions, containers, dns_label, host_names
+from orchestrator.deploy.docker_engine import UnknownDevice, device_container, statuses
 from orchestrator.partition import plan_partition
 from orchestrator.scenario.loader import parse_scenario
 from tests.helpers import two_testers
@@ -135,21 +136,21 @@ class FakeClient:
 def test_a_device_is_found_by_name_or_host_and_ambiguity_asks_for_the_scenario() -> None:
     client = FakeClient([FakeContainer("testbed-a-dc1", "a", "dc1", "dc1-s0,dc1-leaf0"),
                          FakeContainer("testbed-b-dc1-s0", "b", "dc1-s0", "dc1-s0")])
-    assert backend.device_container(client, "dc1-leaf0").name == "testbed-a-dc1"
-    assert backend.device_container(client, "dc1").name == "testbed-a-dc1"
-    assert backend.device_container(client, "dc1-s0", scenario="b").name == "testbed-b-dc1-s0"
-    with pytest.raises(backend.UnknownDevice, match=r"runs in several scenarios \(a, b\); pick one with --scenario"):
-        backend.device_container(client, "dc1-s0")
-    with pytest.raises(backend.UnknownDevice, match="hosts device 'nope'; devices: dc1-leaf0, dc1-s0$"):
-        backend.device_container(client, "nope")
-    with pytest.raises(backend.UnknownDevice, match="no testbed container is there"):
-        backend.device_container(FakeClient([]), "dc1")
+    assert device_container(client, "dc1-leaf0").name == "testbed-a-dc1"
+    assert device_container(client, "dc1").name == "testbed-a-dc1"
+    assert device_container(client, "dc1-s0", scenario="b").name == "testbed-b-dc1-s0"
+    with pytest.raises(UnknownDevice, match=r"runs in several scenarios \(a, b\); pick one with --scenario"):
+        device_container(client, "dc1-s0")
+    with pytest.raises(UnknownDevice, match="hosts device 'nope'; devices: dc1-leaf0, dc1-s0$"):
+        device_container(client, "nope")
+    with pytest.raises(UnknownDevice, match="no testbed container is there"):
+        device_container(FakeClient([]), "dc1")
 
 
 def test_status_lists_state_health_and_address_by_scenario_and_host() -> None:
     client = FakeClient([FakeContainer("testbed-b-x", "b", "x", "x", status="exited", exit_code=137),
                          FakeContainer("testbed-a-y", "a", "y", "y,z")])
-    rows = backend.statuses(client)
+    rows = statuses(client)
     assert [(r.scenario, r.host, r.devices, r.state, r.health, r.address) for r in rows] == [
         ("a", "y", ("y", "z"), "running", "healthy", "127.0.0.1:4000"),
         ("b", "x", ("x",), "exited", "-", "-"),

@@ -61,7 +61,7 @@ def test_event_order_depends_on_key_not_insertion():
         shuffled = keys[:]
         random.Random(shuffle_seed).shuffle(shuffled)
         for k in shuffled:
-            engine.push(*k, seen.append, k)
+            engine.schedule(*k, seen.append, k)
         engine.run_until(10)
         orders.append(seen)
     assert orders[0] == orders[1] == orders[2] == sorted(keys)
@@ -96,14 +96,14 @@ def test_a_change_index_is_unique_at_its_time():
 
 
 def test_changes_apply_before_events_at_their_time_and_samples_before_changes():
-    engine = Engine(sample_interval_ps=10)
+    engine = Engine()
     log: list[str] = []
+    engine.sample_every(10, lambda t: log.append(f"sample@{t}"))
     engine.add_change(10, 0, lambda: log.append("change@10"))
-    engine.push(10, 0, 1, lambda _: log.append("event@10"), None)
-    engine.push(5, 0, 2, lambda _: log.append("event@5"), None)
+    engine.schedule(10, 0, 1, lambda _: log.append("event@10"), None)
+    engine.schedule(5, 0, 2, lambda _: log.append("event@5"), None)
     engine.run_until(25)
-    assert log == ["event@5", "change@10", "event@10"]
-    assert engine.sample_times == [0, 10, 20]
+    assert log == ["sample@0", "event@5", "sample@10", "change@10", "event@10", "sample@20"]
 
 
 def test_change_at_window_end_waits_for_next_window():

@@ -16,7 +16,7 @@ from emulators.kernel.port import Port
 from emulators.kernel.rng import stream_for
 from emulators.kernel.vtime import PS_PER_MS, PS_PER_US
 from emulators.rdma.nic import NicOwner, RdmaNic
-from emulators.rdma.qp import Path
+from emulators.rdma.path import Path
 from emulators.rdma.receiver import FlowReceiver
 from emulators.rdma.retry import RetryPolicy
 from emulators.rdma.settings import PACKET_OVERHEAD_BYTES, AdpProfile, AdpRange, NicSettings

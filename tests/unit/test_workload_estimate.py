@@ -12,18 +12,15 @@ from emulators.gpu_server.gpus import GPU_TYPES
 from emulators.model.scenario import DeviceSpec, Scenario
 from orchestrator import cli
 from orchestrator.scenario.loader import parse_scenario
-from orchestrator.workload.estimate import (
-    StageTimes,
+from orchestrator.workload.collective_times import (
     all_to_all_ps,
-    estimate,
     in_network_ps,
-    one_f_one_b_ps,
     p2p_ps,
-    pipeline,
     ring_all_reduce_ps,
     ring_reduce_scatter_ps,
     scale_up_ring_ps,
 )
+from orchestrator.workload.estimate import StageTimes, estimate, one_f_one_b_ps, pipeline
 from orchestrator.workload.hardware import compute_ps, gpu_of, nic_ports_of
 from orchestrator.workload.job import model_of
 from orchestrator.workload.schedule import sizes_by_stage
