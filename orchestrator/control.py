@@ -30,7 +30,7 @@ from orchestrator.control_error import ControlError
 from orchestrator.coordinator import Coordinator
 from orchestrator.partition import Plan
 from orchestrator.scenario.loader import ScenarioError, parse_scenario
-from services.gnmi import clipped, read_json  # what the management services share
+from services.client_input import clipped, read_json  # what the management services share
 from services.host import TOKEN_ENV  # one token for the hosts' gNMI and this service
 from services.interceptors import TokenInterceptor, UndecodableRequests
 

@@ -14,6 +14,7 @@ from hashlib import blake2b
 from typing import TYPE_CHECKING, Any
 
 from emulators.ethernet.gse import GseLeaf
+from emulators.ethernet.kind import SWITCH_LATENCY_PS
 from emulators.ethernet.mmu import HEADROOM_FRAME_BYTES, EcnMarker, SharedBuffer, default_headroom
 from emulators.kernel.device import Device
 from emulators.kernel.engine import Engine
@@ -21,8 +22,8 @@ from emulators.kernel.frame import CONTROL_PRIORITY, DATA, PFC, Frame, device_of
 from emulators.kernel.port import PRIORITIES, Port
 from emulators.kernel.rng import stream_for
 from emulators.kernel.vtime import NEVER, PS_PER_MS
-from emulators.model.scenario import Endpoint, FaultSpec
-from emulators.registry import SWITCH_LATENCY_PS
+from emulators.model.faults import LinkChange, LinkState
+from emulators.model.scenario import Endpoint
 
 if TYPE_CHECKING:
     from emulators.context import ScenarioContext
@@ -159,16 +160,17 @@ class Switch(Device):
         """Routing converges ``reconvergence`` after each link state change on the timeline: every
         switch then routes around what is down (it sees its own links at once). The timeline is the
         same on every host, so every partition reroutes alike."""
-        changes = sorted((f.at_ps, f.index, f.link, f.state) for f in context.scenario.faults if f.state is not None)
+        faults = context.scenario.faults
+        changes = sorted((f.at_ps, f.index, f.link, f.state) for f in faults if isinstance(f, LinkState))
         self._context = context
         self._state_changes = changes
         self._reroutes_planned = {c[0] for c in changes}
         for at_ps in sorted(self._reroutes_planned):
             self.at_planned(at_ps + self.reconvergence_ps, at_ps, self._reroute, at_ps)
 
-    def on_fault_added(self, fault: FaultSpec) -> None:
+    def on_fault_added(self, fault: LinkChange) -> None:
         """A link state change injected into a running scenario: converge on it like on the timeline's."""
-        if self.kind != "switch" or fault.state is None:
+        if self.kind != "switch" or not isinstance(fault, LinkState):
             return
         self._state_changes = sorted([*self._state_changes, (fault.at_ps, fault.index, fault.link, fault.state)])
         if fault.at_ps not in self._reroutes_planned:

@@ -20,6 +20,7 @@ from collections import deque
 from typing import TYPE_CHECKING, Any
 
 from emulators.ethernet.switch import DEFAULTS, MIB, Switch
+from emulators.gateway.kind import GATEWAY_LATENCY_PS
 from emulators.kernel.engine import Engine
 from emulators.kernel.frame import (
     CNP,
@@ -34,7 +35,6 @@ from emulators.kernel.frame import (
 from emulators.kernel.port import Port
 from emulators.kernel.vtime import PS_PER_US
 from emulators.model.scenario import DeviceSpec, Endpoint, LinkSpec, propagation_ps
-from emulators.registry import GATEWAY_LATENCY_PS
 
 if TYPE_CHECKING:
     from emulators.context import ScenarioContext

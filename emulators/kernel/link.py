@@ -13,7 +13,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Protocol
 
 from emulators.kernel.rng import stream_for
-from emulators.model.scenario import propagation_ps
+from emulators.model.scenario import FIBER_DELAY_PS_PER_M, propagation_ps
 
 if TYPE_CHECKING:
     from emulators.kernel.engine import Engine
@@ -47,7 +47,7 @@ class Link:
                  "epoch", "ports", "fec", "_packet_error_cache")
 
     def __init__(self, name: str, rate_bps: int, length_mm: int, ber: float = 0.0,
-                 delay_ps_per_m: int = 4900) -> None:
+                 delay_ps_per_m: int = FIBER_DELAY_PS_PER_M) -> None:
         self.name = name
         self.rate_bps = rate_bps
         self.delay_ps_per_m = delay_ps_per_m

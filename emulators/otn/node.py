@@ -32,7 +32,7 @@ from emulators.kernel.frame import CONTROL_FRAME_BYTES, CONTROL_PRIORITY, PATH_I
 from emulators.kernel.port import Port
 from emulators.kernel.vtime import NEVER, PS_PER_MS
 from emulators.model.scenario import Endpoint, LinkSpec, Scenario
-from emulators.registry import OTN_LATENCY_PS
+from emulators.otn.kind import OTN_LATENCY_PS
 
 if TYPE_CHECKING:
     from emulators.context import ScenarioContext

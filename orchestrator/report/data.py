@@ -17,10 +17,12 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from emulators.registry import DEVICE_KINDS
+
 PS_PER_S = 10**12
 PLOT_POINTS = 1500  # samples per plotted line: more than a figure's pixel width adds nothing
 TOP_N = 8
-BUFFERED_KINDS = ("switch", "gateway", "otn")
+BUFFERED_KINDS = tuple(name for name, kind in DEVICE_KINDS.items() if kind.buffer_plot)  # buffers worth a plot
 
 IntArray = npt.NDArray[np.int64]
 FloatArray = npt.NDArray[np.float64]

@@ -22,7 +22,7 @@ from google.protobuf import text_format
 from pygnmi.spec.v080 import gnmi_pb2, gnmi_pb2_grpc
 from testbed.control.v1 import control_pb2, control_pb2_grpc
 
-from services.gnmi import MAX_LEAVES, MAX_PATHS, MAX_PENDING, MAX_SUBSCRIPTIONS
+from services.gnmi_messages import MAX_LEAVES, MAX_PATHS, MAX_PENDING, MAX_SUBSCRIPTIONS
 from tests.helpers import TESTBED
 from tests.integration.gnmi_host import DrivenHost
 from tests.unit.test_gnmi_paths import INCAST

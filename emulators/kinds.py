@@ -1,0 +1,81 @@
+"""What a device kind declares about itself, in its own package (``emulators/<package>/kind.py``).
+
+A kind declares the JSON Schema of its ``options`` mapping, whether it forwards, its default latency,
+where its model class is, the checks the schema cannot express, and its hooks: the lines it adds to a
+run's text summary, its OpenConfig paths (gNMI) and whether the report plots its buffer. The loader,
+the CLI summary, gNMI and the report ask the kind (through :mod:`emulators.registry`) instead of
+holding a copy of what it knows.
+
+Option values that carry units say so with ``"x-unit"`` (``rate``, ``size``, ``length``, ``time``,
+``ber``); the scenario loader converts them to integers (bps, bytes, mm, ps) before any device sees them.
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from emulators.openconfig import NO_PATHS, DevicePaths
+
+# a problem a check finds: (key path inside options, what is wrong)
+Problem = tuple[tuple[str | int, ...], str]
+# checks the schema cannot express, on options already in integer units: (options, the device's ports)
+OptionsCheck = Callable[[dict[str, Any], tuple[str, ...]], Problem | None]
+# a device's lines in the text summary, from its name and its entry in results.json
+DeviceLines = Callable[[str, dict[str, Any]], list[str]]
+# a kind's lines over all its devices' entries in results.json, in device order
+TotalLines = Callable[[list[dict[str, Any]]], list[str]]
+
+
+@dataclass(frozen=True)
+class SummaryLines:
+    """What a kind adds to the text summary of a run. Kinds of a lower ``rank`` come first; within a
+    rank, every device's lines in results order, then each kind's totals in registry order."""
+
+    rank: int
+    device: DeviceLines | None = None
+    total: TotalLines | None = None
+
+
+@dataclass(frozen=True)
+class DeviceKind:
+    name: str
+    summary: str
+    options_schema: dict[str, Any]
+    class_path: str  # "module:Class", imported only when a device of this kind is built
+    forwards: bool = False  # switches: frames pass through them toward other devices
+    latency_ps: int = 0  # a forwarding device's default latency option
+    check: OptionsCheck | None = None
+    summary_lines: SummaryLines | None = None
+    # "module:object" of its OpenConfig paths beyond every device's system and interfaces (a
+    # DevicePaths), imported only when gNMI reads or sets a device of this kind
+    paths: str = ""
+    buffer_plot: bool = False  # the report plots its shared buffer and its ports' queues
+
+    def load_class(self) -> type:
+        cls: type = _load(self.class_path)
+        return cls
+
+    def load_paths(self) -> DevicePaths[Any]:
+        if not self.paths:
+            return NO_PATHS
+        paths: DevicePaths[Any] = _load(self.paths)
+        return paths
+
+
+def _load(ref: str) -> Any:
+    module, _, attr = ref.partition(":")
+    return getattr(importlib.import_module(module), attr)
+
+
+# timers that fire again and again: below a microsecond they would schedule an event every few picoseconds
+TIMER_LEAST = "1us"
+
+
+def unit_option(unit: str, description: str, nonzero: bool = False, least: str | None = None) -> dict[str, Any]:
+    """An option with a unit; ``nonzero``: the loader refuses 0 (``x-nonzero``); ``least``: the smallest value
+    it takes, written with a unit (``x-min``), where less would flood the run with events or frames."""
+    return ({"x-unit": unit, "description": description} | ({"x-nonzero": True} if nonzero else {})
+            | ({"x-min": least} if least is not None else {}))
