@@ -3,18 +3,12 @@
 from __future__ import annotations
 
 import difflib
-import json
-import re
-from collections.abc import Iterable
 from typing import Any
 
 from jsonschema import Draft202012Validator, ValidationError
 
 from emulators.model.units import shown
-
-KeyPath = tuple[str | int, ...]
-
-_PLAIN_KEY = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]*")
+from orchestrator.errors import KeyPath
 
 _TYPE_WORDS = {
     "object": "a mapping",
@@ -25,28 +19,6 @@ _TYPE_WORDS = {
     "boolean": "true or false",
     "null": "nothing",
 }
-
-
-def key_path(path: Iterable[str | int]) -> str:
-    """``("links", 2, "rate")`` -> ``links[2].rate``; the empty path is the ``top level``."""
-    text = ""
-    for key in path:
-        if isinstance(key, int):
-            text += f"[{key}]"
-        elif _PLAIN_KEY.fullmatch(key):
-            text += f".{key}" if text else key
-        else:
-            text += f"[{json.dumps(key)}]"
-    return text or "top level"
-
-
-def listing(names: Iterable[str], limit: int = 12) -> str:
-    """Names for a message that says what exists: ``a, b, c``, cut short past ``limit``."""
-    names = list(names)
-    if not names:
-        return "none are declared"
-    more = f", ... ({len(names) - limit} more)" if len(names) > limit else ""
-    return ", ".join(names[:limit]) + more
 
 
 def first_schema_problem(validator: Draft202012Validator, instance: Any) -> tuple[KeyPath, str] | None:

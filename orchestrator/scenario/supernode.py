@@ -13,21 +13,19 @@ from __future__ import annotations
 
 import copy
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from emulators.gpu_server.gpus import DEFAULT_GPU, DEFAULT_GPUS, GPU_TYPES
 from emulators.kernel.frame import MAX_PORTS
-from emulators.model.units import parse_rate, shown
+from emulators.model.units import parse_length_mm, parse_rate, shown
 from emulators.olink import spec as olink
-from orchestrator.scenario.fabric import GPU_SERVER_KIND, ExpansionError, Origin, _checked
-from orchestrator.scenario.schema_errors import KeyPath
-
-if TYPE_CHECKING:
-    from orchestrator.scenario.fabric import _Expander
+from orchestrator.errors import KeyPath, KeyProblem
+from orchestrator.scenario.builder import Builder, Origin
+from orchestrator.scenario.fabric import GPU_SERVER_KIND, Fabric, fabric_named
 
 DEFAULT_RADIX = 64
-DEFAULT_LENGTH = "2m"
-DEFAULT_UPLINK_LENGTH = "2m"
+DEFAULT_LENGTH_MM = parse_length_mm("2m")
+DEFAULT_UPLINK_LENGTH_MM = parse_length_mm("2m")
 
 # Keys of expanded entries that were written under another name in the supernode's spec.
 _SERVER_KEYS = {"options": "server_options"}
@@ -112,25 +110,27 @@ class Supernode:
         ]
 
 
-def add_supernodes(expander: _Expander, specs: dict[str, Any]) -> None:
+def add_supernodes(builder: Builder, fabrics: dict[str, Fabric], specs: dict[str, Any]) -> None:
     """Add every supernode's servers (or OLink ports on a fabric's), switches and links, in order."""
     taken: set[str] = set()  # fabric servers already in a supernode
     for name, spec in specs.items():
-        _add(expander, name, spec, ("supernodes", name), taken)
+        _add(builder, fabrics, name, spec, ("supernodes", name), taken)
 
 
-def _add(x: _Expander, name: str, spec: dict[str, Any], path: KeyPath, taken: set[str]) -> None:
-    server_options, options_path, free = _server_source(x, spec, path, taken)
+def _add(
+    x: Builder, fabrics: dict[str, Fabric], name: str, spec: dict[str, Any], path: KeyPath, taken: set[str]
+) -> None:
+    server_options, options_path, free = _server_source(x, fabrics, spec, path, taken)
     per_server = _gpus_per_server(server_options, options_path)
     gpus, count, planes = spec["gpus"], spec.get("count", 1), spec.get("planes", 1)
     if gpus % per_server:
-        raise ExpansionError((*path, "gpus"), (
+        raise KeyProblem((*path, "gpus"), (
             f"{gpus} GPUs do not fill whole servers of {per_server} GPUs; make gpus a multiple of {per_server}"))
     per_supernode = gpus // per_server
     if free is not None and len(free) < count * per_supernode:
         fabric = spec["fabric"]
         supernodes = f"{count} supernodes of {gpus} GPUs need" if count > 1 else f"a supernode of {gpus} GPUs needs"
-        raise ExpansionError((*path, "fabric"), (
+        raise KeyProblem((*path, "fabric"), (
             f"fabric {fabric!r} has {len(free)} servers not yet in a supernode, and {supernodes} "
             f"{count * per_supernode} of its {per_server}-GPU servers; lower count or gpus, or give the fabric "
             "more servers"))
@@ -139,11 +139,11 @@ def _add(x: _Expander, name: str, spec: dict[str, Any], path: KeyPath, taken: se
     spines = _check_tiers(spec, gpus, tiers, radix, path)
     rate = _rate(spec, server_options, options_path, planes, path)
     if "uplink_rate" in spec:
-        uplink_rate = _checked(parse_rate, spec["uplink_rate"], (*path, "uplink_rate"))
+        uplink_rate: int = spec["uplink_rate"]
     else:  # non-blocking: a leaf's uplinks carry what its GPU ports can
         uplink_rate = max(1, rate * (radix // 2) // spines) if spines else 0
-    length = x.length(spec, "length", DEFAULT_LENGTH, path)
-    uplink_length = x.length(spec, "uplink_length", DEFAULT_UPLINK_LENGTH, path)
+    length = spec.get("length", DEFAULT_LENGTH_MM)
+    uplink_length = spec.get("uplink_length", DEFAULT_UPLINK_LENGTH_MM)
     shape = Supernode(name, ("",) * per_supernode, per_server, planes, tiers, radix, spines)
     own_ports = 0 if free is None else max((len(x.devices[server]["ports"]) for server in free), default=0)
     _check_port_count(shape, own_ports + per_server * planes, path)  # before any port list is made
@@ -174,7 +174,7 @@ def _add(x: _Expander, name: str, spec: dict[str, Any], path: KeyPath, taken: se
 
 
 def _server_source(
-    x: _Expander, spec: dict[str, Any], path: KeyPath, taken: set[str]
+    x: Builder, fabrics: dict[str, Fabric], spec: dict[str, Any], path: KeyPath, taken: set[str]
 ) -> tuple[dict[str, Any], KeyPath, list[str] | None]:
     """The servers' options, where they were written, and the fabric servers still free (None: the
     supernode makes its own servers)."""
@@ -182,14 +182,14 @@ def _server_source(
         return spec.get("server_options", {}), (*path, "server_options"), None
     for key in ("site", "server_options"):
         if key in spec:
-            raise ExpansionError((*path, key), (
+            raise KeyProblem((*path, key), (
                 f"comes from fabric {spec['fabric']!r}, whose servers the supernode takes; set it on the fabric, "
                 "or leave fabric out to make the supernode's own servers"))
-    fabric = x.fabric_named(spec["fabric"], (*path, "fabric"))
+    fabric = fabric_named(fabrics, spec["fabric"], (*path, "fabric"))
     written = x.written["fabrics"][fabric.name]
     kind = written.get("server_kind", "tester")
     if kind != GPU_SERVER_KIND:
-        raise ExpansionError((*path, "fabric"), (
+        raise KeyProblem((*path, "fabric"), (
             f"fabric {fabric.name!r} has {kind} servers, and a supernode joins GPUs; give the fabric "
             f"server_kind: {GPU_SERVER_KIND}"))
     free = [server for server in fabric.servers if server not in taken]
@@ -199,7 +199,7 @@ def _server_source(
 def _gpus_per_server(options: dict[str, Any], path: KeyPath) -> int:
     gpus = options.get("gpus", DEFAULT_GPUS)
     if isinstance(gpus, bool) or not isinstance(gpus, int) or gpus < 1:
-        raise ExpansionError((*path, "gpus"), f"expected a whole number of 1 or more, got {shown(gpus)}")
+        raise KeyProblem((*path, "gpus"), f"expected a whole number of 1 or more, got {shown(gpus)}")
     return gpus
 
 
@@ -208,22 +208,22 @@ def _check_tiers(spec: dict[str, Any], gpus: int, tiers: int, radix: int, path: 
     if tiers == 1:
         for key in _TWO_TIER_KEYS:
             if key in spec:
-                raise ExpansionError((*path, key), "goes with tiers: 2; a one-tier supernode has no spines or uplinks")
+                raise KeyProblem((*path, key), "goes with tiers: 2; a one-tier supernode has no spines or uplinks")
         if gpus > radix:
-            raise ExpansionError((*path, "tiers"), (
+            raise KeyProblem((*path, "tiers"), (
                 f"one tier of {radix}-port switches joins at most {radix} GPUs, and this supernode has {gpus}; "
                 f"use tiers: 2, or a radix of at least {gpus}"))
         return 0
     leaf_gpus = radix // 2
     spines = spec.get("spines", leaf_gpus)
     if leaf_gpus + spines > radix:
-        raise ExpansionError((*path, "spines"), (
+        raise KeyProblem((*path, "spines"), (
             f"{spines} uplinks beside {leaf_gpus} GPU ports are more than a leaf's {radix} ports; give at most "
             f"{radix - leaf_gpus} spines"))
     leaves = -(-gpus // leaf_gpus)
     if leaves > radix:
         enough = next(r for r in range(radix, MAX_PORTS + 1) if -(-gpus // (r // 2)) <= r)
-        raise ExpansionError((*path, "radix"), (
+        raise KeyProblem((*path, "radix"), (
             f"{gpus} GPUs need {leaves} leaves of {leaf_gpus} GPU ports, and a {radix}-port spine joins at most "
             f"{radix}; raise radix to at least {enough}, or lower gpus"))
     return spines
@@ -232,21 +232,25 @@ def _check_tiers(spec: dict[str, Any], gpus: int, tiers: int, radix: int, path: 
 def _rate(spec: dict[str, Any], options: dict[str, Any], options_path: KeyPath, planes: int, path: KeyPath) -> int:
     """Each GPU port's rate: as written, or the GPU type's scale-up bandwidth shared by the planes."""
     if "rate" in spec:
-        return _checked(parse_rate, spec["rate"], (*path, "rate"))
-    if "scale_up_bandwidth" in options:
-        bandwidth = _checked(parse_rate, options["scale_up_bandwidth"], (*options_path, "scale_up_bandwidth"))
+        rate: int = spec["rate"]
+        return rate
+    if "scale_up_bandwidth" in options:  # an option, as written: the device converts it again with the others
+        try:
+            bandwidth = parse_rate(options["scale_up_bandwidth"])
+        except ValueError as e:
+            raise KeyProblem((*options_path, "scale_up_bandwidth"), str(e)) from None
     else:
         gpu = options.get("gpu", DEFAULT_GPU)
         if gpu not in GPU_TYPES:
             allowed = ", ".join(GPU_TYPES)
-            raise ExpansionError((*options_path, "gpu"), f"{shown(gpu)} is not allowed; allowed: {allowed}")
+            raise KeyProblem((*options_path, "gpu"), f"{shown(gpu)} is not allowed; allowed: {allowed}")
         bandwidth = GPU_TYPES[gpu].scale_up_bps
     if bandwidth < planes:
-        raise ExpansionError((*path, "planes"), f"{planes} planes leave less than 1 bit/s per port; give rate")
+        raise KeyProblem((*path, "planes"), f"{planes} planes leave less than 1 bit/s per port; give rate")
     return bandwidth // planes
 
 
-def _add_servers(x: _Expander, sn: Supernode, spec: dict[str, Any], path: KeyPath) -> dict[str, Any]:
+def _add_servers(x: Builder, sn: Supernode, spec: dict[str, Any], path: KeyPath) -> dict[str, Any]:
     """Make the supernode's servers, or give the fabric's their scale-up ports; the site its switches take."""
     new_ports = sn.server_ports()
     if "fabric" not in spec:
@@ -261,13 +265,13 @@ def _add_servers(x: _Expander, sn: Supernode, spec: dict[str, Any], path: KeyPat
     for server in sn.servers:
         ports = [*x.devices[server]["ports"], *new_ports]
         _check_port_count(sn, len(ports), path)
-        x.devices[server] = dict(x.devices[server], ports=ports)
+        x.change_device(server, ports=ports)
     first = x.devices[sn.servers[0]]
     return {"site": first["site"]} if "site" in first else {}
 
 
 def _check_port_count(sn: Supernode, ports: int, path: KeyPath) -> None:
     if ports > MAX_PORTS:
-        raise ExpansionError((*path, "planes"), (
+        raise KeyProblem((*path, "planes"), (
             f"{sn.planes} planes give each server {ports} ports, more than the {MAX_PORTS} a device may have (a "
             "frame's address holds the port index in 8 bits); use fewer planes"))

@@ -8,33 +8,28 @@ named ``wan-A-B`` (working) and ``wan-A-B-protection``. The gateway's fabric sid
 
 WAN faults expand into link faults here, so every partition sees the whole timeline (and the
 lookahead accounts for restored paths): ``cut``/``repair`` a path, ``ber`` and ``flexo`` (N x 100G)
-on a pair's line links, ``lightpath: up|down`` (up after the pair's setup time), a device's failure
-(every link of it), and ASON/WSON restoration (a cut path comes back after ``restoration.after``
-with ``restoration.length``).
+on a pair's line links, ``lightpath: up|down`` (up after the pair's setup time), and ASON/WSON
+restoration (a cut path comes back after ``restoration.after`` with ``restoration.length``).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from fractions import Fraction
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from emulators.model.units import parse_rate, parse_time_ps, shown
+from emulators.model.units import parse_length_mm, parse_time_ps, shown
 from emulators.otn.node import FLEXO_STEP_BPS
-from orchestrator.scenario.fabric import ExpansionError, Origin
-from orchestrator.scenario.schema_errors import KeyPath, listing
-
-if TYPE_CHECKING:
-    from orchestrator.scenario.fabric import _Expander
+from orchestrator.errors import KeyPath, KeyProblem, listing
+from orchestrator.scenario.builder import Builder, Origin
+from orchestrator.scenario.fabric import Fabric
 
 GATEWAY_KIND = "gateway"
 OTN_KIND = "otn"
-DEFAULT_GATEWAY_LINK_LENGTH = "30m"
-DEFAULT_CLIENT_LINK_LENGTH = "10m"
-DEFAULT_SETUP_TIME = "2s"
+DEFAULT_GATEWAY_LINK_MM = parse_length_mm("30m")
+DEFAULT_CLIENT_LINK_MM = parse_length_mm("10m")
+DEFAULT_SETUP_TIME_PS = parse_time_ps("2s")
 PATHS = ("working", "protection")
-
-
 
 
 @dataclass(frozen=True)
@@ -43,7 +38,7 @@ class Pair:
     b: str
     protected: bool
     restoration: dict[str, Any] | None
-    setup_time: Any
+    setup_time_ps: int
     on_demand: bool
     path: KeyPath
     odus: int = 1
@@ -60,7 +55,7 @@ class Pair:
         if which == "both":
             paths = [p for p in PATHS if p == "working" or self.protected]
         elif which == "protection" and not self.protected:
-            raise ExpansionError(self.path, f"pair {self.name} has no protection path; give it protection first")
+            raise KeyProblem(self.path, f"pair {self.name} has no protection path; give it protection first")
         else:
             paths = [which]
         return [self.link(p, k) for p in paths for k in range(self.odus)]
@@ -80,8 +75,11 @@ def otn(site: str) -> str:
 
 
 class WanExpander:
-    def __init__(self, expander: _Expander, spec: dict[str, Any]) -> None:
-        self.x = expander
+    """The WAN block's sites, pairs and line links; then the link faults each WAN fault stands for."""
+
+    def __init__(self, builder: Builder, fabrics: dict[str, Fabric], spec: dict[str, Any]) -> None:
+        self.builder = builder
+        self.fabrics = fabrics
         self.spec = spec
         self.pairs: dict[str, Pair] = {}
 
@@ -91,42 +89,39 @@ class WanExpander:
         odus = spec.get("odus", 1)
         clients = spec.get("clients", odus)
         if odus > 1 and clients != odus:
-            raise ExpansionError((*path, "odus"), f"{odus} ODUs need one client port each, and clients is {clients}")
+            raise KeyProblem((*path, "odus"), f"{odus} ODUs need one client port each, and clients is {clients}")
         self.odus = odus
-        client_rate = spec.get("client_rate", spec["line_rate"])
-        wan_capacity = clients * _rate(client_rate, (*path, "client_rate"))
+        client_rate: int = spec.get("client_rate", spec["line_rate"])
+        wan_capacity = clients * client_rate
         convergence = Fraction(str(spec.get("convergence", 1)))
         sites: list[str] = []
         for index, pair in enumerate(spec["pairs"]):
             for key in ("a", "b"):
                 site = pair[key]
                 if "-" in site:
-                    raise ExpansionError(
+                    raise KeyProblem(
                         (*path, "pairs", index, key),
                         f"site {site!r} has a '-', which separates the sites in WAN names like "
                         "wan-A-B and A-B; rename the fabric without it",
                     )
-                if site not in self.x.fabrics:
-                    raise ExpansionError(
+                if site not in self.fabrics:
+                    raise KeyProblem(
                         (*path, "pairs", index, key),
-                        f"no fabric named {shown(site)}; a WAN joins fabrics: {listing(self.x.fabrics)}",
+                        f"no fabric named {shown(site)}; a WAN joins fabrics: {listing(self.fabrics)}",
                     )
                 if site not in sites:
                     sites.append(site)
             if pair["a"] == pair["b"]:
-                raise ExpansionError((*path, "pairs", index, "b"), "joins a site to itself; name two different fabrics")
+                raise KeyProblem((*path, "pairs", index, "b"), "joins a site to itself; name two different fabrics")
             name = f"{pair['a']}-{pair['b']}"
-            _time(pair.get("setup_time", DEFAULT_SETUP_TIME), (*path, "pairs", index, "setup_time"))
-            if "restoration" in pair:  # used only when a fault cuts the pair: checked here all the same
-                _time(pair["restoration"]["after"], (*path, "pairs", index, "restoration", "after"))
             if name in self.pairs or f"{pair['b']}-{pair['a']}" in self.pairs:
-                raise ExpansionError((*path, "pairs", index), f"sites {pair['a']} and {pair['b']} are already joined")
+                raise KeyProblem((*path, "pairs", index), f"sites {pair['a']} and {pair['b']} are already joined")
             self.pairs[name] = Pair(
                 pair["a"],
                 pair["b"],
                 "protection" in pair,
                 pair.get("restoration"),
-                pair.get("setup_time", DEFAULT_SETUP_TIME),
+                pair.get("setup_time", DEFAULT_SETUP_TIME_PS),
                 bool(pair.get("on_demand")),
                 (*path, "pairs", index),
                 odus,
@@ -137,29 +132,27 @@ class WanExpander:
             self.add_pair(pair, (*path, "pairs", index))
 
     def add_site(
-        self, site: str, clients: int, client_rate: Any, wan_capacity: int, convergence: Fraction, path: KeyPath
+        self, site: str, clients: int, client_rate: int, wan_capacity: int, convergence: Fraction, path: KeyPath
     ) -> None:
-        fabric = self.x.fabrics[site]
-        written = self.x.written["fabrics"][site]
+        fabric = self.fabrics[site]
+        written = self.builder.written["fabrics"][site]
         site_key = {"site": written["site"]} if "site" in written else {"site": site}
         if "site" not in written:  # a fabric joined over the WAN is a site: name it after the fabric
-            for entry, origin in list(self.x.origins.items()):
-                device = entry[1]
-                if entry[0] == "devices" and origin.path == ("fabrics", site) and isinstance(device, str):
-                    self.x.devices[device] = dict(self.x.devices[device], site=site)
+            for device in self.builder.made_by(("fabrics", site)):
+                self.builder.change_device(device, site=site)
         # the gateway hangs off every spine (or the single leaf of a spine-less fabric)
         if fabric.planes != 1:
-            raise ExpansionError(path, f"fabric {site!r} has two planes; the WAN block joins single-plane fabrics")
+            raise KeyProblem(path, f"fabric {site!r} has two planes; the WAN block joins single-plane fabrics")
         tops = [fabric.switch("a", "spine", j) for j in range(fabric.spines)] or [fabric.switch("a", "leaf", 0)]
         for top in tops:
-            self.x.devices[top] = dict(self.x.devices[top], ports=[*self.x.devices[top]["ports"], "gw"])
+            self.builder.change_device(top, ports=[*self.builder.devices[top]["ports"], "gw"])
         dc_rate = int(convergence * wan_capacity / len(tops))
         if dc_rate < 1:
-            raise ExpansionError((*path, "convergence"), f"{shown(self.spec.get('convergence'))} leaves no capacity")
+            raise KeyProblem((*path, "convergence"), f"{shown(self.spec.get('convergence'))} leaves no capacity")
         gw_ports = [f"dc{j}" for j in range(len(tops))] + [f"wan{k}" for k in range(clients)]
         gw_options = dict(self.spec.get("gateway_options", {}))
         gw_options["wan_ports"] = [f"wan{k}" for k in range(clients)]
-        self.x.add_device(
+        self.builder.add_device(
             gateway(site),
             {"kind": GATEWAY_KIND, **site_key, "ports": gw_ports, "options": gw_options},
             Origin(path),
@@ -187,53 +180,52 @@ class WanExpander:
             otn_options["odus"] = {
                 f"c{k}": [line_port(peer, "w", k, self.odus) for peer in peers] for k in range(clients)
             }
-        self.x.add_device(
+        self.builder.add_device(
             otn(site), {"kind": OTN_KIND, **site_key, "ports": otn_ports, "options": otn_options}, Origin(path)
         )
         for j, top in enumerate(tops):
-            self.x.add_link(
+            self.builder.add_link(
                 {
                     "name": f"{gateway(site)}.dc{j}",
                     "a": f"{top}/gw",
                     "z": f"{gateway(site)}/dc{j}",
                     "rate": dc_rate,
-                    "length": DEFAULT_GATEWAY_LINK_LENGTH,
+                    "length": DEFAULT_GATEWAY_LINK_MM,
                 },
                 Origin(path),
             )
         for k in range(clients):
-            self.x.add_link(
+            self.builder.add_link(
                 {
                     "name": f"{gateway(site)}.wan{k}",
                     "a": f"{gateway(site)}/wan{k}",
                     "z": f"{otn(site)}/c{k}",
                     "rate": client_rate,
-                    "length": DEFAULT_CLIENT_LINK_LENGTH,
+                    "length": DEFAULT_CLIENT_LINK_MM,
                 },
                 Origin(path),
             )
 
     def add_pair(self, spec: dict[str, Any], path: KeyPath) -> None:
         pair = self.pairs[f"{spec['a']}-{spec['b']}"]
-        rate = f"{_rate(self.spec['line_rate'], ('wan', 'line_rate')) // self.odus}bps"  # ODUs share the line
-        ber = spec.get("ber", self.spec.get("ber", 0))
+        rate = self.spec["line_rate"] // self.odus  # ODUs share the line
+        ber = spec.get("ber", self.spec.get("ber"))  # neither: the links' default
         for which in PATHS:
             if which == "protection" and not pair.protected:
                 continue
             length = spec["length"] if which == "working" else spec["protection"]["length"]
             suffix = "w" if which == "working" else "p"
             for k in range(self.odus):
-                self.x.add_link(
-                    {
-                        "name": pair.link(which, k),
-                        "a": f"{otn(pair.a)}/{line_port(pair.b, suffix, k, self.odus)}",
-                        "z": f"{otn(pair.b)}/{line_port(pair.a, suffix, k, self.odus)}",
-                        "rate": rate,
-                        "length": length,
-                        "ber": ber,
-                    },
-                    Origin(path),
-                )
+                link = {
+                    "name": pair.link(which, k),
+                    "a": f"{otn(pair.a)}/{line_port(pair.b, suffix, k, self.odus)}",
+                    "z": f"{otn(pair.b)}/{line_port(pair.a, suffix, k, self.odus)}",
+                    "rate": rate,
+                    "length": length,
+                }
+                if ber is not None:
+                    link["ber"] = ber
+                self.builder.add_link(link, Origin(path))
 
     def pair_between(self, site: str, peer: str) -> Pair:
         return self.pairs.get(f"{site}-{peer}") or self.pairs[f"{peer}-{site}"]
@@ -242,7 +234,7 @@ class WanExpander:
     def initial_faults(self) -> list[dict[str, Any]]:
         """On-demand lightpaths start torn down."""
         return [
-            {"at": "0ps", "link": link, "state": "down", "_cause": "lightpath"}
+            {"at": 0, "link": link, "state": "down", "_cause": "lightpath"}
             for pair in self.pairs.values()
             if pair.on_demand
             for link in pair.links()
@@ -251,14 +243,13 @@ class WanExpander:
     def pair_named(self, name: Any, path: KeyPath) -> Pair:
         pair = self.pairs.get(name)
         if pair is None:
-            raise ExpansionError(path, f"no WAN pair {shown(name)}; pairs: {listing(self.pairs)}")
+            raise KeyProblem(path, f"no WAN pair {shown(name)}; pairs: {listing(self.pairs)}")
         return pair
 
     def fault(self, spec: dict[str, Any], path: KeyPath) -> list[dict[str, Any]]:
         """The link faults one WAN fault stands for; what it schedules past the run's end is dropped."""
-        end = _time(self.x.written["duration"], ("duration",))
-        _time(spec["at"], (*path, "at"))  # as written, within the limits; what it schedules later may lie past them
-        return [f for f in self._fault(spec, path) if f is spec or _ps(f["at"]) <= end]
+        end = self.builder.written["duration"]
+        return [f for f in self._fault(spec, path) if f is spec or f["at"] <= end]
 
     def _fault(self, spec: dict[str, Any], path: KeyPath) -> list[dict[str, Any]]:
         pair = self.pair_named(spec["wan"], (*path, "wan"))
@@ -269,7 +260,7 @@ class WanExpander:
                 for link in self._links(pair, spec["cut"], path)
             ]
             if pair.restoration is not None:  # ASON/WSON: a new path, set up after a while, with its own length
-                back = f"{_time(at, path) + _time(pair.restoration['after'], (*pair.path, 'restoration', 'after'))}ps"
+                back = at + pair.restoration["after"]
                 for fault in list(out):
                     out.append(
                         {"at": back, "link": fault["link"], "length": pair.restoration["length"], "_restoration": True}
@@ -286,50 +277,17 @@ class WanExpander:
         if "ber" in spec:
             return [{"at": at, "link": link, "ber": spec["ber"]} for link in pair.links()]
         if "flexo" in spec:  # the line is resized; its ODUs share it
-            rate = f"{spec['flexo'] * FLEXO_STEP_BPS // pair.odus}bps"
+            rate = spec["flexo"] * FLEXO_STEP_BPS // pair.odus
             return [{"at": at, "link": link, "rate": rate} for link in pair.links()]
         if "lightpath" in spec:
             if spec["lightpath"] == "down":
                 return [{"at": at, "link": link, "state": "down", "_cause": "lightpath"} for link in pair.links()]
-            up_at = f"{_time(at, path) + _time(pair.setup_time, (*pair.path, 'setup_time'))}ps"
+            up_at = at + pair.setup_time_ps
             return [{"at": up_at, "link": link, "state": "up", "_cause": "lightpath"} for link in pair.links()]
-        raise ExpansionError(path, "a WAN fault needs one of cut, repair, ber, flexo or lightpath")
+        raise KeyProblem(path, "a WAN fault needs one of cut, repair, ber, flexo or lightpath")
 
     def _links(self, pair: Pair, which: str, path: KeyPath) -> list[str]:
         try:
             return pair.links(which)
-        except ExpansionError as e:
-            raise ExpansionError(path, e.problem) from None
-
-
-def device_fault(expander: _Expander, spec: dict[str, Any], path: KeyPath) -> list[dict[str, Any]]:
-    """A failed device: every link of it goes down (or comes back up)."""
-    name = spec["device"]
-    if name not in expander.devices:
-        known = listing(sorted(expander.devices))
-        raise ExpansionError((*path, "device"), f"no device named {shown(name)}; devices: {known}")
-    if "state" not in spec:
-        raise ExpansionError(path, "a device fault changes state only: down or up")
-    return [
-        {"at": spec["at"], "link": link, "state": spec["state"], "_cause": f"device:{name}"}
-        for link in expander.links_of(name)
-    ]
-
-
-def _rate(value: Any, path: KeyPath) -> int:
-    try:
-        return parse_rate(value)
-    except ValueError as e:
-        raise ExpansionError(path, str(e)) from None
-
-
-def _time(value: Any, path: KeyPath) -> int:
-    try:
-        return parse_time_ps(value)
-    except ValueError as e:
-        raise ExpansionError(path, str(e)) from None
-
-
-def _ps(at: Any) -> int:
-    """A time as written, or as this module wrote it ("123ps"), which may lie past the longest a scenario gives."""
-    return int(at[:-2]) if isinstance(at, str) and at.endswith("ps") and at[:-2].isdigit() else parse_time_ps(at)
+        except KeyProblem as e:
+            raise KeyProblem(path, e.problem) from None

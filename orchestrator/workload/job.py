@@ -35,7 +35,7 @@ from emulators.model.job import (
 )
 from emulators.model.scenario import DeviceSpec
 from emulators.model.units import SIZE, TIME, format_bytes
-from orchestrator.scenario.schema_errors import KeyPath, listing
+from orchestrator.errors import KeyPath, listing
 from orchestrator.workload.hardware import GPU_SERVER_KIND, PS_PER_S, effective_flops_per_s, gpus_of
 from orchestrator.workload.models import MODELS, ModelSpec
 from orchestrator.workload.placement import (

@@ -24,7 +24,7 @@ from emulators.model.job import DP, EP, PP, TP, RankPlace
 from emulators.model.scenario import DeviceSpec, Scenario
 from emulators.olink.spec import scale_up_ports
 from emulators.olink.topology import gpu_domain
-from orchestrator.scenario.schema_errors import listing
+from orchestrator.errors import listing
 from orchestrator.workload.hardware import GPU_SERVER_KIND, gpus_of
 
 PP_ACROSS_SITES, DP_ACROSS_SITES, RANK_MAP = "pp-across-sites", "dp-across-sites", "rank_map"

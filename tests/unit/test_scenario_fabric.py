@@ -10,9 +10,10 @@ import pytest
 import yaml
 
 from emulators.model.scenario import RDMA, RDMA_PRIORITY, Scenario
-from orchestrator.scenario.fabric import expand
+from orchestrator.scenario.expand import expand
 from orchestrator.scenario.loader import ScenarioError, parse_scenario
 from orchestrator.scenario.model import Endpoint, FaultSpec, scenario_to_dict
+from orchestrator.scenario.units import convert_units
 
 SOURCE = "scenarios/f.yaml"
 G = 10**9
@@ -194,7 +195,7 @@ def test_a_plane_fault_takes_every_link_of_the_plane_at_once() -> None:
 def test_expansion_is_deterministic_and_leaves_the_document_alone() -> None:
     document = yaml.safe_load(TWO_PLANES)
     before = copy.deepcopy(document)
-    first, second = expand(document), expand(copy.deepcopy(document))
+    first, second = expand(convert_units(document)), expand(convert_units(copy.deepcopy(document)))
     assert json.dumps(first.document) == json.dumps(second.document)
     assert document == before
     assert "fabrics" not in first.document and "traffic" not in first.document

@@ -12,7 +12,7 @@ from emulators.model.scenario import RAW as RAW_TRANSPORT
 from emulators.model.scenario import RDMA as RDMA_TRANSPORT
 from emulators.model.scenario import RDMA_PRIORITY
 from emulators.registry import DEVICE_KINDS, DeviceKind
-from orchestrator.scenario import loader
+from orchestrator.scenario import units
 from orchestrator.scenario.loader import ScenarioError, load_scenario, parse_scenario, scenario_schema
 from orchestrator.scenario.model import Endpoint, FaultSpec, FlowSpec
 
@@ -298,7 +298,7 @@ def test_an_internal_failure_still_names_the_file(monkeypatch: pytest.MonkeyPatc
     def broken_parser(value: object) -> int:
         raise RuntimeError("boom")
 
-    monkeypatch.setitem(loader.UNIT_PARSERS, "size", broken_parser)
+    monkeypatch.setitem(units.UNIT_PARSERS, "size", broken_parser)
     with pytest.raises(
         ScenarioError,
         match=r"^scenarios/x\.yaml: internal error while loading \(RuntimeError: boom\); please report it$",

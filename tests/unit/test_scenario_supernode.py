@@ -13,8 +13,9 @@ import yaml
 from emulators.gpu_server.gpus import GPU_TYPES
 from emulators.model.scenario import Endpoint, Scenario
 from emulators.olink import spec as olink
-from orchestrator.scenario.fabric import expand
+from orchestrator.scenario.expand import expand
 from orchestrator.scenario.loader import ScenarioError, parse_scenario
+from orchestrator.scenario.units import convert_units
 from orchestrator.workload.hardware import nic_ports_of
 
 SOURCE = "scenarios/s.yaml"
@@ -162,7 +163,7 @@ def test_expansion_is_deterministic_and_leaves_the_document_alone() -> None:
     for text in (ONE_TIER, TWO_TIERS, ON_A_FABRIC):
         document = yaml.safe_load(text)
         before = copy.deepcopy(document)
-        first, second = expand(document), expand(copy.deepcopy(document))
+        first, second = expand(convert_units(document)), expand(convert_units(copy.deepcopy(document)))
         assert json.dumps(first.document) == json.dumps(second.document)
         assert document == before and "supernodes" not in first.document
 
