@@ -130,7 +130,3 @@ def fault_to_dict(fault: LinkChange) -> dict[str, Any]:
 
 def fault_from_dict(row: dict[str, Any]) -> LinkChange:
     return change_from_dict(row)
-
-
-def FaultSpec(index: int, at_ps: int, link: str, **change: Any) -> LinkChange:  # noqa: N802  # TEMPORARY shim
-    return change_from_dict({"index": index, "at_ps": at_ps, "link": link, **change})

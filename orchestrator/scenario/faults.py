@@ -1,18 +1,18 @@
 """Written faults expanded into the link faults they stand for, so every partition sees the whole timeline.
 
-A fault names a link (kept as written), a fabric's plane (every link of it), a device (every link of it:
-a failure) or a WAN pair (:meth:`orchestrator.scenario.wan.WanExpander.fault`). Expanded faults say why they
-change a link (``_cause``), so :func:`reconcile` brings a link up only when nothing else holds it down.
+Each written fault's class (:mod:`orchestrator.scenario.fault_kinds`) checks it and expands it. Expanded
+faults say why they change a link (``_cause``), so :func:`reconcile` brings a link up only when nothing
+else holds it down.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from emulators.model.units import shown
-from orchestrator.errors import KeyPath, KeyProblem, listing
+from orchestrator.errors import KeyPath, KeyProblem
 from orchestrator.scenario.builder import MAX_FAULTS, Builder, Origin
-from orchestrator.scenario.fabric import Fabric, fabric_named
+from orchestrator.scenario.fabric import Fabric
+from orchestrator.scenario.fault_kinds import Scope, parse_fault
 from orchestrator.scenario.wan import WanExpander
 
 
@@ -25,6 +25,7 @@ def expand_faults(
         builder.origins[("faults", position)] = Origin(("wan",))
     written_at: list[int | None] = [None] * len(faults)  # position -> the written fault it came from
     idle_faults: dict[int, str] = {}
+    scope = Scope(builder, fabrics, wan)
     count_plane_faults(builder.written, fabrics, len(faults))
     for index, spec in enumerate(builder.written.get("faults", [])):
         path: KeyPath = ("faults", index)
@@ -33,14 +34,15 @@ def expand_faults(
                 (*path, "plane"),
                 "goes with fabric, for a fault on every link of one plane; this fault names a link",
             )
-        expanded = expand_fault(builder, fabrics, wan, spec, path)
+        fault = parse_fault(spec, path)
+        expanded = fault.expand(scope)
         count_faults(len(faults), len(expanded), path)
         if not expanded:
-            idle_faults[index] = idle_reason(spec)
-        for fault in expanded:
-            if len(faults) != index or fault is not spec:
+            idle_faults[index] = f"{fault.describe()}: {fault.idle_reason()}"
+        for change in expanded:
+            if len(faults) != index or change is not spec:
                 builder.origins[("faults", len(faults))] = Origin(path)
-            faults.append(fault)
+            faults.append(change)
             written_at.append(index)
     keep = reconcile(builder, faults)
     dropped = {i for i, kept in zip(written_at, keep, strict=True) if not kept}
@@ -67,13 +69,6 @@ def count_faults(before: int, more: int, path: KeyPath) -> None:
         raise KeyProblem(path, (
             f"makes {more:,} link faults, which with the {before:,} before it is more than the {MAX_FAULTS:,} a "
             "scenario may have"))
-
-
-def idle_reason(spec: dict[str, Any]) -> str:
-    """Why a written fault expanded to no link fault at all."""
-    if "device" in spec:
-        return f"device {spec['device']!r} has no links"
-    return "every change it makes would come after the run ends"
 
 
 def reconcile(builder: Builder, faults: list[Any]) -> list[bool]:
@@ -107,57 +102,3 @@ def reconcile(builder: Builder, faults: list[Any]) -> list[bool]:
         kept += 1
     builder.origins = origins
     return keep
-
-
-def expand_fault(
-    builder: Builder, fabrics: dict[str, Fabric], wan: WanExpander | None, spec: dict[str, Any], path: KeyPath
-) -> list[dict[str, Any]]:
-    if "fabric" in spec:
-        return plane_faults(fabrics, spec, path)
-    if "wan" in spec:
-        if wan is None:
-            raise KeyProblem((*path, "wan"), "names a WAN pair, and this scenario has no wan block")
-        return list(wan.fault(spec, path))
-    if "device" in spec:
-        return device_fault(builder, spec, path)
-    return [spec]
-
-
-def plane_faults(fabrics: dict[str, Fabric], spec: dict[str, Any], path: KeyPath) -> list[dict[str, Any]]:
-    """One state change per link of one plane: its server links, then its uplinks."""
-    fabric = fabric_named(fabrics, spec["fabric"], (*path, "fabric"))
-    if "plane" not in spec:
-        raise KeyProblem(
-            (*path, "plane"), "required key is missing; a fault on a fabric names its plane: a or b"
-        )
-    for key in ("rate", "ber", "length"):
-        if key in spec:
-            raise KeyProblem(
-                (*path, key),
-                "a plane fault changes state only (down or up); to change a link's rate, ber or length, "
-                "name the link",
-            )
-    if fabric.planes == 1:
-        raise KeyProblem(
-            (*path, "plane"),
-            f"fabric {fabric.name!r} has one plane; plane faults need planes: 2 (name links to fail parts of it)",
-        )
-    cause = f"plane:{fabric.name}:{spec['plane']}"
-    return [
-        {"at": spec["at"], "link": link, "state": spec["state"], "_cause": cause}
-        for link in fabric.plane_link_names(spec["plane"])
-    ]
-
-
-def device_fault(builder: Builder, spec: dict[str, Any], path: KeyPath) -> list[dict[str, Any]]:
-    """A failed device: every link of it goes down (or comes back up)."""
-    name = spec["device"]
-    if name not in builder.devices:
-        known = listing(sorted(builder.devices))
-        raise KeyProblem((*path, "device"), f"no device named {shown(name)}; devices: {known}")
-    if "state" not in spec:
-        raise KeyProblem(path, "a device fault changes state only: down or up")
-    return [
-        {"at": spec["at"], "link": link, "state": spec["state"], "_cause": f"device:{name}"}
-        for link in builder.links_of(name)
-    ]

@@ -17,7 +17,7 @@ from typing import Any, NoReturn
 from jsonschema import Draft202012Validator
 
 from emulators.kernel.frame import MAX_PORTS
-from emulators.model.faults import LinkChange
+from emulators.model.faults import LinkChange, change
 from emulators.model.job import JobPlan
 from emulators.model.scenario import RAW, RDMA, RDMA_PRIORITY
 from emulators.model.units import format_rate, format_time, parse_rate, parse_size, parse_time_ps, shown
@@ -26,7 +26,8 @@ from emulators.tester.kind import SMALLEST_FRAME_BYTES
 from orchestrator.errors import KeyPath, KeyProblem, key_path, listing
 from orchestrator.scenario import checks
 from orchestrator.scenario.builder import Expansion, value_at
-from orchestrator.scenario.model import DeviceSpec, Endpoint, FaultSpec, FlowSpec, LinkSpec, Scenario
+from orchestrator.scenario.fault_kinds import LINK_CHANGE_FIELDS
+from orchestrator.scenario.model import DeviceSpec, Endpoint, FlowSpec, LinkSpec, Scenario
 from orchestrator.scenario.schema_errors import first_schema_problem
 from orchestrator.scenario.traffic import RAW_FLOW_NEEDS_RATE
 from orchestrator.scenario.units import convert, unit_problem
@@ -351,8 +352,8 @@ class Resolver:
                 self.fail(
                     (*path, "link"), f"no link named {shown(spec['link'])}; links: {listing(link_names)}"
                 )
-            faults.append(FaultSpec(index=index, at_ps=at_ps, link=spec["link"], state=spec.get("state"),
-                                    rate_bps=spec.get("rate"), ber=spec.get("ber"), length_mm=spec.get("length")))
+            written = next(key for key in LINK_CHANGE_FIELDS if key in spec)
+            faults.append(change(index, at_ps, spec["link"], LINK_CHANGE_FIELDS[written], spec[written]))
         return tuple(faults)
 
 

@@ -6,10 +6,8 @@ per remote site a working line port ``PEER-w`` and, with protection, ``PEER-p``)
 named ``wan-A-B`` (working) and ``wan-A-B-protection``. The gateway's fabric side carries
 ``convergence`` times its WAN side (clients x client_rate).
 
-WAN faults expand into link faults here, so every partition sees the whole timeline (and the
-lookahead accounts for restored paths): ``cut``/``repair`` a path, ``ber`` and ``flexo`` (N x 100G)
-on a pair's line links, ``lightpath: up|down`` (up after the pair's setup time), and ASON/WSON
-restoration (a cut path comes back after ``restoration.after`` with ``restoration.length``).
+WAN faults (``cut``/``repair`` a path, ``ber``, ``flexo``, ``lightpath``, and ASON/WSON restoration) are
+classes of :mod:`orchestrator.scenario.fault_kinds`; they expand on the pairs made here.
 """
 
 from __future__ import annotations
@@ -19,7 +17,6 @@ from fractions import Fraction
 from typing import Any
 
 from emulators.model.units import parse_length_mm, parse_time_ps, shown
-from emulators.otn.node import FLEXO_STEP_BPS
 from orchestrator.errors import KeyPath, KeyProblem, listing
 from orchestrator.scenario.builder import Builder, Origin
 from orchestrator.scenario.fabric import Fabric
@@ -75,7 +72,7 @@ def otn(site: str) -> str:
 
 
 class WanExpander:
-    """The WAN block's sites, pairs and line links; then the link faults each WAN fault stands for."""
+    """The WAN block's sites, pairs and line links, and the lightpaths torn down at the start."""
 
     def __init__(self, builder: Builder, fabrics: dict[str, Fabric], spec: dict[str, Any]) -> None:
         self.builder = builder
@@ -245,49 +242,3 @@ class WanExpander:
         if pair is None:
             raise KeyProblem(path, f"no WAN pair {shown(name)}; pairs: {listing(self.pairs)}")
         return pair
-
-    def fault(self, spec: dict[str, Any], path: KeyPath) -> list[dict[str, Any]]:
-        """The link faults one WAN fault stands for; what it schedules past the run's end is dropped."""
-        end = self.builder.written["duration"]
-        return [f for f in self._fault(spec, path) if f is spec or f["at"] <= end]
-
-    def _fault(self, spec: dict[str, Any], path: KeyPath) -> list[dict[str, Any]]:
-        pair = self.pair_named(spec["wan"], (*path, "wan"))
-        at = spec["at"]
-        if "cut" in spec:
-            out = [
-                {"at": at, "link": link, "state": "down", "_cause": "cut"}
-                for link in self._links(pair, spec["cut"], path)
-            ]
-            if pair.restoration is not None:  # ASON/WSON: a new path, set up after a while, with its own length
-                back = at + pair.restoration["after"]
-                for fault in list(out):
-                    out.append(
-                        {"at": back, "link": fault["link"], "length": pair.restoration["length"], "_restoration": True}
-                    )
-                    out.append(
-                        {"at": back, "link": fault["link"], "state": "up", "_cause": "cut", "_restoration": True}
-                    )
-            return out
-        if "repair" in spec:
-            return [
-                {"at": at, "link": link, "state": "up", "_cause": "cut"}
-                for link in self._links(pair, spec["repair"], path)
-            ]
-        if "ber" in spec:
-            return [{"at": at, "link": link, "ber": spec["ber"]} for link in pair.links()]
-        if "flexo" in spec:  # the line is resized; its ODUs share it
-            rate = spec["flexo"] * FLEXO_STEP_BPS // pair.odus
-            return [{"at": at, "link": link, "rate": rate} for link in pair.links()]
-        if "lightpath" in spec:
-            if spec["lightpath"] == "down":
-                return [{"at": at, "link": link, "state": "down", "_cause": "lightpath"} for link in pair.links()]
-            up_at = at + pair.setup_time_ps
-            return [{"at": up_at, "link": link, "state": "up", "_cause": "lightpath"} for link in pair.links()]
-        raise KeyProblem(path, "a WAN fault needs one of cut, repair, ber, flexo or lightpath")
-
-    def _links(self, pair: Pair, which: str, path: KeyPath) -> list[str]:
-        try:
-            return pair.links(which)
-        except KeyProblem as e:
-            raise KeyProblem(path, e.problem) from None

@@ -7,11 +7,11 @@ import json
 
 import pytest
 
+from emulators.model.faults import LinkBer, LinkState
 from emulators.model.job import COLLECTIVE, COMPUTE, DP, JobPlan, Op, RankPlace
 from emulators.model.scenario import (
     DeviceSpec,
     Endpoint,
-    FaultSpec,
     FlowSpec,
     LinkSpec,
     Scenario,
@@ -33,7 +33,7 @@ SCENARIO = Scenario(
              DeviceSpec("gpu1", "gpu-server", None, ("nic0",))),
     links=(LinkSpec("l0", Endpoint("gpu0", "nic0"), Endpoint("gpu1", "nic0"), 400 * 10**9, 2000),),
     flows=(FlowSpec("f0", Endpoint("gpu0", "nic0"), Endpoint("gpu1", "nic0"), 10**9, 1500, 0, 3),),
-    faults=(FaultSpec(0, 5, "l0", state="down"), FaultSpec(1, 7, "l0", ber=1e-9)),
+    faults=(LinkState(0, 5, "l0", "down"), LinkBer(1, 7, "l0", 1e-9)),
     job=PLAN, warnings=("not sent",),
 )
 

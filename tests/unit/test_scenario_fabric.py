@@ -9,10 +9,11 @@ import json
 import pytest
 import yaml
 
+from emulators.model.faults import LinkState
 from emulators.model.scenario import RDMA, RDMA_PRIORITY, Scenario
 from orchestrator.scenario.expand import expand
 from orchestrator.scenario.loader import ScenarioError, parse_scenario
-from orchestrator.scenario.model import Endpoint, FaultSpec, scenario_to_dict
+from orchestrator.scenario.model import Endpoint, scenario_to_dict
 from orchestrator.scenario.units import convert_units
 
 SOURCE = "scenarios/f.yaml"
@@ -186,9 +187,9 @@ def test_a_plane_fault_takes_every_link_of_the_plane_at_once() -> None:
         "dc1-b-leaf1.up2",
     ]
     assert scenario.faults == (
-        FaultSpec(index=0, at_ps=10**9, link="dc1-s0.nic-a", state="down"),
-        *(FaultSpec(index=1 + i, at_ps=2 * 10**9, link=name, state="down") for i, name in enumerate(plane_b)),
-        FaultSpec(index=11, at_ps=3 * 10**9, link="dc1-s0.nic-a", state="up"),
+        LinkState(0, 10**9, "dc1-s0.nic-a", "down"),
+        *(LinkState(1 + i, 2 * 10**9, name, "down") for i, name in enumerate(plane_b)),
+        LinkState(11, 3 * 10**9, "dc1-s0.nic-a", "up"),
     )
 
 

@@ -8,13 +8,14 @@ import pytest
 from jsonschema import Draft202012Validator
 
 from emulators.kernel.frame import MAX_PORTS
+from emulators.model.faults import LinkBer, LinkLength, LinkRate, LinkState
 from emulators.model.scenario import RAW as RAW_TRANSPORT
 from emulators.model.scenario import RDMA as RDMA_TRANSPORT
 from emulators.model.scenario import RDMA_PRIORITY
 from emulators.registry import DEVICE_KINDS, DeviceKind
 from orchestrator.scenario import units
 from orchestrator.scenario.loader import ScenarioError, load_scenario, parse_scenario, scenario_schema
-from orchestrator.scenario.model import Endpoint, FaultSpec, FlowSpec
+from orchestrator.scenario.model import Endpoint, FlowSpec
 
 SOURCE = "scenarios/x.yaml"
 
@@ -79,10 +80,10 @@ def test_valid_scenario_resolves_with_defaults() -> None:
     assert by_time.start_ps == 10_000_000
 
     assert scenario.faults == (
-        FaultSpec(index=0, at_ps=10_000_000_000, link="ta/p0--tb/p0", state="down"),
-        FaultSpec(index=1, at_ps=20_000_000_000, link="loop", rate_bps=25_000_000_000),
-        FaultSpec(index=2, at_ps=30_000_000_000, link="loop", ber=1e-6),
-        FaultSpec(index=3, at_ps=40_000_000_000, link="loop", length_mm=10_000_000),
+        LinkState(0, 10_000_000_000, "ta/p0--tb/p0", "down"),
+        LinkRate(1, 20_000_000_000, "loop", 25_000_000_000),
+        LinkBer(2, 30_000_000_000, "loop", 1e-6),
+        LinkLength(3, 40_000_000_000, "loop", 10_000_000),
     )
 
 

@@ -155,7 +155,7 @@ def test_faults_name_a_supernodes_links_and_switches() -> None:
     text = ("duration: 1ms\nsupernodes:\n  sn: {gpus: 8}\nfaults:\n  - {at: 0.5ms, device: sn-sw, state: down}\n"
             "  - {at: 0.6ms, link: sn-s0.olink3, ber: 1e-9}\n")
     faults = load(text).faults
-    assert [(f.link, f.state) for f in faults[:8]] == [(f"sn-s0.olink{g}", "down") for g in range(8)]
+    assert [(f.link, f.describe()) for f in faults[:8]] == [(f"sn-s0.olink{g}", "down") for g in range(8)]
     assert (faults[8].link, faults[8].ber) == ("sn-s0.olink3", 1e-9)
 
 

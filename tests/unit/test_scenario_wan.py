@@ -60,7 +60,7 @@ def test_wan_faults_expand_into_link_faults_with_restoration() -> None:
     faults = ("[{at: 1ms, wan: dc1-dc2, cut: both}, {at: 3ms, wan: dc1-dc2, flexo: 4},"
               " {at: 4ms, wan: dc1-dc2, ber: 1e-9}, {at: 5ms, device: gw-dc2, state: down}]")
     s = parse_scenario(scenario(pairs, faults).replace("duration: 1s", "duration: 3s"), SOURCE)
-    got = [(f.at_ps, f.link, f.state, f.length_mm, f.rate_bps, f.ber) for f in s.faults]
+    got = [(f.at_ps, f.link, *(f.to_dict()[k] for k in ("state", "length_mm", "rate_bps", "ber"))) for f in s.faults]
     ms = 10**9
     assert got[:6] == [
         (1 * ms, "wan-dc1-dc2", "down", None, None, None),
@@ -98,7 +98,7 @@ def test_malformed_wan_fails_with_one_line_naming_the_key(pairs: str, faults: st
 def test_restoration_past_the_end_of_the_run_is_left_out() -> None:
     pairs = "[{a: dc1, b: dc2, length: 300km, restoration: {after: 2s, length: 450km}}]"
     s = parse_scenario(scenario(pairs, "[{at: 1ms, wan: dc1-dc2, cut: working}]"), SOURCE)
-    assert [(f.link, f.state) for f in s.faults] == [("wan-dc1-dc2", "down")]
+    assert [(f.link, f.describe()) for f in s.faults] == [("wan-dc1-dc2", "down")]
 
 
 def test_errors_in_written_faults_name_them_even_after_on_demand_faults() -> None:
@@ -121,9 +121,10 @@ def test_a_recovering_device_does_not_revive_a_cut_fibre_and_a_repair_cancels_re
     with pytest.raises(ScenarioError, match=r"faults\[4\]\.link: no link named 'nope'"):
         parse_scenario(scenario(pairs, faults), SOURCE)  # errors still name the written fault
     s = parse_scenario(scenario(pairs, faults.replace(", {at: 6ms, link: nope, state: down}", "")), SOURCE)
-    line = [(f.at_ps // 10**9, f.state, f.length_mm) for f in s.faults if f.link == "wan-dc1-dc2"]
+    line = [(f.at_ps // 10**9, *(f.to_dict()[k] for k in ("state", "length_mm"))) for f in s.faults
+            if f.link == "wan-dc1-dc2"]
     # down at 1 ms (cut) and 2 ms (device); the device's recovery at 3 ms leaves the cut fibre down;
     # the repair at 5 ms brings it up, and the restoration planned for 101 ms is dropped
     assert line == [(1, "down", None), (2, "down", None), (5, "up", None)]
-    client = [(f.at_ps // 10**9, f.state) for f in s.faults if f.link == "gw-dc1.wan0"]
+    client = [(f.at_ps // 10**9, f.describe()) for f in s.faults if f.link == "gw-dc1.wan0"]
     assert client == [(2, "down"), (3, "up")]  # nothing else held the client link down
