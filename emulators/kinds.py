@@ -17,12 +17,16 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from emulators.model.scenario import DeviceSpec, LinkSpec
 from emulators.openconfig import NO_PATHS, DevicePaths
 
 # a problem a check finds: (key path inside options, what is wrong)
 Problem = tuple[tuple[str | int, ...], str]
 # checks the schema cannot express, on options already in integer units: (options, the device's ports)
 OptionsCheck = Callable[[dict[str, Any], tuple[str, ...]], Problem | None]
+# checks across the whole scenario, on devices and links already resolved: (devices, links) -> (key path of
+# the expanded scenario, problem) or None; every kind's runs on every scenario (a kind checks what touches it)
+ScenarioCheck = Callable[[tuple[DeviceSpec, ...], tuple[LinkSpec, ...]], Problem | None]
 # a device's lines in the text summary, from its name and its entry in results.json
 DeviceLines = Callable[[str, dict[str, Any]], list[str]]
 # a kind's lines over all its devices' entries in results.json, in device order
@@ -48,6 +52,7 @@ class DeviceKind:
     forwards: bool = False  # switches: frames pass through them toward other devices
     latency_ps: int = 0  # a forwarding device's default latency option
     check: OptionsCheck | None = None
+    check_scenario: ScenarioCheck | None = None
     summary_lines: SummaryLines | None = None
     # "module:object" of its OpenConfig paths beyond every device's system and interfaces (a
     # DevicePaths), imported only when gNMI reads or sets a device of this kind

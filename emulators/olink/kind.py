@@ -8,6 +8,7 @@ from emulators.kinds import DeviceKind, Problem, SummaryLines
 from emulators.kinds import unit_option as _unit
 from emulators.model.units import format_bytes
 from emulators.olink import spec
+from emulators.olink.checks import check_link_layer
 from emulators.olink.ports import PORT_FIGURES, REPLAY_LEAST, SCALE_UP_SUMMARY_RANK, port_totals
 
 OLINK_OPTIONS_SCHEMA: dict[str, Any] = {
@@ -75,6 +76,7 @@ OLINK = DeviceKind(
     options_schema=OLINK_OPTIONS_SCHEMA,
     class_path="emulators.olink.switch:OLinkSwitch",
     check=_check_olink_options,
+    check_scenario=check_link_layer,
     forwards=True,
     latency_ps=spec.DEFAULT_LATENCY_PS,
     summary_lines=SummaryLines(SCALE_UP_SUMMARY_RANK, device=_summary),

@@ -7,7 +7,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import TypeVar
 
-from emulators.model.scenario import DeviceSpec, Endpoint, Scenario
+from emulators.model.scenario import DeviceSpec, Endpoint, LinkSpec, Scenario
 from emulators.olink.spec import KIND, scale_up_ports
 
 T = TypeVar("T")
@@ -41,10 +41,10 @@ def _attachments(scenario: Scenario) -> dict[Endpoint, Endpoint]:
     return found
 
 
-@_per_scenario
-def domains(scenario: Scenario) -> dict[str, int]:
-    """OLink switch -> the index of its scale-up domain (switches joined by links among them)."""
-    switches = sorted(d.name for d in scenario.devices if d.kind == KIND)
+def switch_groups(devices: tuple[DeviceSpec, ...], links: tuple[LinkSpec, ...]) -> dict[str, int]:
+    """OLink switch -> the index of its scale-up domain (switches joined by links among them), domains
+    numbered in the order of their first switch's name."""
+    switches = sorted(d.name for d in devices if d.kind == KIND)
     parent = {name: name for name in switches}
 
     def root(name: str) -> str:
@@ -53,13 +53,19 @@ def domains(scenario: Scenario) -> dict[str, int]:
             name = parent[name]
         return name
 
-    for link in scenario.links:
+    for link in links:
         if link.a.device in parent and link.z.device in parent:
             a, z = root(link.a.device), root(link.z.device)
             if a != z:
                 parent[max(a, z)] = min(a, z)
     roots = sorted({root(name) for name in switches})
     return {name: roots.index(root(name)) for name in switches}
+
+
+@_per_scenario
+def domains(scenario: Scenario) -> dict[str, int]:
+    """OLink switch -> the index of its scale-up domain."""
+    return switch_groups(scenario.devices, scenario.links)
 
 
 def gpu_planes(scenario: Scenario, server: DeviceSpec, gpu: int) -> list[tuple[str, str]]:

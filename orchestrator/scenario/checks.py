@@ -1,5 +1,6 @@
-"""Pass 6: checks across the resolved scenario that no single entry shows: how much a run would sample,
-OLink buffers and link layers, and whether the ranks that talk can reach each other.
+"""Pass 6: checks across the resolved scenario that no single entry shows: how much a run would sample
+and whether the ranks that talk can reach each other (each device kind checks its own across the scenario:
+emulators.kinds.DeviceKind.check_scenario).
 
 Each refuses with a :class:`~orchestrator.errors.KeyProblem` at a key path of the expanded document.
 """
@@ -12,11 +13,10 @@ from emulators.context import ScenarioContext
 from emulators.kernel.port import PORT_COUNTERS
 from emulators.model.job import ALL_TO_ALL, JobPlan
 from emulators.model.units import format_time, shown
-from emulators.olink import spec as olink_spec
 from emulators.rdma.host import nic_ports_of
 from emulators.registry import DEVICE_KINDS
 from orchestrator.errors import KeyPath, KeyProblem
-from orchestrator.scenario.model import DeviceSpec, Endpoint, LinkSpec, Scenario
+from orchestrator.scenario.model import DeviceSpec, Endpoint, Scenario
 from orchestrator.workload.placement import scale_up_domains
 
 DEFAULT_SAMPLE_INTERVAL = "1ms"
@@ -43,70 +43,6 @@ def check_samples(devices: tuple[DeviceSpec, ...], duration_ps: int, interval_ps
     raise KeyProblem(("sample_interval",), (
         f"{given} over {format_time(duration_ps)} takes {samples:,} samples of at least {series:,} counters "
         f"({series * samples:,} values); a run keeps at most {MAX_SAMPLED_VALUES:,}: {fix}"))
-
-
-def check_olink_buffers(devices: tuple[DeviceSpec, ...]) -> None:
-    """Credits and replay buffers written for OLink ports must hold the scenario's largest OLink
-    frame, or nothing could ever be sent."""
-    chunk = olink_spec.largest_chunk(devices)
-    frame = olink_spec.wire_bytes(chunk)
-    for device in devices:
-        if device.kind not in (olink_spec.KIND, "gpu_server"):
-            continue
-        prefix: KeyPath = ("devices", device.name, "options")
-        if device.kind != olink_spec.KIND:
-            prefix = (*prefix, "olink")
-        for key, value in (("credit", olink_spec.credit(device.kind, device.options, chunk)),
-                           ("replay_buffer", olink_spec.replay_buffer(device.kind, device.options, chunk))):
-            if value < frame:
-                raise KeyProblem((*prefix, key), (
-                    f"{value} bytes cannot hold one OLink frame of the scenario's largest chunk ({chunk} bytes, "
-                    f"{frame} on the wire); raise it or lower the GPU servers' olink.chunk"))
-
-
-def check_olink_links(devices: tuple[DeviceSpec, ...], links: tuple[LinkSpec, ...]) -> None:
-    """OLink switch ports link to OLink switches or to GPU servers' scale-up ports, and those ports
-    only to OLink switches: the two ends of a link must speak the same link layer."""
-    kinds = {device.name: device.kind for device in devices}
-    # every GPU of one supernode (OLink switches joined by links) has as many planes as the others
-    group = {d.name: d.name for d in devices if d.kind == olink_spec.KIND}
-
-    def root(name: str) -> str:
-        while group[name] != name:
-            name = group[name]
-        return name
-
-    attached: dict[Endpoint, str] = {}
-    for link in links:
-        if link.a.device in group and link.z.device in group:
-            group[root(link.a.device)] = root(link.z.device)
-        for near, far in ((link.a, link.z), (link.z, link.a)):
-            if far.device in group:
-                attached[near] = far.device
-    first: dict[str, tuple[str, int, int]] = {}  # supernode -> (server, GPU, scale-up ports) of its first GPU
-    for device in devices:
-        if device.kind != "gpu_server":
-            continue
-        for gpu, ports in olink_spec.scale_up_ports(device.ports).items():
-            switch = attached.get(Endpoint(device.name, ports[0]))
-            if switch is None:
-                continue
-            server, other, planes = first.setdefault(root(switch), (device.name, gpu, len(ports)))
-            if len(ports) != planes:
-                raise KeyProblem(("devices", device.name, "ports"), (
-                    f"GPU {gpu} has {len(ports)} scale-up ports (OLink planes), but GPU {other} of {server} in "
-                    f"the same supernode has {planes}; give every GPU of a supernode the same number of planes"))
-    for index, link in enumerate(links):
-        for near, far in ((link.a, link.z), (link.z, link.a)):
-            scale_up = kinds[near.device] == "gpu_server" and olink_spec.is_scale_up_port(near.port)
-            if kinds[far.device] == olink_spec.KIND and kinds[near.device] != olink_spec.KIND and not scale_up:
-                raise KeyProblem(("links", index), (
-                    f"{near} is not an OLink port, but {far} is on an OLink switch; link a GPU server's "
-                    f"scale-up port (olink<g> or olink<g>-<p>) or another OLink switch to it"))
-            if scale_up and kinds[far.device] != olink_spec.KIND:
-                raise KeyProblem(("links", index), (
-                    f"{near} is a scale-up port, but {far} is not on an OLink switch; link it to an olink "
-                    f"device, or rename the port if it is a NIC"))
 
 
 def check_reach(scenario: Scenario, where: KeyPath = ("job", "placement")) -> None:

@@ -78,9 +78,10 @@ class Resolver:
         sample_interval_ps: int = doc.get("sample_interval", DEFAULT_SAMPLE_INTERVAL_PS)
         devices = self.devices(doc.get("devices", {}))
         checks.check_samples(devices, duration_ps, sample_interval_ps, self.written.get("sample_interval"))
-        checks.check_olink_buffers(devices)
         links = self.links(doc.get("links", []), {device.name: device for device in devices})
-        checks.check_olink_links(devices, links)
+        for kind in DEVICE_KINDS.values():  # what each kind checks across devices and links
+            if kind.check_scenario is not None and (problem := kind.check_scenario(devices, links)) is not None:
+                raise KeyProblem(*problem)
         sites = doc["sites"] if "sites" in doc else sorted({d.site for d in devices if d.site is not None})
         scenario = Scenario(
             name=doc.get("name", _default_name(self.source)),
