@@ -13,8 +13,8 @@ Option values that carry units say so with ``"x-unit"`` (``rate``, ``size``, ``l
 from __future__ import annotations
 
 import importlib
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
 from emulators.model.scenario import DeviceSpec, LinkSpec
@@ -51,6 +51,9 @@ class DeviceKind:
     class_path: str  # "module:Class", imported only when a device of this kind is built
     forwards: bool = False  # switches: frames pass through them toward other devices
     latency_ps: int = 0  # a forwarding device's default latency option
+    # option -> its value unless a device's options say otherwise, in integer units; options whose default
+    # depends on the device's surroundings (a link's delay, the GPU type, the frame size) say so in the schema
+    defaults: Mapping[str, Any] = field(default_factory=dict)
     check: OptionsCheck | None = None
     check_scenario: ScenarioCheck | None = None
     summary_lines: SummaryLines | None = None
@@ -68,6 +71,12 @@ class DeviceKind:
             return NO_PATHS
         paths: DevicePaths[Any] = _load(self.paths)
         return paths
+
+
+def own_defaults(model_defaults: Mapping[str, Any], options_schema: dict[str, Any]) -> dict[str, Any]:
+    """The defaults of a kind's own options, from its model's table (which may hold settings its options do not
+    offer: a gateway forwards like a switch, as a leaf in RoCE mode)."""
+    return {name: value for name, value in model_defaults.items() if name in options_schema["properties"]}
 
 
 def _load(ref: str) -> Any:

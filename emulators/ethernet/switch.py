@@ -14,43 +14,21 @@ from hashlib import blake2b
 from typing import TYPE_CHECKING, Any
 
 from emulators.ethernet.gse import GseLeaf
-from emulators.ethernet.kind import SWITCH_LATENCY_PS
+from emulators.ethernet.kind import DEFAULTS, GSE_DEFAULTS, XON_BELOW_XOFF
 from emulators.ethernet.mmu import HEADROOM_FRAME_BYTES, EcnMarker, SharedBuffer, default_headroom
 from emulators.kernel.device import Device
 from emulators.kernel.engine import Engine
 from emulators.kernel.frame import CONTROL_PRIORITY, DATA, PFC, Frame, device_of, honour_pfc, pfc_frame
 from emulators.kernel.port import PRIORITIES, Port
 from emulators.kernel.rng import stream_for
-from emulators.kernel.vtime import NEVER, PS_PER_MS
+from emulators.kernel.vtime import NEVER
 from emulators.model.faults import LinkChange, LinkState
 from emulators.model.scenario import Endpoint
 
 if TYPE_CHECKING:
     from emulators.context import ScenarioContext
 
-KIB = 1024
-MIB = 1024 * KIB
 UNLIMITED = NEVER  # the kernel's tail drop is off: the MMU decides admission
-
-DEFAULTS: dict[str, Any] = {
-    "role": "leaf", "mode": "roce", "buffer": 64 * MIB, "latency": SWITCH_LATENCY_PS,
-    "pfc": True, "lossless_priorities": [3], "pfc_xoff": 512 * KIB, "lossy_alpha": 1.0,
-    "ecn": True, "ecn_kmin": 128 * KIB, "ecn_kmax": 1 * MIB, "ecn_pmax": 0.1,
-    "gse_container": 64 * KIB, "gse_credit": 1 * MIB,
-    "reconvergence": 50 * PS_PER_MS,
-}
-XON_BELOW_XOFF = 128 * KIB
-# Default sizes in bytes were set for 64 KiB frames (HEADROOM_FRAME_BYTES, the NIC's default chunk). A frame is the
-# emulation's grain: queues move a frame at a time, so with larger chunks (``rdma.chunk``) the
-# buffer and the PFC and ECN thresholds grow to span as many frames as at 64 KiB — otherwise one
-# 1 MiB frame in a queue would pass XOFF and Kmax at once and PFC and ECN would fire on every
-# frame, and per-port reservations would outgrow the buffer. Written values stay.
-# A GSE source leaf holds a request/grant round trip of data per NIC port in its destination queues
-# before it may send: XOFF toward the NIC must sit above that, or PFC throttles a flow the grants
-# would carry at line rate.
-# ECN is off: the destination leaf's scheduler keeps its egress backlog small, and marking that
-# backlog would only make DCQCN slow senders the grants already pace.
-GSE_DEFAULTS = {"pfc_xoff": 2 * MIB, "ecn": False}
 
 COUNTERS = (
     "buffer_bytes", "buffer_peak_bytes", "ingress_peak_bytes",

@@ -19,8 +19,8 @@ from __future__ import annotations
 from collections import deque
 from typing import TYPE_CHECKING, Any
 
-from emulators.ethernet.switch import DEFAULTS, MIB, Switch
-from emulators.gateway.kind import GATEWAY_LATENCY_PS
+from emulators.ethernet.switch import Switch
+from emulators.gateway.kind import DP_PRIORITY, GATEWAY_DEFAULTS, MICE_PRIORITY, PP_PRIORITY
 from emulators.kernel.engine import Engine
 from emulators.kernel.frame import (
     CNP,
@@ -33,36 +33,10 @@ from emulators.kernel.frame import (
     device_of,
 )
 from emulators.kernel.port import Port
-from emulators.kernel.vtime import PS_PER_US
 from emulators.model.scenario import DeviceSpec, Endpoint, LinkSpec, propagation_ps
 
 if TYPE_CHECKING:
     from emulators.context import ScenarioContext
-
-GIB = 1024 * MIB
-
-# The job's traffic classes: what the servers mark, and where the gateway lifts mice to.
-DP_PRIORITY = 3
-PP_PRIORITY = 4
-MICE_PRIORITY = 5
-
-GATEWAY_DEFAULTS: dict[str, Any] = DEFAULTS | {
-    "buffer": 4 * GIB,  # deep: holds several WAN bandwidth-delay products
-    "latency": GATEWAY_LATENCY_PS,
-    "ecn": False,  # congestion toward the WAN is signalled by fast CNPs
-    "lossless_priorities": [DP_PRIORITY, PP_PRIORITY, MICE_PRIORITY],
-    # per ingress port and priority: push back only after a burst, and resume (at xon) with more
-    # than a drain-rate round trip still queued on a 300 km WAN, so the WAN never idles in between
-    "pfc_xoff": 128 * MIB,
-    "pfc_xon": 96 * MIB,
-    "wan_ports": None,  # None: ports toward an OTN node, another gateway or another site
-    "fast_cnp": True,
-    "fast_cnp_threshold": 4 * MIB,
-    "fast_cnp_interval": 50 * PS_PER_US,
-    "elephant_bytes": 10 * MIB,
-    "mice_first": True,
-    "path_info": True,
-}
 
 GATEWAY_COUNTERS = (
     "wan_queue_bytes", "wan_queue_peak_bytes",  # bytes handed to the WAN ports and not yet sent

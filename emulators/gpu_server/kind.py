@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from emulators.gpu_server.gpus import DEFAULT_GPUS, GPU_TYPES
+from emulators.gpu_server.gpus import DEFAULT_GPU, DEFAULT_GPUS, GPU_TYPES
 from emulators.kinds import DeviceKind, Problem, SummaryLines
 from emulators.kinds import unit_option as _unit
 from emulators.olink import spec
@@ -70,6 +70,7 @@ GPU_SERVER = DeviceKind(
             "one RDMA NIC per GPU",
     options_schema=GPU_SERVER_OPTIONS_SCHEMA,
     class_path="emulators.gpu_server.device:GpuServer",
+    defaults={"gpus": DEFAULT_GPUS, "gpu": DEFAULT_GPU},  # tflops, mfu and the scale-up figures: the GPU type's
     check=_check_gpu_server_options,
     summary_lines=SummaryLines(SCALE_UP_SUMMARY_RANK, total=_summary_total),
     paths="emulators.gpu_server.openconfig:PATHS",

@@ -25,14 +25,15 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from emulators.ethernet.kind import MIB
 from emulators.ethernet.mmu import HEADROOM_FRAME_BYTES, default_headroom
-from emulators.ethernet.switch import DEFAULTS, MIB, Switch
+from emulators.ethernet.switch import Switch
 from emulators.kernel.engine import Engine
 from emulators.kernel.frame import CONTROL_FRAME_BYTES, CONTROL_PRIORITY, PATH_INFO, Frame, address
 from emulators.kernel.port import Port
 from emulators.kernel.vtime import NEVER, PS_PER_MS
 from emulators.model.scenario import Endpoint, LinkSpec, Scenario
-from emulators.otn.kind import OTN_LATENCY_PS
+from emulators.otn.kind import OTN_DEFAULTS
 
 if TYPE_CHECKING:
     from emulators.context import ScenarioContext
@@ -40,15 +41,6 @@ if TYPE_CHECKING:
 KIND = "otn"
 FLEXO_STEP_BPS = 100 * 10**9  # a Flex-O line grows and shrinks in steps of 100G
 WAN_CHUNK_BYTES = 4 * MIB  # the largest frame the node expects: a bulk DP chunk across the WAN
-OTN_DEFAULTS: dict[str, Any] = DEFAULTS | {
-    "latency": OTN_LATENCY_PS,  # client mapping + FEC encode/decode
-    "ecn": False,  # the gateway manages WAN congestion; the node is a lossless pipe
-    "pfc": True,
-    "lossless_priorities": [3, 4, 5],
-    "buffer": 1024 * MIB,  # a lossless 800G line over 300 km needs ~294 MB of headroom per priority
-    # a line-rate stream of chunks holds rate x latency + 2 chunks (8.5 MiB at 800G): no XOFF for that
-    "pfc_xoff": 16 * MIB,
-}
 DEFAULT_SWITCH_TIME_PS = 50 * PS_PER_MS
 ONE_PLUS_ONE = "1+1"
 OTS = "ots"

@@ -21,11 +21,11 @@ from emulators.rdma.host import build_nics, nic_ports
 from emulators.rdma.nic import RdmaNic
 from emulators.rdma.qp import QueuePair
 from emulators.rdma.receiver import FlowReceiver
+from emulators.tester.kind import DEFAULTS
 
 if TYPE_CHECKING:
     from emulators.context import ScenarioContext
 
-DEFAULT_MTU = 4096
 
 
 @dataclass
@@ -106,7 +106,7 @@ class Tester(Device):
     def __init__(self, name: str, device_id: int, engine: Engine, seed: int,
                  options: dict[str, Any] | None = None) -> None:
         super().__init__(name, device_id, engine, seed, options)
-        self.mtu = int(self.options.get("mtu", DEFAULT_MTU))
+        self.mtu = int(self.options.get("mtu", DEFAULTS["mtu"]))
         self.tx_flows: dict[int, TxFlow] = {}  # by flow index
         self.rx_flows: dict[int, RxFlow] = {}
         self.nics: list[RdmaNic] = []

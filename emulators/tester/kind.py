@@ -6,6 +6,7 @@ from emulators.kinds import DeviceKind
 from emulators.kinds import unit_option as _unit
 from emulators.rdma.options import NICS_OPTION, RDMA_OPTIONS_SCHEMA, check_nic_options
 
+DEFAULTS = {"mtu": 4096}  # bytes per packet of raw flows: RoCE's largest MTU
 SMALLEST_FRAME_BYTES = 64  # the smallest Ethernet frame: no packet, and so no frame a device sends, is smaller
 
 TESTER = DeviceKind(
@@ -23,6 +24,7 @@ TESTER = DeviceKind(
         },
     },
     class_path="emulators.tester.device:Tester",
+    defaults=DEFAULTS,
     check=check_nic_options,
     paths="emulators.rdma.openconfig:NIC_PATHS",
 )
