@@ -20,7 +20,8 @@ from typing import Any
 from emulators.model.scenario import DeviceSpec, LinkSpec
 from emulators.openconfig import NO_PATHS, DevicePaths
 
-# a problem a check finds: (key path inside options, what is wrong)
+# a problem a check finds: (key path, what is wrong); inside the options for an options check, of the expanded
+# scenario for a scenario check
 Problem = tuple[tuple[str | int, ...], str]
 # checks the schema cannot express, on options already in integer units: (options, the device's ports)
 OptionsCheck = Callable[[dict[str, Any], tuple[str, ...]], Problem | None]
@@ -51,6 +52,8 @@ class DeviceKind:
     class_path: str  # "module:Class", imported only when a device of this kind is built
     forwards: bool = False  # switches: frames pass through them toward other devices
     latency_ps: int = 0  # a forwarding device's default latency option
+    sends_flows: bool = False  # the scenario's flows: are sent and received by devices of this kind
+    portless: bool = False  # a device of this kind may have no port (it talks only inside itself)
     # option -> its value unless a device's options say otherwise, in integer units; options whose default
     # depends on the device's surroundings (a link's delay, the GPU type, the frame size) say so in the schema
     defaults: Mapping[str, Any] = field(default_factory=dict)

@@ -13,6 +13,7 @@ from typing import Any
 
 from tqdm import tqdm
 
+from emulators.model.scenario import Scenario
 from emulators.model.units import format_time
 from orchestrator.cli_args import (
     PACE_RANGE,
@@ -35,7 +36,6 @@ from orchestrator.results import read_json
 from orchestrator.run import BACKENDS, DEPLOY_BACKENDS, RunFailed, RunInterrupted, run_scenario, write_results
 from orchestrator.run_out import OutError, default_out, prepare_out
 from orchestrator.scenario.loader import ScenarioError, load_scenario
-from orchestrator.scenario.model import Scenario
 from orchestrator.subpools import add_subpool_bound
 from orchestrator.summary import estimate_summary, printable, summary
 from orchestrator.workload.estimate import estimate

@@ -6,10 +6,10 @@ from __future__ import annotations
 import tempfile
 from pathlib import Path
 
+from emulators.model.scenario import Scenario
 from orchestrator.deploy import DeployError
 from orchestrator.deploy.k8s_render import check_scenario_name
 from orchestrator.run import INPUTS_FILE
-from orchestrator.scenario.model import Scenario
 
 
 class OutError(Exception):

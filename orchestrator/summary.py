@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
+from emulators.model.scenario import Scenario
 from emulators.model.units import format_bytes, format_rate, format_time
 from emulators.registry import DEVICE_KINDS
-from orchestrator.scenario.model import Scenario
 
 MAX_EVENT_LINES = 20  # QP events in the summary; results.json keeps them all
 

@@ -1,6 +1,7 @@
 """Import circles and module sizes of the project's own packages.
 
-Every import counts — top level, inside functions (lazy) and under ``if TYPE_CHECKING`` — since each
+Every import counts — top level, inside functions (lazy), under ``if TYPE_CHECKING``, and a
+``"package.module:object"`` string that importlib loads (a kind's model class and paths) — since each
 is a dependency a reader has to hold. ``python scripts/import_cycles.py`` prints the strongly
 connected groups of modules and the largest modules; it exits 1 if there is a circle or a module
 over ``--max-lines``.
@@ -10,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import ast
+import re
 import sys
 from pathlib import Path
 
@@ -17,6 +19,7 @@ import networkx as nx
 
 ROOT = Path(__file__).resolve().parent.parent
 PACKAGES = ("emulators", "orchestrator", "services")
+LOADED = re.compile(r"(?:emulators|orchestrator|services)(?:\.\w+)+:\w+")  # "module:object", loaded by importlib
 
 
 def module_name(path: Path) -> str:
@@ -33,7 +36,9 @@ def imports(name: str, path: Path, known: set[str]) -> set[str]:
     package = name if path.name == "__init__.py" else name.rpartition(".")[0]
     found: set[str] = set()
     for node in ast.walk(ast.parse(path.read_text(), str(path))):
-        if isinstance(node, ast.Import):
+        if isinstance(node, ast.Constant) and isinstance(node.value, str) and LOADED.fullmatch(node.value):
+            targets = [node.value.partition(":")[0]]
+        elif isinstance(node, ast.Import):
             targets = [alias.name for alias in node.names]
         elif isinstance(node, ast.ImportFrom):
             base = node.module or ""

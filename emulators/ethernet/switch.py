@@ -13,8 +13,8 @@ from collections.abc import Callable, Iterator
 from hashlib import blake2b
 from typing import TYPE_CHECKING, Any
 
+from emulators.ethernet.defaults import DEFAULTS, GSE_DEFAULTS, XON_BELOW_XOFF
 from emulators.ethernet.gse import GseLeaf
-from emulators.ethernet.kind import DEFAULTS, GSE_DEFAULTS, XON_BELOW_XOFF
 from emulators.ethernet.mmu import HEADROOM_FRAME_BYTES, EcnMarker, SharedBuffer, default_headroom
 from emulators.kernel.device import Device
 from emulators.kernel.engine import Engine

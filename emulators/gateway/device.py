@@ -20,7 +20,7 @@ from collections import deque
 from typing import TYPE_CHECKING, Any
 
 from emulators.ethernet.switch import Switch
-from emulators.gateway.kind import DP_PRIORITY, GATEWAY_DEFAULTS, MICE_PRIORITY, PP_PRIORITY
+from emulators.gateway.defaults import DP_PRIORITY, GATEWAY_DEFAULTS, MICE_PRIORITY, PP_PRIORITY
 from emulators.kernel.engine import Engine
 from emulators.kernel.frame import (
     CNP,

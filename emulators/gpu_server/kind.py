@@ -70,6 +70,7 @@ GPU_SERVER = DeviceKind(
             "one RDMA NIC per GPU",
     options_schema=GPU_SERVER_OPTIONS_SCHEMA,
     class_path="emulators.gpu_server.device:GpuServer",
+    portless=True,
     defaults={"gpus": DEFAULT_GPUS, "gpu": DEFAULT_GPU},  # tflops, mfu and the scale-up figures: the GPU type's
     check=_check_gpu_server_options,
     summary_lines=SummaryLines(SCALE_UP_SUMMARY_RANK, total=_summary_total),

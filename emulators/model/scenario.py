@@ -113,20 +113,13 @@ def scenario_to_dict(s: Scenario) -> dict[str, Any]:
     # the faults and the job encode themselves: keep them out of the generic pass
     out: dict[str, Any] = msgspec.to_builtins(replace(s, faults=(), job=None))
     del out["warnings"]
-    out["faults"] = [fault_to_dict(f) for f in s.faults]
+    out["faults"] = [f.to_dict() for f in s.faults]
     out["job"] = s.job.to_dict() if s.job is not None else None
     return out
 
 
 def scenario_from_dict(d: dict[str, Any]) -> Scenario:
     scenario = msgspec.convert({**d, "faults": (), "job": None}, Scenario)
-    return replace(scenario, faults=tuple(fault_from_dict(f) for f in d["faults"]),
+    return replace(scenario, faults=tuple(change_from_dict(f) for f in d["faults"]),
                    job=JobPlan.from_dict(d["job"]) if d.get("job") else None)
 
-
-def fault_to_dict(fault: LinkChange) -> dict[str, Any]:
-    return fault.to_dict()
-
-
-def fault_from_dict(row: dict[str, Any]) -> LinkChange:
-    return change_from_dict(row)

@@ -5,22 +5,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from emulators.ethernet.kind import BUFFER_SUMMARY_RANK, MIB, SWITCH_FIGURES, buffer_lines, switch_like
-from emulators.ethernet.kind import DEFAULTS as SWITCH_DEFAULTS
+from emulators.ethernet.kind import BUFFER_SUMMARY_RANK, SWITCH_FIGURES, buffer_lines, switch_like
 from emulators.kinds import DeviceKind, Problem, SummaryLines, own_defaults
 from emulators.kinds import unit_option as _unit
 from emulators.model.units import format_time
-
-OTN_LATENCY_PS = 5_000_000  # forwarding latency unless a device's options say otherwise: mapping and FEC
-OTN_DEFAULTS: dict[str, Any] = SWITCH_DEFAULTS | {
-    "latency": OTN_LATENCY_PS,  # client mapping + FEC encode/decode
-    "ecn": False,  # the gateway manages WAN congestion; the node is a lossless pipe
-    "pfc": True,
-    "lossless_priorities": [3, 4, 5],
-    "buffer": 1024 * MIB,  # a lossless 800G line over 300 km needs ~294 MB of headroom per priority
-    # a line-rate stream of chunks holds rate x latency + 2 chunks (8.5 MiB at 800G): no XOFF for that
-    "pfc_xoff": 16 * MIB,
-}
+from emulators.otn.defaults import OTN_DEFAULTS, OTN_LATENCY_PS
 
 OTN_OPTIONS_SCHEMA = switch_like(
     {

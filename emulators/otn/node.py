@@ -25,7 +25,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from emulators.ethernet.kind import MIB
+from emulators.ethernet.defaults import MIB
 from emulators.ethernet.mmu import HEADROOM_FRAME_BYTES, default_headroom
 from emulators.ethernet.switch import Switch
 from emulators.kernel.engine import Engine
@@ -33,7 +33,7 @@ from emulators.kernel.frame import CONTROL_FRAME_BYTES, CONTROL_PRIORITY, PATH_I
 from emulators.kernel.port import Port
 from emulators.kernel.vtime import NEVER, PS_PER_MS
 from emulators.model.scenario import Endpoint, LinkSpec, Scenario
-from emulators.otn.kind import OTN_DEFAULTS
+from emulators.otn.defaults import OTN_DEFAULTS
 
 if TYPE_CHECKING:
     from emulators.context import ScenarioContext

@@ -21,7 +21,7 @@ from emulators.rdma.host import build_nics, nic_ports
 from emulators.rdma.nic import RdmaNic
 from emulators.rdma.qp import QueuePair
 from emulators.rdma.receiver import FlowReceiver
-from emulators.tester.kind import DEFAULTS
+from emulators.tester.defaults import DEFAULTS
 
 if TYPE_CHECKING:
     from emulators.context import ScenarioContext

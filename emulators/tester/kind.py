@@ -5,9 +5,7 @@ from __future__ import annotations
 from emulators.kinds import DeviceKind
 from emulators.kinds import unit_option as _unit
 from emulators.rdma.options import NICS_OPTION, RDMA_OPTIONS_SCHEMA, check_nic_options
-
-DEFAULTS = {"mtu": 4096}  # bytes per packet of raw flows: RoCE's largest MTU
-SMALLEST_FRAME_BYTES = 64  # the smallest Ethernet frame: no packet, and so no frame a device sends, is smaller
+from emulators.tester.defaults import DEFAULTS, SMALLEST_FRAME_BYTES
 
 TESTER = DeviceKind(
     name="tester",
@@ -25,6 +23,7 @@ TESTER = DeviceKind(
     },
     class_path="emulators.tester.device:Tester",
     defaults=DEFAULTS,
+    sends_flows=True,
     check=check_nic_options,
     paths="emulators.rdma.openconfig:NIC_PATHS",
 )

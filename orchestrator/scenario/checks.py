@@ -1,6 +1,6 @@
-"""Pass 6: checks across the resolved scenario that no single entry shows: how much a run would sample
-and whether the ranks that talk can reach each other (each device kind checks its own across the scenario:
-emulators.kinds.DeviceKind.check_scenario).
+"""Pass 5 (with the resolver): checks across the resolved scenario that no single entry shows: how much a
+run would sample and whether the ranks that talk can reach each other (each device kind checks its own
+across the scenario: emulators.kinds.DeviceKind.check_scenario).
 
 Each refuses with a :class:`~orchestrator.errors.KeyProblem` at a key path of the expanded document.
 """
@@ -12,11 +12,11 @@ from typing import Any
 from emulators.context import ScenarioContext
 from emulators.kernel.port import PORT_COUNTERS
 from emulators.model.job import ALL_TO_ALL, JobPlan
+from emulators.model.scenario import DeviceSpec, Endpoint, Scenario
 from emulators.model.units import format_time, shown
 from emulators.rdma.host import nic_ports_of
 from emulators.registry import DEVICE_KINDS
 from orchestrator.errors import KeyPath, KeyProblem
-from orchestrator.scenario.model import DeviceSpec, Endpoint, Scenario
 from orchestrator.workload.placement import scale_up_domains
 
 DEFAULT_SAMPLE_INTERVAL = "1ms"

@@ -2,11 +2,11 @@
 
 A written fault names what it acts on (``link``, ``fabric`` with ``plane``, ``device`` or ``wan``) and
 one change (``state``, ``rate``, ``ber``, ``length``, ``cut``, ``repair``, ``flexo`` or ``lightpath``),
-its quantities already in integer units. Its class checks the pair and what it names (``parse`` and
-``expand``), and expands it into the link changes of the timeline (:mod:`emulators.model.faults`),
-which apply themselves to links. A combination no class takes is an error naming the key, never a
-fault that silently changes nothing. A new kind of fault is one class here, added to
-:data:`FAULT_KINDS`.
+its quantities already in integer units. :func:`parse_fault` picks its class, which checks what it
+names and expands it (``expand``) into the link changes of the timeline (:mod:`emulators.model.faults`),
+which apply themselves to links; ``describe`` says it in words. A combination no class takes is an error
+naming the key, never a fault that silently changes nothing. A new kind of fault is one class here, added
+to :data:`FAULT_KINDS`, with its change key in :data:`CHANGES` and the schema's ``fault``.
 
 Expanded changes are mappings ``{at, link, <state|rate|ber|length>}``; a change that brings a link
 down or up says why (``_cause``), so the expansion brings a link up only when nothing else holds it

@@ -1,4 +1,4 @@
-"""Scenario files (YAML, version 0) to a resolved :class:`~orchestrator.scenario.model.Scenario`.
+"""Scenario files (YAML, version 0) to a resolved :class:`~emulators.model.scenario.Scenario`.
 
 One pipeline, each pass failing with one line that names the file, the key path and what is allowed:
 
@@ -18,11 +18,11 @@ import stat
 from collections.abc import Callable
 from pathlib import Path
 
+from emulators.model.scenario import Scenario
 from emulators.model.units import format_bytes
 from orchestrator.errors import KeyProblem, ScenarioError, key_path
 from orchestrator.scenario.builder import Expansion
 from orchestrator.scenario.expand import expand
-from orchestrator.scenario.model import Scenario
 from orchestrator.scenario.resolver import Resolver
 from orchestrator.scenario.schema import check_against_schema, scenario_schema
 from orchestrator.scenario.strict_yaml import read_yaml

@@ -19,15 +19,14 @@ from jsonschema import Draft202012Validator
 from emulators.kernel.frame import MAX_PORTS
 from emulators.model.faults import LinkChange, change
 from emulators.model.job import JobPlan
-from emulators.model.scenario import RAW, RDMA, RDMA_PRIORITY
+from emulators.model.scenario import RAW, RDMA, RDMA_PRIORITY, DeviceSpec, Endpoint, FlowSpec, LinkSpec, Scenario
 from emulators.model.units import format_rate, format_time, parse_rate, parse_size, parse_time_ps, shown
 from emulators.registry import DEVICE_KINDS, DeviceKind
-from emulators.tester.kind import SMALLEST_FRAME_BYTES
+from emulators.tester.defaults import SMALLEST_FRAME_BYTES
 from orchestrator.errors import KeyPath, KeyProblem, key_path, listing
 from orchestrator.scenario import checks
 from orchestrator.scenario.builder import Expansion, value_at
 from orchestrator.scenario.fault_kinds import LINK_CHANGE_FIELDS
-from orchestrator.scenario.model import DeviceSpec, Endpoint, FlowSpec, LinkSpec, Scenario
 from orchestrator.scenario.schema_errors import first_schema_problem
 from orchestrator.scenario.traffic import RAW_FLOW_NEEDS_RATE
 from orchestrator.scenario.units import convert, unit_problem
@@ -39,7 +38,6 @@ DEFAULT_SEED = 1
 DEFAULT_SAMPLE_INTERVAL_PS = parse_time_ps(checks.DEFAULT_SAMPLE_INTERVAL)
 DEFAULT_FRAME_BYTES = parse_size("64KiB")
 DEFAULT_BER = 0.0
-FLOW_KIND = "tester"  # flows are the tester's; GPU servers run a job's programs
 
 
 class Resolver:
@@ -146,7 +144,7 @@ class Resolver:
                 self.fail((*path, "ports"), (
                     f"has {len(spec['ports'])} ports, more than the {MAX_PORTS} a device may have (a frame's address "
                     "holds the port index in 8 bits)"))
-            if not spec["ports"] and kind.name != "gpu_server":
+            if not spec["ports"] and not kind.portless:
                 self.fail((*path, "ports"), f"has 0 entries; a {kind.name} needs at least 1 (only a GPU server "
                                             "that talks only inside itself goes without)")
             options = self.options(kind, spec.get("options", {}), (*path, "options"))
@@ -234,7 +232,7 @@ class Resolver:
         self, spec: dict[str, Any], src: Endpoint, by_name: Mapping[str, DeviceSpec], linked: set[Endpoint],
         path: KeyPath,
     ) -> FlowSpec:
-        if by_name[src.device].kind != FLOW_KIND:
+        if not DEVICE_KINDS[by_name[src.device].kind].sends_flows:
             self.fail(
                 (*path, "src"),
                 f"device {src.device!r} is a {by_name[src.device].kind}, not a tester; flows are sent by testers",
@@ -277,7 +275,7 @@ class Resolver:
         dst = self.endpoint(spec["dst"], by_name, (*path, "dst"))
         for end, key in ((src, "src"), (dst, "dst")):
             kind = DEVICE_KINDS[by_name[end.device].kind]
-            if kind.name != FLOW_KIND:
+            if not kind.sends_flows:
                 what = "runs a training job's programs" if _owns_nics(kind) else "has no RDMA NIC"
                 self.fail(
                     (*path, key),

@@ -33,12 +33,13 @@ def _reaches(source_prefix: str) -> set[str]:
     return found
 
 
-def test_the_checker_sees_lazy_and_type_checking_imports(tmp_path: Path) -> None:
+def test_the_checker_sees_lazy_type_checking_and_importlib_imports(tmp_path: Path) -> None:
     source = tmp_path / "m.py"
     source.write_text("from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    from emulators.kernel import engine\n"
-                      "def f():\n    import orchestrator.cli\n")
-    assert CHECKER.imports("x.m", source, {"emulators.kernel.engine", "orchestrator.cli"}) == {
-        "emulators.kernel.engine", "orchestrator.cli"}
+                      "def f():\n    import orchestrator.cli\n"
+                      "KIND = dict(class_path='emulators.tester.device:Tester')\n")
+    known = {"emulators.kernel.engine", "orchestrator.cli", "emulators.tester.device"}
+    assert CHECKER.imports("x.m", source, known) == known
 
 
 def test_no_import_circle() -> None:

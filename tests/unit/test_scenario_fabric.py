@@ -10,10 +10,9 @@ import pytest
 import yaml
 
 from emulators.model.faults import LinkState
-from emulators.model.scenario import RDMA, RDMA_PRIORITY, Scenario
+from emulators.model.scenario import RDMA, RDMA_PRIORITY, Endpoint, Scenario, scenario_to_dict
 from orchestrator.scenario.expand import expand
 from orchestrator.scenario.loader import ScenarioError, parse_scenario
-from orchestrator.scenario.model import Endpoint, scenario_to_dict
 from orchestrator.scenario.units import convert_units
 
 SOURCE = "scenarios/f.yaml"

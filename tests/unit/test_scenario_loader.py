@@ -11,11 +11,10 @@ from emulators.kernel.frame import MAX_PORTS
 from emulators.model.faults import LinkBer, LinkLength, LinkRate, LinkState
 from emulators.model.scenario import RAW as RAW_TRANSPORT
 from emulators.model.scenario import RDMA as RDMA_TRANSPORT
-from emulators.model.scenario import RDMA_PRIORITY
+from emulators.model.scenario import RDMA_PRIORITY, Endpoint, FlowSpec
 from emulators.registry import DEVICE_KINDS, DeviceKind
 from orchestrator.scenario import units
 from orchestrator.scenario.loader import ScenarioError, load_scenario, parse_scenario, scenario_schema
-from orchestrator.scenario.model import Endpoint, FlowSpec
 
 SOURCE = "scenarios/x.yaml"
 
