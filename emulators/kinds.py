@@ -66,13 +66,13 @@ class DeviceKind:
     buffer_plot: bool = False  # the report plots its shared buffer and its ports' queues
 
     def load_class(self) -> type:
-        cls: type = _load(self.class_path)
+        cls: type = load_object(self.class_path)
         return cls
 
     def load_paths(self) -> DevicePaths[Any]:
         if not self.paths:
             return NO_PATHS
-        paths: DevicePaths[Any] = _load(self.paths)
+        paths: DevicePaths[Any] = load_object(self.paths)
         return paths
 
 
@@ -82,7 +82,8 @@ def own_defaults(model_defaults: Mapping[str, Any], options_schema: dict[str, An
     return {name: value for name, value in model_defaults.items() if name in options_schema["properties"]}
 
 
-def _load(ref: str) -> Any:
+def load_object(ref: str) -> Any:
+    """The object a ``"module:object"`` reference names, importing its module."""
     module, _, attr = ref.partition(":")
     return getattr(importlib.import_module(module), attr)
 
