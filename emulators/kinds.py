@@ -51,7 +51,6 @@ class DeviceKind:
     options_schema: dict[str, Any]
     class_path: str  # "module:Class", imported only when a device of this kind is built
     forwards: bool = False  # switches: frames pass through them toward other devices
-    latency_ps: int = 0  # a forwarding device's default latency option
     sends_flows: bool = False  # the scenario's flows: are sent and received by devices of this kind
     portless: bool = False  # a device of this kind may have no port (it talks only inside itself)
     # option -> its value unless a device's options say otherwise, in integer units; options whose default
@@ -64,6 +63,11 @@ class DeviceKind:
     # DevicePaths), imported only when gNMI reads or sets a device of this kind
     paths: str = ""
     buffer_plot: bool = False  # the report plots its shared buffer and its ports' queues
+
+    @property
+    def latency_ps(self) -> int:
+        """A forwarding device's latency unless its options say otherwise: its declared ``latency`` default."""
+        return int(self.defaults.get("latency", 0))
 
     def load_class(self) -> type:
         cls: type = load_object(self.class_path)

@@ -4,7 +4,7 @@ they serve, the path toward a peer rank, and letting go of everything when an at
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from emulators.model.scenario import Endpoint
 from emulators.rdma.host import nic_ports_of
@@ -34,15 +34,12 @@ class TransportHost(Protocol):
     plan: JobPlan | None
     nics: list[RdmaNic]
     job: JobAttempt
-    counters: dict[str, int]
 
     @property
     def now(self) -> int: ...
 
     @property
     def ranks(self) -> Mapping[int, RankLike]: ...  # the job's ranks this server runs
-
-    def at(self, time_ps: int, handler: Callable[[Any], None], arg: Any = None) -> None: ...
 
 
 class PathInfo:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from emulators.ethernet.defaults import DEFAULTS, SWITCH_LATENCY_PS
+from emulators.ethernet.defaults import DEFAULTS
 from emulators.kinds import DeviceKind, SummaryLines
 from emulators.kinds import unit_option as _unit
 from emulators.model.units import format_bytes
@@ -96,7 +96,6 @@ SWITCH = DeviceKind(
     options_schema=SWITCH_OPTIONS_SCHEMA,
     class_path="emulators.ethernet.switch:Switch",
     forwards=True,
-    latency_ps=SWITCH_LATENCY_PS,
     defaults=DEFAULTS,
     summary_lines=SummaryLines(BUFFER_SUMMARY_RANK, device=_summary),
     paths="emulators.ethernet.openconfig:PATHS",

@@ -6,7 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 from emulators.ethernet.kind import BUFFER_SUMMARY_RANK, SWITCH_FIGURES, buffer_lines, switch_like
-from emulators.gateway.defaults import GATEWAY_DEFAULTS, GATEWAY_LATENCY_PS
+from emulators.gateway.defaults import GATEWAY_DEFAULTS
 from emulators.kinds import DeviceKind, Problem, SummaryLines, own_defaults
 from emulators.kinds import unit_option as _unit
 
@@ -56,7 +56,6 @@ GATEWAY = DeviceKind(
     class_path="emulators.gateway.device:Gateway",
     check=_check_gateway_options,
     forwards=True,
-    latency_ps=GATEWAY_LATENCY_PS,
     defaults=own_defaults(GATEWAY_DEFAULTS, GATEWAY_OPTIONS_SCHEMA),
     summary_lines=SummaryLines(BUFFER_SUMMARY_RANK, device=_summary),
     paths="emulators.gateway.openconfig:PATHS",

@@ -78,7 +78,6 @@ OLINK = DeviceKind(
     check=_check_olink_options,
     check_scenario=check_link_layer,
     forwards=True,
-    latency_ps=spec.DEFAULT_LATENCY_PS,
     defaults={"latency": spec.DEFAULT_LATENCY_PS, "credit": spec.DEFAULT_CREDIT,  # replay_timeout: the link's
               "replay_buffer": spec.DEFAULT_REPLAY_BUFFER, "vcs": spec.DEFAULT_VCS, "in_network": False,
               "fec": dict(zip("nkm", spec.DEFAULT_FEC, strict=True))},

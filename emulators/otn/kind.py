@@ -9,7 +9,7 @@ from emulators.ethernet.kind import BUFFER_SUMMARY_RANK, SWITCH_FIGURES, buffer_
 from emulators.kinds import DeviceKind, Problem, SummaryLines, own_defaults
 from emulators.kinds import unit_option as _unit
 from emulators.model.units import format_time
-from emulators.otn.defaults import OTN_DEFAULTS, OTN_LATENCY_PS
+from emulators.otn.defaults import OTN_DEFAULTS
 
 OTN_OPTIONS_SCHEMA = switch_like(
     {
@@ -95,7 +95,6 @@ OTN = DeviceKind(
     class_path="emulators.otn.node:OtnNode",
     check=_check_otn_options,
     forwards=True,
-    latency_ps=OTN_LATENCY_PS,
     defaults=own_defaults(OTN_DEFAULTS, OTN_OPTIONS_SCHEMA),
     summary_lines=SummaryLines(BUFFER_SUMMARY_RANK, device=_summary),
     paths="emulators.otn.openconfig:PATHS",
